@@ -1,0 +1,46 @@
+"""`fieldmark predict RUN IMAGE_OR_FOLDER... [--top-k 5] [--json]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images with a trained run")
+    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="one JSON object with every prediction")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.scan import Skipped
+    from ..device import resolve_device
+    from ..errors import ConfigError
+    from ..predict import expand_inputs, predict
+    from ..runs import load_run
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: must be at least 1")
+    loaded = load_run(args.run, resolve_device(args.device))
+    paths, skipped = expand_inputs(args.inputs)
+    preds = []
+    for item in predict(loaded, paths, args.top_k):
+        if isinstance(item, Skipped):
+            skipped.append(item)
+            continue
+        preds.append(item)
+        if not args.json:
+            best = ", ".join(f"{c} {100 * p:.1f}%" for c, p in item.top)
+            print(f"{item.path}\t{best}")
+    for s in skipped:
+        print(f"skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""), file=sys.stderr)
+    if args.json:
+        print(json.dumps({"run": str(loaded.run_dir), "predictions": [
+            {"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top]} for p in preds],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, indent=2))
+    return 0 if preds else 2

@@ -1,0 +1,90 @@
+"""Datasets for training and evaluation: decode once, keep images resized in memory (small CPU machines spend
+more time decoding than computing otherwise), apply the seeded transforms, batch uint8."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import DecodeError
+from ..imageio import read_image
+from .scan import Sample, Skipped
+from .transforms import Preprocessing, resize_shorter, test_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+
+class ImageCache:
+    """Decoded, shorter-side-resized images. ``load`` reports undecodable files and drops them."""
+
+    def __init__(self, samples: Sequence[Sample], pp: Preprocessing, limit_mb: int = 4096):
+        self.pp = pp
+        self.samples = list(samples)
+        est_mb = len(self.samples) * pp.resize * pp.resize * 1.4 * 3 / 2 ** 20
+        self.enabled = est_mb <= limit_mb
+        self.images: list[np.ndarray | None] = [None] * len(self.samples)
+        if not self.enabled:
+            log.info("image cache off: about %.0f MB needed, limit %d MB", est_mb, limit_mb)
+
+    def load(self, progress: Callable[[int, int], None] | None = None) -> list[Skipped]:
+        """Decode everything once (when caching); returns the files that failed, removed from ``samples``."""
+        gen = self.iter_load()
+        while True:
+            try:
+                done = next(gen)
+            except StopIteration as end:
+                return end.value
+            if progress is not None:
+                progress(done, len(self.samples))
+
+    def iter_load(self):
+        """Generator form of :meth:`load`: yields the number of files done, returns the failures."""
+        failed: list[Skipped] = []
+        keep_s, keep_i = [], []
+        for i, s in enumerate(self.samples):
+            try:
+                img = resize_shorter(read_image(s.path), self.pp.resize) if self.enabled else None
+                keep_s.append(s)
+                keep_i.append(img)
+            except DecodeError as exc:
+                failed.append(Skipped(s.path, exc.reason, exc.detail))
+            yield i + 1
+        self.samples, self.images = keep_s, keep_i
+        return failed
+
+    def get(self, i: int) -> np.ndarray:
+        img = self.images[i]
+        if img is None:
+            img = resize_shorter(read_image(self.samples[i].path), self.pp.resize)
+        return img
+
+
+class ImageDataset(Dataset):
+    """Items are (uint8 HWC tensor, label). Train mode draws its augmentation from a generator seeded by
+    (seed, epoch, index): the same epoch gives the same batches after a resume."""
+
+    def __init__(self, cache: ImageCache, train: bool, seed: int = 0):
+        self.cache, self.train, self.seed, self.epoch = cache, train, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.cache.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, i: int):
+        try:
+            img = self.cache.get(i)
+        except DecodeError as exc:  # only when not cached: a file changed after the scan
+            log.warning("%s: %s; using another image in its place", exc.path, exc.reason)
+            return self[(i + 1) % len(self)]
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            out = train_transform(img, self.cache.pp, rng)
+        else:
+            out = test_transform(img, self.cache.pp, cached=True)
+        return torch.from_numpy(out), int(self.cache.samples[i].label)

@@ -1,0 +1,298 @@
+"""Scan a folder: detect its layout, list the usable images and every unusable file with its reason."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..errors import DataError, DecodeError
+from ..imageio import check_file, is_image_name, read_image
+from . import cub
+
+log = logging.getLogger(__name__)
+
+LAYOUTS = {
+    "class-folders": "one sub-folder per class (ROOT/<class>/*.jpg)",
+    "train-test-folders": "ROOT/train/<class>/*.jpg and ROOT/test/<class>/*.jpg",
+    "cub": "the CUB_200_2011 layout (images.txt, classes.txt, image_class_labels.txt, train_test_split.txt)",
+    "flat": "a folder of images without classes (prediction and maps only)",
+}
+EXPECTED = (
+    "Expected one of: a folder with one sub-folder of images per class (ROOT/<class>/*.jpg), "
+    "train/ and test/ folders of class sub-folders, the CUB_200_2011 layout (images.txt, classes.txt, ...), "
+    "or a flat folder of images for prediction."
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One usable image. ``label`` is -1 and ``split`` is "" in a flat folder."""
+
+    path: str
+    label: int
+    split: str
+    image_id: int | None = None
+    bbox: tuple[float, float, float, float] | None = None  # x0, y0, w, h in original pixels
+    parts: tuple[tuple[float, float, int], ...] | None = None  # (x, y, visible) per part, CUB order
+
+    def keypoints(self) -> np.ndarray | None:
+        return None if self.parts is None else np.asarray(self.parts, dtype=np.float64).reshape(-1, 3)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class DataReport:
+    """What a scan found: the layout, classes, usable samples and skipped files with reasons."""
+
+    root: str
+    layout: str
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[Skipped] = field(default_factory=list)
+    part_names: list[str] = field(default_factory=list)
+    split_source: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, name: str) -> list[Sample]:
+        """Samples of one split: "train", "test" or "all"."""
+        if name == "all":
+            return list(self.samples)
+        if name not in ("train", "test"):
+            raise DataError(f"split {name!r} is not a split: use train, test or all")
+        return [s for s in self.samples if s.split == name]
+
+    @property
+    def has_parts(self) -> bool:
+        return bool(self.part_names) and any(s.parts is not None for s in self.samples)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{class: {"train": n, "test": n}} in class order."""
+        table = {c: {"train": 0, "test": 0} for c in self.classes}
+        for s in self.samples:
+            if s.label >= 0 and s.split in ("train", "test"):
+                table[self.classes[s.label]][s.split] += 1
+        return table
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        return dict(Counter(s.reason for s in self.skipped))
+
+    def describe(self, max_skipped: int = 20) -> str:
+        """A human report, as `fieldmark scan` prints it."""
+        lines = [f"{self.root}: layout {self.layout} ({LAYOUTS[self.layout]})"]
+        n_train = sum(1 for s in self.samples if s.split == "train")
+        n_test = sum(1 for s in self.samples if s.split == "test")
+        if self.layout == "flat":
+            lines.append(f"{len(self.samples)} usable images, no classes")
+        else:
+            lines.append(f"{len(self.classes)} classes, {len(self.samples)} usable images "
+                         f"({n_train} train, {n_test} test; split: {self.split_source})")
+            width = max((len(c) for c in self.classes), default=5)
+            lines.append(f"  {'class':<{width}}  train   test")
+            for name, c in self.counts().items():
+                lines.append(f"  {name:<{width}}  {c['train']:5d}  {c['test']:5d}")
+        if self.part_names:
+            lines.append(f"part keypoints: {len(self.part_names)} ({', '.join(self.part_names)})")
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        if self.skipped:
+            by = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped_by_reason().items()))
+            lines.append(f"skipped {len(self.skipped)} files ({by}):")
+            for s in self.skipped[:max_skipped]:
+                lines.append(f"  {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""))
+            if len(self.skipped) > max_skipped:
+                lines.append(f"  ... and {len(self.skipped) - max_skipped} more (see --json)")
+        else:
+            lines.append("skipped 0 files")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root, "layout": self.layout, "classes": self.classes,
+            "counts": self.counts(), "n_images": len(self.samples), "split_source": self.split_source,
+            "part_names": self.part_names, "notes": self.notes,
+            "skipped": [{"path": s.path, "reason": s.reason, "detail": s.detail} for s in self.skipped],
+        }
+
+
+def walk_images(root: Path, skipped: list[Skipped]) -> list[Path]:
+    """Every image-named file below ``root``, sorted, following links but never looping."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=lambda e: skipped.append(
+            Skipped(str(e.filename), "unreadable", e.strerror or str(e)))):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            skipped.append(Skipped(dirpath, "symlink loop", f"already visited as {real}"))
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if is_image_name(name):
+                found.append(Path(dirpath) / name)
+    return found
+
+
+def _usable(paths: list[Path], skipped: list[Skipped], verify: bool,
+            progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    ok = []
+    for i, p in enumerate(paths):
+        try:
+            check_file(p)
+            if verify:
+                read_image(p)
+            ok.append(p)
+        except DecodeError as exc:
+            skipped.append(Skipped(str(p), exc.reason, exc.detail))
+        if progress is not None:
+            progress(i + 1, len(paths))
+    return ok
+
+
+def _image_subdirs(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def scan(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, verify: bool = False,
+         progress: Callable[[int, int], None] | None = None) -> DataReport:
+    """Scan ``root`` and return a :class:`DataReport`.
+
+    ``verify`` decodes every image fully (slow on large folders); without it, files are checked by signature
+    and completeness (zero bytes, not an image, truncated, unreadable), and images that still fail to decode
+    are reported when they are loaded.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data folder {str(root)!r} does not exist: check the path")
+    if not root.is_dir():
+        raise DataError(f"{str(root)!r} is a file, not a folder. {EXPECTED}")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"val_fraction {val_fraction!r} must be between 0 and 1 (e.g. 0.2)")
+    cub_root = cub.find_root(root)
+    if cub_root is not None:
+        report = cub.read(cub_root, verify=verify, progress=progress)
+    elif (root / "train").is_dir() and (root / "test").is_dir():
+        report = _scan_train_test(root, verify, progress)
+    else:
+        report = _scan_class_folders(root, val_fraction, seed, verify, progress)
+    if not report.samples:
+        raise DataError(f"no usable image in {str(root)!r} (layout {report.layout}; "
+                        f"{len(report.skipped)} files skipped). {EXPECTED}")
+    log.info("scanned %s: layout %s, %d images, %d skipped", root, report.layout, len(report.samples),
+             len(report.skipped))
+    return report
+
+
+def _scan_train_test(root: Path, verify: bool, progress) -> DataReport:
+    skipped: list[Skipped] = []
+    classes = sorted({d.name for part in ("train", "test") for d in _image_subdirs(root / part)})
+    index = {c: i for i, c in enumerate(classes)}
+    samples = []
+    for part in ("train", "test"):
+        for d in _image_subdirs(root / part):
+            for p in _usable(walk_images(d, skipped), skipped, verify, progress):
+                samples.append(Sample(str(p), index[d.name], part))
+    return DataReport(str(root), "train-test-folders", classes, samples, skipped,
+                      split_source="the train/ and test/ folders")
+
+
+def _scan_class_folders(root: Path, val_fraction: float, seed: int, verify: bool, progress) -> DataReport:
+    skipped: list[Skipped] = []
+    subdirs = _image_subdirs(root)
+    loose = [root / n for n in sorted(os.listdir(root)) if is_image_name(n) and (root / n).is_file()]
+    by_class: dict[str, list[Path]] = {}
+    for d in subdirs:
+        files = walk_images(d, skipped)
+        if files:
+            by_class[d.name] = files
+    if not by_class:
+        ok = _usable(loose, skipped, verify, progress)
+        return DataReport(str(root), "flat", [], [Sample(str(p), -1, "") for p in ok], skipped,
+                          split_source="none (no classes)")
+    notes = []
+    for p in loose:
+        skipped.append(Skipped(str(p), "not in a class folder", "images directly in ROOT are ignored "
+                                                                  "when class sub-folders exist"))
+    classes = sorted(by_class)
+    usable = {c: _usable(by_class[c], skipped, verify, progress) for c in classes}
+    empty = [c for c in classes if not usable[c]]
+    if empty:
+        notes.append(f"classes with no usable image dropped: {', '.join(empty)}")
+        classes = [c for c in classes if usable[c]]
+    split_csv = root / "split.csv"
+    if split_csv.is_file():
+        splits, source = _read_split_csv(split_csv, root), "split.csv"
+    else:
+        splits, source = {}, f"seeded stratified {round((1 - val_fraction) * 100)}/{round(val_fraction * 100)}, seed {seed}"
+    rng = np.random.default_rng(seed)
+    samples = []
+    for label, c in enumerate(classes):
+        files = usable[c]
+        if splits:
+            missing = [p for p in files if _rel(p, root) not in splits]
+            if missing:
+                notes.append(f"{len(missing)} images of {c} are not in split.csv and were put in train")
+            for p in files:
+                samples.append(Sample(str(p), label, splits.get(_rel(p, root), "train")))
+            continue
+        order = rng.permutation(len(files))
+        n_test = int(round(len(files) * val_fraction)) if len(files) >= 2 else 0
+        if len(files) >= 2:
+            n_test = min(max(n_test, 1), len(files) - 1)
+        else:
+            notes.append(f"class {c} has only one image: it is used for training only")
+        test_idx = set(order[:n_test].tolist())
+        for i, p in enumerate(files):
+            samples.append(Sample(str(p), label, "test" if i in test_idx else "train"))
+    return DataReport(str(root), "class-folders", classes, samples, skipped, split_source=source, notes=notes)
+
+
+def _rel(p: Path, root: Path) -> str:
+    return p.relative_to(root).as_posix()
+
+
+def _read_split_csv(path: Path, root: Path) -> dict[str, str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "path" not in reader.fieldnames or "split" not in reader.fieldnames:
+            raise DataError(f"{str(path)!r} needs the columns path and split (found {reader.fieldnames}): "
+                            "fix the header or remove the file to split automatically")
+        out = {}
+        for row in reader:
+            split = (row.get("split") or "").strip().lower()
+            if split in ("val", "valid", "validation"):
+                split = "test"
+            if split not in ("train", "test"):
+                raise DataError(f"{str(path)!r}: split {row.get('split')!r} for {row.get('path')!r} "
+                                "is not train or test")
+            out[row["path"].strip().replace("\\", "/")] = split
+    return out
+
+
+def require_trainable(report: DataReport) -> None:
+    """Raise DataError unless the report can train a classifier (≥ 2 classes with training images)."""
+    if report.layout == "flat":
+        raise DataError(f"{report.root!r} is a flat folder of {len(report.samples)} images without classes: "
+                        f"training needs labels. {EXPECTED}")
+    counts = report.counts()
+    trainable = [c for c, n in counts.items() if n["train"] > 0]
+    if len(trainable) < 2:
+        raise DataError(f"{report.root!r} has {len(trainable)} class(es) with training images "
+                        f"({', '.join(trainable) or 'none'}): training needs at least two. {EXPECTED}")
+    if not any(s.split == "test" for s in report.samples):
+        report.notes.append("no test images: test accuracy cannot be measured")

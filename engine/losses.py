@@ -1,0 +1,168 @@
+"""Losses: the mutual-channel loss (Chang et al., "The Devil is in the Channels", IEEE TIP 2020,
+arXiv 2002.04264) and the criteria the training loop calls.
+
+A criterion is called as ``criterion(model, images, targets) -> (total, parts)`` where ``parts`` maps names to
+scalar tensors for the logs. Every method (ce, mcloss, tasn) has one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+
+def group_sizes(n_channels: int, n_classes: int) -> list[int]:
+    """Split ``n_channels`` among ``n_classes`` contiguous groups, the smaller groups first
+    (2048 channels, 200 classes → 152 groups of 10 then 48 of 11)."""
+    if n_classes < 1 or n_channels < n_classes:
+        raise ConfigError(f"cannot split {n_channels} channels among {n_classes} classes: "
+                          "each class needs at least one channel")
+    base, extra = divmod(n_channels, n_classes)
+    return [base] * (n_classes - extra) + [base + 1] * extra
+
+
+def _as_groups(groups: int | Sequence[int], n_channels: int) -> list[int]:
+    if isinstance(groups, int):
+        if groups < 1 or n_channels % groups:
+            raise ConfigError(f"xi={groups} does not divide the {n_channels} feature channels: "
+                              "pass the list of group sizes instead")
+        return [groups] * (n_channels // groups)
+    sizes = [int(g) for g in groups]
+    if sum(sizes) != n_channels or min(sizes) < 1:
+        raise ConfigError(f"group sizes sum to {sum(sizes)}, the feature map has {n_channels} channels")
+    return sizes
+
+
+def _runs(sizes: list[int]) -> list[tuple[int, int, int]]:
+    """Consecutive groups of equal size as (first channel, group size, number of groups)."""
+    runs, start, i = [], 0, 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            j += 1
+        runs.append((start, sizes[i], j - i))
+        start += sizes[i] * (j - i)
+        i = j
+    return runs
+
+
+def group_max(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Maximum over each channel group: (B, N, ...) → (B, c, ...). Gradient goes to one maximal channel
+    (``max`` with indices semantics), never split between ties."""
+    outs = []
+    for start, size, count in _runs(sizes):
+        block = x[:, start:start + size * count]
+        block = block.reshape(x.shape[0], count, size, *x.shape[2:])
+        outs.append(block.max(dim=2).values)
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+
+def ccmp(features: torch.Tensor, groups: int | Sequence[int]) -> torch.Tensor:
+    """Cross-channel max pooling: (B, N, H, W) → (B, c, H, W)."""
+    return group_max(features, _as_groups(groups, features.shape[1]))
+
+
+def cwa_mask(groups: int | Sequence[int], n_channels: int | None = None, batch: int | None = None,
+             generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Channel-wise attention mask: in each group of ξ channels ⌈ξ/2⌉ are kept (1), the rest dropped (0), at
+    random. Shape (N,) — one mask for the whole batch, as in the authors' code — or (batch, N) per sample."""
+    if isinstance(groups, int) and n_channels is None:
+        raise ConfigError("cwa_mask needs n_channels when groups is a single xi")
+    sizes = _as_groups(groups, n_channels if n_channels is not None else sum(groups))
+    rows = 1 if batch is None else batch
+    mask = torch.zeros(rows, sum(sizes))
+    start = 0
+    for size in sizes:
+        keep = math.ceil(size / 2)
+        scores = torch.rand(rows, size, generator=generator)
+        idx = scores.argsort(dim=1)[:, :keep]
+        mask[:, start:start + size].scatter_(1, idx, 1.0)
+        start += size
+    mask = mask.to(device) if device is not None else mask
+    return mask[0] if batch is None else mask
+
+
+@dataclass
+class MCTerms:
+    """The two MC-Loss terms. ``h`` is (B, c): h_i = Σ_k max_{j∈group i} softmax_k(F_j), in [1, ξ_i]."""
+
+    dis: torch.Tensor
+    div: torch.Tensor
+    h: torch.Tensor
+
+
+def mc_loss_terms(features: torch.Tensor, targets: torch.Tensor, groups: int | Sequence[int],
+                  mask: torch.Tensor | None = None) -> MCTerms:
+    """L_dis = CE(GAP(CCMP(F ⊙ mask)), y); L_div = 1 − mean_{b,i}(h_i / ξ_i) (the authors' code form).
+
+    ``features`` (B, N, H, W) non-negative; ``groups`` ξ or the list of group sizes; ``mask`` (N,) or (B, N),
+    None for no masking. Works in any float dtype, float64 included.
+    """
+    b, n = features.shape[:2]
+    sizes = _as_groups(groups, n)
+    masked = features
+    if mask is not None:
+        mask = mask.to(device=features.device, dtype=features.dtype).detach()
+        if mask.shape[-1] != n:
+            raise ConfigError(f"mask has {mask.shape[-1]} channels, the features have {n}")
+        masked = features * (mask.view(1, n, 1, 1) if mask.dim() == 1 else mask.view(b, n, 1, 1))
+    logits = group_max(masked, sizes).flatten(2).mean(dim=2)
+    dis = F.cross_entropy(logits, targets)
+    soft = features.flatten(2).softmax(dim=2)  # (B, N, HW), unmasked
+    h = group_max(soft, sizes).sum(dim=2)  # (B, c)
+    xi = torch.tensor(sizes, dtype=features.dtype, device=features.device)
+    div = 1.0 - (h / xi).mean()
+    return MCTerms(dis=dis, div=div, h=h)
+
+
+class MCLoss(nn.Module):
+    """The mutual-channel loss of the paper: L = L_CE + μ·(L_dis − λ·mean h), written as the authors' code does,
+    L_CE + μ·L_dis + μ·λ·ξ̄·L_div^code (same gradient; ξ̄ = mean group size). Returns (total, parts)."""
+
+    def __init__(self, groups: int | Sequence[int], mu: float = 0.005, lam: float = 10.0,
+                 per_sample_mask: bool = False):
+        super().__init__()
+        self.groups = groups
+        self.mu, self.lam, self.per_sample_mask = float(mu), float(lam), per_sample_mask
+
+    def forward(self, features: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        sizes = _as_groups(self.groups, features.shape[1])
+        if mask is None and self.training:
+            mask = cwa_mask(sizes, batch=features.shape[0] if self.per_sample_mask else None,
+                            device=features.device)
+        ce = F.cross_entropy(logits, targets)
+        terms = mc_loss_terms(features.float(), targets, sizes, mask)
+        xi_mean = sum(sizes) / len(sizes)
+        total = ce + self.mu * terms.dis + self.mu * self.lam * xi_mean * terms.div
+        return total, {"ce": ce.detach(), "dis": terms.dis.detach(), "div": terms.div.detach(),
+                       "regions": terms.h.detach().mean()}
+
+
+class CECriterion(nn.Module):
+    """Plain cross-entropy on the same models (the comparison method)."""
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+        logits = model(images)
+        ce = F.cross_entropy(logits, targets)
+        return ce, {"ce": ce.detach()}
+
+
+class MCLossCriterion(nn.Module):
+    """MC-Loss for a part model exposing ``forward_features`` / ``forward_head`` and ``groups``."""
+
+    def __init__(self, groups: Sequence[int], mu: float, lam: float, per_sample_mask: bool = False):
+        super().__init__()
+        self.loss = MCLoss(list(groups), mu, lam, per_sample_mask)
+
+    def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+        features = model.forward_features(images)
+        logits = model.forward_head(features)
+        return self.loss(features, logits, targets)

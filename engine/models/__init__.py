@@ -1,0 +1,89 @@
+"""The model registry: ``list_models()`` and ``create_model(name, num_classes, xi=3, pretrained=...)``.
+
+Every model exposes ``forward_features`` (part channels) and ``forward_head`` (logits), a ``groups`` list (the
+channel group of each class) and ``param_groups()`` (backbone, head) for the two learning rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from .backbones import BACKBONES
+from .partnet import PartNet
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str  # "partnet" (MC-Loss / CE) or "tasn"
+    description: str
+    build: Callable[..., nn.Module]
+    default_pretrained: str | None = None  # the torchvision weights name, when it has one
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> None:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} registered twice")
+    _REGISTRY[spec.name] = spec
+
+
+def list_models(family: str | None = None) -> list[str]:
+    _load_families()
+    return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
+
+
+def get_spec(name: str) -> ModelSpec:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"model {name!r} is unknown: use one of {', '.join(_REGISTRY)} "
+                          "(`fieldmark models` lists them)") from None
+
+
+def create_model(name: str, num_classes: int, xi: int = 3, pretrained: str | None = None, **kwargs) -> nn.Module:
+    """Build a registered model. ``pretrained``: None, a torchvision weights name ("DEFAULT",
+    "IMAGENET1K_V1"), or a local .pth/.safetensors file of the backbone's torchvision state dict."""
+    spec = get_spec(name)
+    model = spec.build(num_classes=num_classes, xi=xi, pretrained=pretrained, **kwargs)
+    model.arch = {"name": name, "num_classes": num_classes, "xi": xi, **kwargs}
+    return model
+
+
+def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto") -> nn.Module:
+        features, width, stride = BACKBONES[backbone][0](pretrained)
+        return PartNet(features, width, stride, num_classes, xi, part_channels)
+
+    return build
+
+
+_DEFAULT_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2", "vgg16_bn": "IMAGENET1K_V1",
+                    "mobilenet_v2": "IMAGENET1K_V1"}
+
+for _name, (_builder, _desc) in BACKBONES.items():
+    register(ModelSpec(_name, "partnet", _desc, _partnet_builder(_name), _DEFAULT_WEIGHTS.get(_name)))
+
+_families_loaded = False
+
+
+def _load_families() -> None:
+    """Other model families register themselves on import (kept lazy to keep `import engine.models` cheap)."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    _families_loaded = True
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__name__}.tasn_registry") is not None:
+        importlib.import_module(f"{__name__}.tasn_registry")
+
+
+__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet"]

@@ -1,0 +1,104 @@
+"""Backbones: torchvision feature extractors (and a small CPU net) returning (B, C, H, W) maps.
+
+Each builder returns ``(features: nn.Module, width: int, stride: int)``. ImageNet weights are loaded into the
+full torchvision network first (so torchvision's own state dict names match), then its body is taken.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+from .weights import load_into, load_state_dict_file, looks_like_path, torchvision_state_dict
+
+BackboneBuilder = Callable[[str | None], tuple[nn.Module, int, int]]
+
+
+def _with_weights(net: nn.Module, weights_enum, pretrained: str | None, ignore: tuple[str, ...]) -> nn.Module:
+    if pretrained in (None, "", "none", "None"):
+        return net
+    if looks_like_path(pretrained):
+        state = load_state_dict_file(pretrained)
+    else:
+        state = torchvision_state_dict(weights_enum, pretrained)
+    load_into(net, state, pretrained, ignore_prefixes=ignore)
+    return net
+
+
+def torchvision_net(name: str, pretrained: str | None = None, **kwargs) -> nn.Module:
+    """A whole torchvision network with its weights loaded (used by TASN, which takes its own layers)."""
+    ctor, enum, ignore = _TV[name]
+    return _with_weights(ctor(weights=None, **kwargs), enum, pretrained, ignore)
+
+
+_TV = {
+    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights, ("fc.",)),
+    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights, ("fc.",)),
+    "vgg16_bn": (tvm.vgg16_bn, tvm.VGG16_BN_Weights, ("classifier.",)),
+    "mobilenet_v2": (tvm.mobilenet_v2, tvm.MobileNet_V2_Weights, ("classifier.",)),
+}
+
+
+def resnet_body(net: nn.Module) -> nn.Module:
+    return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+
+
+def resnet18(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    return resnet_body(torchvision_net("resnet18", pretrained)), 512, 32
+
+
+def resnet50(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    return resnet_body(torchvision_net("resnet50", pretrained)), 2048, 32
+
+
+def vgg16_bn(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    net = torchvision_net("vgg16_bn", pretrained)
+    return nn.Sequential(*list(net.features)[:-1]), 512, 16  # drop the last max-pool: 14x14 maps at 224 px
+
+
+def mobilenet_v2(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    return torchvision_net("mobilenet_v2", pretrained).features, 1280, 32
+
+
+class SmallNet(nn.Module):
+    """A small VGG-style CNN (about 0.6 M parameters, stride 8) for training from scratch on a CPU:
+    the toy-birds demo and fast tests. Fine stride gives part maps of 20x20 at 160 px."""
+
+    def __init__(self, width: int = 128):
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: bool) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                       nn.ReLU(inplace=True)]
+            return layers + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.body = nn.Sequential(*block(3, 32, True), *block(32, 64, True), *block(64, 96, False),
+                                  *block(96, 96, True), *block(96, width, False), *block(width, width, False))
+        self.width = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def smallnet(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
+    net = SmallNet()
+    if pretrained not in (None, "", "none", "None"):
+        if not looks_like_path(pretrained):
+            from ..errors import WeightsError
+
+            raise WeightsError(f"smallnet has no published weights ({pretrained!r}): train from scratch "
+                               "(no --pretrained) or pass a local file saved from a smallnet")
+        load_into(net, load_state_dict_file(pretrained), pretrained)
+    return net, net.width, 8
+
+
+BACKBONES: dict[str, tuple[BackboneBuilder, str]] = {
+    "resnet18": (resnet18, "ResNet-18 (torchvision), 512 channels, stride 32"),
+    "resnet50": (resnet50, "ResNet-50 (torchvision), 2048 channels, stride 32"),
+    "vgg16_bn": (vgg16_bn, "VGG-16-BN (torchvision) without its last pool, 512 channels, stride 16"),
+    "mobilenet_v2": (mobilenet_v2, "MobileNetV2 (torchvision), 1280 channels, stride 32"),
+    "smallnet": (smallnet, "small CNN for CPU training from scratch (toy birds, tests), 128 channels, stride 8"),
+}

@@ -1,0 +1,68 @@
+"""Prediction: top-k classes for images, with the run's own preprocessing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .data.scan import Skipped, walk_images
+from .data.transforms import Preprocessing, normalize, test_transform
+from .errors import DataError, DecodeError
+from .imageio import is_image_name, read_image
+from .runs import LoadedRun
+
+
+@dataclass
+class Prediction:
+    path: str
+    top: list[tuple[str, float]]  # (class, probability), best first
+
+
+def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Skipped]]:
+    """Files and folders (searched recursively for images) → image paths, plus what was skipped."""
+    paths: list[Path] = []
+    skipped: list[Skipped] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            paths.extend(walk_images(p, skipped))
+        elif p.is_file():
+            paths.append(p)
+        elif not p.exists():
+            raise DataError(f"{item!r} does not exist: give image files or folders")
+    if not paths:
+        raise DataError(f"no image found in {', '.join(map(repr, items))}: give .jpg/.png files or folders of them")
+    return [p for p in paths if is_image_name(p) or p.is_file()], skipped
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, batch_size: int = 32,
+            ) -> Iterator[Prediction | Skipped]:
+    """Yield a Prediction per readable image and a Skipped for each unreadable one, in input order."""
+    pp = Preprocessing.from_dict(run.preprocessing)
+    device = next(run.model.parameters()).device
+    k = max(1, min(top_k, len(run.classes)))
+    batch: list[tuple[Path, np.ndarray]] = []
+
+    def flush():
+        x = normalize(torch.from_numpy(np.stack([b[1] for b in batch])).to(device), pp)
+        probs = run.model(x).float().softmax(1).cpu()
+        vals, idx = probs.topk(k, dim=1)
+        for (p, _), v, i in zip(batch, vals, idx):
+            yield Prediction(str(p), [(run.classes[j], float(q)) for q, j in zip(v.tolist(), i.tolist())])
+        batch.clear()
+
+    for p in paths:
+        try:
+            batch.append((p, test_transform(read_image(p), pp)))
+        except DecodeError as exc:
+            yield Skipped(str(p), exc.reason, exc.detail)
+            continue
+        if len(batch) >= batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()

@@ -1,0 +1,209 @@
+"""Run folders: ``model.safetensors`` (tensors) + ``model.json`` (architecture, classes, preprocessing, config,
+versions, metrics), ``metrics.jsonl`` (one line per epoch) and ``resume.pt`` (optimizer state; plain containers
+read back with ``weights_only=True``). Every file is written atomically, so a killed run is never unreadable.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError
+from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fieldmark-run"
+FORMAT_VERSION = 1
+MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME = "model.json", "model.safetensors", "metrics.jsonl", "resume.pt"
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """Accept the run folder or any file inside it."""
+    p = Path(path).expanduser()
+    return p.parent if p.is_file() else p
+
+
+def is_run(path: str | Path) -> bool:
+    return (run_dir_of(path) / MODEL_JSON).is_file()
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    run = run_dir_of(path)
+    f = run / MODEL_JSON
+    if not f.is_file():
+        raise CheckpointError(f"{str(run)!r} is not a Fieldmark run folder (no {MODEL_JSON}): "
+                              "pass a folder written by `fieldmark train`")
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): retrain, or restore the file") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{str(f)!r} is not a Fieldmark model description (format "
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{str(run)!r} was written by Fieldmark {meta.get('fieldmark_version', '?')} "
+                              f"(run format {version}); this is Fieldmark {__version__}, which reads format "
+                              f"{FORMAT_VERSION}: upgrade Fieldmark to open it")
+    return meta
+
+
+def save_state_dict(path: Path, model: nn.Module) -> None:
+    from safetensors.torch import save
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata={"format": FORMAT}))
+
+
+def save_epoch(run: Path, model: nn.Module, meta: dict[str, Any], history: list[dict[str, Any]],
+               resume_state: dict[str, Any] | None) -> None:
+    """Write one epoch's files. ``resume.pt`` carries the model too, so it alone resumes consistently;
+    ``model.json`` goes last and names the epoch the published weights belong to."""
+    run.mkdir(parents=True, exist_ok=True)
+    if resume_state is not None:
+        buf = io.BytesIO()
+        torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **resume_state}, buf)
+        atomic_write_bytes(run / RESUME, buf.getvalue())
+    save_state_dict(run / MODEL_WEIGHTS, model)
+    atomic_write_text(run / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "fieldmark_version": __version__,
+            "torch_version": torch.__version__, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    atomic_write_json(run / MODEL_JSON, meta)
+
+
+def load_resume(run: Path) -> dict[str, Any]:
+    f = run / RESUME
+    if not f.is_file():
+        raise CheckpointError(f"{str(run)!r} has no {RESUME}: nothing to resume (train without --resume)")
+    try:
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{str(f)!r} was refused: it holds Python objects that could run code") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): start a new run") from exc
+
+
+def read_history(run: Path) -> list[dict[str, Any]]:
+    f = run / METRICS
+    if not f.is_file():
+        return []
+    out = []
+    for line in f.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line (should not happen with atomic writes): keep what is whole
+    return out
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    model: nn.Module
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.meta["preprocessing"])
+
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", "ce")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} is missing: the run folder is incomplete, retrain or restore it")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is damaged or truncated ({exc}): retrain, or restore the file") from exc
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or shapes:
+        raise CheckpointError(f"{str(path)!r} does not fit the model described in {MODEL_JSON} "
+                              f"({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} wrong shapes, "
+                              f"e.g. {(missing + extra + shapes)[:2]}): the files come from different runs")
+    model.load_state_dict(state)
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu",
+             expect_classes: list[str] | int | None = None) -> LoadedRun:
+    """Load a run folder's model in eval mode. ``expect_classes`` (names or a count) is checked."""
+    from .models import create_model
+
+    run = run_dir_of(path)
+    meta = read_meta(run)
+    arch = dict(meta.get("arch") or {})
+    classes = meta.get("classes") or []
+    if not arch.get("name") or len(classes) != arch.get("num_classes"):
+        raise CheckpointError(f"{str(run / MODEL_JSON)!r} is inconsistent: {len(classes)} class names for "
+                              f"{arch.get('num_classes')} outputs")
+    if expect_classes is not None:
+        n = expect_classes if isinstance(expect_classes, int) else len(expect_classes)
+        if n != len(classes):
+            raise CheckpointError(f"checkpoint has {len(classes)} classes, the dataset has {n}: "
+                                  "pick a matching checkpoint or retrain")
+        if not isinstance(expect_classes, int) and list(expect_classes) != list(classes):
+            diff = [c for c in expect_classes if c not in classes][:3]
+            raise CheckpointError(f"checkpoint classes differ from the dataset's (e.g. {diff} are unknown to "
+                                  "it): pick a matching checkpoint or retrain")
+    name = arch.pop("name")
+    try:
+        model = create_model(name, pretrained=None, **arch)
+    except TypeError as exc:
+        raise CheckpointError(f"{str(run)!r}: architecture {meta.get('arch')} cannot be built ({exc})") from exc
+    load_weights(model, run / MODEL_WEIGHTS)
+    model.to(device).eval()
+    return LoadedRun(run, model, meta)
+
+
+@dataclass
+class RunInfo:
+    path: str
+    model: str
+    method: str
+    classes: int
+    epoch: int
+    epochs: int
+    metrics: dict[str, Any]
+    updated: str
+
+
+def list_runs(folder: str | Path) -> list[RunInfo]:
+    """Run folders directly inside ``folder`` (and ``folder`` itself), newest first; damaged ones skipped."""
+    folder = Path(folder).expanduser()
+    cands = [folder] + (sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else [])
+    out = []
+    for p in cands:
+        if not (p / MODEL_JSON).is_file():
+            continue
+        try:
+            m = read_meta(p)
+        except CheckpointError as exc:
+            log.warning("%s", exc)
+            continue
+        out.append(RunInfo(str(p), m["arch"]["name"], m.get("method", "?"), len(m.get("classes", [])),
+                           int(m.get("epoch", 0)), int(m.get("epochs", 0)), m.get("metrics", {}),
+                           m.get("updated", "")))
+    return sorted(out, key=lambda r: r.updated, reverse=True)

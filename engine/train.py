@@ -1,0 +1,256 @@
+"""Training as a generator of events (see :mod:`engine.events`) that returns a :class:`~engine.events.Finished`.
+
+``for ev in train(cfg, should_stop): ...`` — the CLI prints the events, the GUI's child process streams them.
+A stop request is checked between batches and raises :class:`engine.errors.Cancelled`; every finished epoch
+is already on disk, and ``resume=True`` continues from the last complete epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from . import runs
+from .config import TrainConfig
+from .data import require_trainable, scan
+from .data.loader import ImageCache, ImageDataset
+from .data.transforms import Preprocessing, normalize
+from .device import amp_dtype, describe_device, resolve_device, uses_channels_last
+from .errors import Cancelled, CheckpointError, ConfigError
+from .events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
+from .losses import CECriterion, MCLossCriterion
+from .models import create_model
+
+log = logging.getLogger(__name__)
+
+Event = Any
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    if cfg.method == "ce":
+        return CECriterion()
+    if cfg.method == "mcloss":
+        return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask)
+    from .models.tasn import TASNCriterion
+
+    return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
+    if cfg.method == "tasn":
+        return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
+    return {"part_channels": cfg.part_channels}
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    backbone, head = model.param_groups()
+    groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
+              {"params": head, "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
+    return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+@torch.no_grad()
+def evaluate_top1(model: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[float | None, float | None]:
+    """Top-1 accuracy and mean cross-entropy over a loader (None, None when it is empty)."""
+    model.eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for x, y in loader:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped during evaluation")
+        x, y = normalize(x.to(device), pp), y.to(device)
+        logits = model(x).float()
+        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += len(y)
+    return (correct / total, loss_sum / total) if total else (None, None)
+
+
+def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
+    run = Path(cfg.out).expanduser()
+    if resume:
+        if not (run / runs.RESUME).is_file():
+            raise CheckpointError(f"{str(run)!r} has no complete epoch to resume from: start it without --resume")
+        state = runs.load_resume(run)
+        old = state.get("config", {})
+        for key in ("model", "method", "xi", "img_size", "data", "part_channels", "seed"):
+            if key in old and old[key] != getattr(cfg, key):
+                raise ConfigError(f"--resume with {key}={getattr(cfg, key)!r}, but the run was started with "
+                                  f"{key}={old[key]!r}: use the same settings or a new --out folder")
+        return run, state
+    if run.exists() and any(run.iterdir()):
+        if (run / runs.MODEL_JSON).exists() or (run / runs.RESUME).exists():
+            raise ConfigError(f"run folder {str(run)!r} already holds a run: add --resume to continue it, "
+                              "or choose another --out")
+        raise ConfigError(f"run folder {str(run)!r} exists and is not empty: choose a new or empty --out folder")
+    return run, None
+
+
+def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resume: bool = False,
+          ) -> Generator[Event, None, Finished]:
+    """Train ``cfg``; yields events, returns :class:`Finished`. See the module docstring."""
+    stop = should_stop or (lambda: False)
+    run, state = prepare_run(cfg, resume)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    report = scan(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    require_trainable(report)
+    for note in report.notes:
+        yield Message("info", note)
+    if report.skipped:
+        yield Message("warning", f"{len(report.skipped)} files skipped by the scan (`fieldmark scan` lists them)")
+    pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale)
+    caches = {}
+    for split in ("train", "test"):
+        cache = ImageCache(report.split(split), pp, cfg.cache_mb // 2)
+        failed = yield from _load_cache(cache, split, stop)
+        for f in failed:
+            report.skipped.append(f)
+            yield Message("warning", f"{f.path}: {f.reason}, skipped")
+        caches[split] = cache
+    if not caches["train"].samples:
+        raise ConfigError(f"no training image could be decoded in {cfg.data!r}")
+
+    model = create_model(cfg.model, len(report.classes), cfg.xi, pretrained=None if state else cfg.pretrained,
+                         **model_kwargs(cfg))
+    if state is not None:
+        if len(report.classes) != model.arch["num_classes"] or state.get("classes") != report.classes:
+            raise CheckpointError(f"checkpoint has {len(state.get('classes', []))} classes, the dataset has "
+                                  f"{len(report.classes)}: pick a matching checkpoint or retrain")
+        model.load_state_dict(state["model"])
+    model.to(device)
+    if uses_channels_last(device):
+        model.to(memory_format=torch.channels_last)
+    criterion = build_criterion(cfg, model).to(device)
+    optimizer = make_optimizer(cfg, model)
+    start_epoch, history = 0, []
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = int(state["epoch"]), runs.read_history(run)[: int(state["epoch"])]
+
+    train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed)
+    test_ds = ImageDataset(caches["test"], train=False)
+    drop_last = len(train_ds) > cfg.batch_size
+    gen = torch.Generator()
+    train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=drop_last, generator=gen,
+                              num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
+                              pin_memory=device.type == "cuda")
+    test_loader = DataLoader(test_ds, max(cfg.batch_size, 32), shuffle=False, num_workers=cfg.workers)
+    steps = len(train_loader)
+    total_steps, warmup = steps * cfg.epochs, int(round(cfg.warmup_epochs * steps))
+    amp = amp_dtype(device) if cfg.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
+            "config": cfg.to_dict(), "epochs": cfg.epochs,
+            "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
+                     "split_source": report.split_source, "skipped": len(report.skipped)}}
+    yield Started(str(run), describe_device(device), report.classes, len(train_ds), len(test_ds), start_epoch,
+                  cfg.epochs, steps, cfg.to_dict())
+
+    t_run = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        criterion.train()
+        train_ds.set_epoch(epoch)
+        gen.manual_seed(cfg.seed * 100003 + epoch)
+        torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        for step, (x, y) in enumerate(train_loader):
+            if stop():
+                raise Cancelled(f"stopped in epoch {epoch + 1}; epochs 1-{epoch} are saved in {run}")
+            g = epoch * steps + step
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * lr_factor(g, total_steps, warmup)
+            x = normalize(x.to(device, non_blocking=True), pp)
+            y = y.to(device, non_blocking=True)
+            if uses_channels_last(device):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss, parts = criterion(model, x, y)
+            if not torch.isfinite(loss):
+                raise ConfigError(f"the loss became {float(loss)} in epoch {epoch + 1}, step {step + 1}: "
+                                  f"lower the learning rates (lr_backbone={cfg.lr_backbone}, lr_head={cfg.lr_head})")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            n = len(y)
+            seen += n
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * n
+            elapsed = time.perf_counter() - t0
+            yield BatchEnd(epoch + 1, step + 1, steps, float(loss.detach()), seen / max(elapsed, 1e-9))
+        train_s = time.perf_counter() - t0
+        top1, test_loss = evaluate_top1(model, test_loader, pp, device, stop)
+        seconds = time.perf_counter() - t0
+        done_here = epoch + 1 - start_epoch
+        eta = (time.perf_counter() - t_run) / done_here * (cfg.epochs - epoch - 1)
+        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}, "test_top1": top1,
+               "test_loss": test_loss, "images_per_s": seen / max(train_s, 1e-9), "seconds": seconds,
+               "lr": optimizer.param_groups[1]["lr"]}
+        history.append(row)
+        metrics = {"epoch": epoch + 1, "test_top1": top1, "test_loss": test_loss,
+                   "train_loss": row["loss"], "images_per_s": row["images_per_s"]}
+        runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
+                        {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                         "classes": report.classes})
+        yield EpochEnd(epoch + 1, cfg.epochs, {k: v / max(seen, 1) for k, v in sums.items()}, top1, test_loss,
+                       row["images_per_s"], seconds, row["lr"], eta)
+    final = history[-1] if history else {}
+    return Finished(str(run), cfg.epochs, {"test_top1": final.get("test_top1"), "test_loss": final.get("test_loss"),
+                                           "images_per_s": final.get("images_per_s")})
+
+
+def _load_cache(cache: ImageCache, split: str, stop: Callable[[], bool]):
+    """Decode a split into memory, yielding Progress events (every 5 %); returns the failed files."""
+    if not cache.enabled:
+        return []
+    total = len(cache.samples)
+    every = max(1, total // 20)
+    loader = cache.iter_load()
+    while True:
+        try:
+            done = next(loader)
+        except StopIteration as end:
+            return end.value
+        if done % every == 0 or done == total:
+            if stop():
+                raise Cancelled("stopped while decoding images")
+            yield Progress(f"decoding {split} images", done, total)
+
+
+def run_to_end(gen: Generator[Event, None, Finished], on_event: Callable[[Event], None] | None = None) -> Finished:
+    """Drive a job generator to its end, passing events to ``on_event``; return its result."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(ev)
