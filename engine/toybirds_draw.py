@@ -26,6 +26,9 @@ PARTS: tuple[str, ...] = (
 SIDED = ("eye", "wing", "leg")
 MAX_MUTED_SATURATION = 0.35
 SHIFT = 4  # sub-pixel bits for cv2 drawing
+#: Marks cut to the bird's outline (the union of these convex pieces) so that they never stick out.
+CLIPPED = ("breast_spot", "throat_patch", "nape_collar")
+OUTLINE = ("body", "neck", "head")
 _ONE = 1 << SHIFT
 
 
@@ -102,7 +105,7 @@ def bird_shapes(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[s
     t0, t1 = np.array([-0.80, -0.05]), np.array([-0.72, 0.24])
     t3, t2 = np.array([-0.78 - tail_len, 0.10]), np.array([-0.70 - tail_len, 0.56])
     sh["tail"] = np.stack([t0, t1, t2, t3])
-    sh["tail_tip"] = np.stack([_lerp(t0, t3, 0.64), _lerp(t1, t2, 0.64), t2, t3])
+    sh["tail_tip"] = np.stack([_lerp(t0, t3, 0.56), _lerp(t1, t2, 0.56), t2, t3])
     legs = {}
     for name, x0, dx in (("near", 0.16, 0.0), ("far", -0.14, -0.02)):
         top, foot = np.array([x0, 0.40]), np.array([x0 + 0.06 + dx, 0.40 + 0.66 * jl])
@@ -111,27 +114,27 @@ def bird_shapes(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[s
         sh[f"{name}_toes"] = np.stack([foot + (0.26, 0.05), foot, foot + (-0.16, 0.07)])
     sh["body"] = _ellipse(0, 0, 1.0, ay, -12, 48)
     sh["belly"] = _ellipse(0.12, 0.20 * jb, 0.78, 0.40 * jb, -12, 40)
-    sh["breast_spot"] = _ellipse(0.62, 0.06, 0.26, 0.2, -20)
-    sh["neck"] = _ellipse(hx - 0.2, hy + 0.3, 0.36, 0.3, -35)
+    sh["breast_spot"] = _ellipse(0.58, 0.02, 0.31, 0.26, -20)
+    sh["neck"] = _ellipse(hx - 0.12, hy + 0.36, 0.40, 0.33, -40)
     sh["wing"] = _ellipse(-0.22, -0.14, 0.80, 0.36 * jb, -14, 40)
-    sh["wing_bar"] = _ellipse(-0.17, -0.15, 0.58, 0.11, -14)
+    sh["wing_bar"] = _ellipse(-0.17, -0.15, 0.62, 0.14, -14)
     w = np.radians(-14)
     seg = np.array([[x, dy] for dy in (-0.10, 0.02, 0.14) for x in (-0.35, -0.92)])  # wing frame
     sh["primaries"] = seg @ np.array([[np.cos(w), np.sin(w)], [-np.sin(w), np.cos(w)]]) + (-0.22, -0.14)
     sh["head"] = _ellipse(hx, hy, r, r, 0, 40)
-    sh["nape_collar"] = _ellipse(hx - 0.80 * r, hy + 0.28 * r, 0.15, 0.31, -25)
-    sh["crown_patch"] = _cap(hx, hy, r, -0.26, -0.966, 0.36 * r)
-    sh["throat_patch"] = _ellipse(hx + 0.40 * r, hy + 0.80 * r, 0.21, 0.14, -40)
+    sh["nape_collar"] = _ellipse(hx - 0.78 * r, hy + 0.38 * r, 0.17, 0.40, -35)
+    sh["crown_patch"] = _cap(hx, hy, r, -0.26, -0.966, 0.22 * r)
+    sh["throat_patch"] = _ellipse(hx + 0.30 * r, hy + 0.95 * r, 0.28, 0.19, -40)
     eye = H + (0.30 * r, -0.15 * r)
-    sh["eye_ring"] = _ellipse(eye[0], eye[1], 0.21, 0.21, 0, 28)
+    sh["eye_ring"] = _ellipse(eye[0], eye[1], 0.23, 0.23, 0, 28)
     sh["eye"] = _ellipse(eye[0], eye[1], 0.085, 0.085, 0, 16)
     base_top, base_bot = H + (0.70 * r, -0.44 * r), H + (0.80 * r, 0.38 * r)
-    tip = H + (r + 0.55 * jk, 0.0)
+    tip = H + (r + 0.62 * jk, 0.0)
     sh["beak_colour"] = np.stack([base_top, tip, base_bot])
     kp = {
-        "back": (-0.45, -0.45), "belly": (0.05, 0.42 * jb), "breast": (0.62, 0.06),
+        "back": (-0.45, -0.45), "belly": (0.05, 0.42 * jb), "breast": (0.58, 0.02),
         "crown": tuple(H + (-0.16 * r, -0.76 * r)), "forehead": tuple(H + (0.55 * r, -0.62 * r)),
-        "nape": (hx - 0.80 * r, hy + 0.28 * r), "throat": (hx + 0.40 * r, hy + 0.80 * r),
+        "nape": (hx - 0.72 * r, hy + 0.32 * r), "throat": (hx + 0.30 * r, hy + 0.86 * r),
         "beak": tuple(_lerp((base_top + base_bot) / 2, tip, 0.35)),
         "eye": tuple(eye), "wing": (-0.17, -0.15), "leg": tuple(_lerp(sh["near_leg"][0], legs["near"], 0.72)),
         "tail": tuple(_lerp((t0 + t1) / 2, (t2 + t3) / 2, 0.82)),
@@ -146,11 +149,10 @@ def _muted(rng: np.random.Generator, s_max: float = MAX_MUTED_SATURATION, v: tup
 
 
 def limit_saturation(img: np.ndarray, s_max: float = MAX_MUTED_SATURATION) -> np.ndarray:
-    """Pull each pixel toward its maximum channel so that HSV saturation <= s_max (hue and value kept)."""
-    mx = img.max(axis=2, keepdims=True)
-    chroma = mx - img.min(axis=2, keepdims=True)
-    k = np.minimum(1.0, s_max * mx / np.maximum(chroma, 1e-3))
-    return mx - (mx - img) * k
+    """Float RGB (0..255) with HSV saturation cut to ``s_max``; hue and value kept."""
+    h = cv2.cvtColor(img.astype(np.float32) * (1 / 255), cv2.COLOR_RGB2HSV)
+    np.minimum(h[..., 1], s_max, out=h[..., 1])
+    return cv2.cvtColor(h, cv2.COLOR_HSV2RGB) * 255
 
 
 def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -185,7 +187,7 @@ def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
     grain = cv2.resize(rng.standard_normal((size // 2, size // 2), np.float32), (size, size),
                        interpolation=cv2.INTER_LINEAR)
     img *= (1.0 + rng.uniform(0.04, 0.12) * tex + rng.uniform(0.02, 0.08) * grain)[..., None]
-    return limit_saturation(np.clip(img, 0, 255))
+    return limit_saturation(np.clip(img, 0, 255, out=img))
 
 
 def _fix(pts: np.ndarray) -> np.ndarray:
@@ -213,8 +215,8 @@ def draw_bird(
 ) -> tuple[np.ndarray, dict[str, tuple[float, float, int]], tuple[float, float, float, float]]:
     """Draw one bird with the given field marks on a random background.
 
-    Pose arguments left None are drawn from ``rng``; the random numbers used do not depend on which are given,
-    so the same seed with another pose gives the same bird. ``angle`` is in degrees, counter-clockwise on
+    Pose arguments left None are drawn from ``rng``; the random numbers used depend neither on which are given
+    nor on ``marks``, so the same seed with another pose or other marks gives the same bird and scene. ``angle`` is in degrees, counter-clockwise on
     screen, about the body centre ``center`` (pixels); ``scale`` is the body's half length in pixels;
     ``flip`` mirrors the bird to face left. Returns (RGB uint8 image, {CUB part: (x, y, visible)} with hidden
     parts at (0, 0, 0), tight bounding box (x, y, w, h) of the drawn bird).
@@ -232,18 +234,20 @@ def draw_bird(
         "primaries": body * 0.35, "eye": np.full(3, 20.0, np.float32),
         "beak_colour": _muted(rng, 0.2, (0.15, 0.45)), "leg_colour": _muted(rng, 0.2, (0.2, 0.45)),
     }
-    for m in marks:
-        colours[m] = hsv(MARKS[m].hue, rng.uniform(0.9, 1.0), rng.uniform(0.88, 1.0))
+    for m, spec in MARKS.items():  # drawn for every mark, so that the scene does not depend on the marks
+        s_v = rng.uniform((0.9, 0.88), 1.0)
+        if m in marks:
+            colours[m] = hsv(spec.hue, *s_v)
     gain, grad, tint, noise = rng.uniform(0.72, 1.18), rng.uniform(-0.35, 0.35, 2), rng.uniform(0.97, 1.03, 3), \
         rng.uniform(1.5, 6.0)
     flip = bool(r_flip < 0.5) if flip is None else bool(flip)
     angle = float(-25 + 50 * r_angle) if angle is None else float(angle)
-    scale = float(size * (0.15 + 0.05 * r_scale)) if scale is None else float(scale)
+    scale = float(size * (0.16 + 0.05 * r_scale)) if scale is None else float(scale)
     a = np.radians(angle)
     rot = np.array([[np.cos(a), np.sin(a)], [-np.sin(a), np.cos(a)]]) * scale
     if flip:
         rot = rot @ np.diag([-1.0, 1.0])
-    extent = np.concatenate([p for p in shapes.values()]) @ rot.T
+    extent = np.concatenate([p for k, p in shapes.items() if k not in CLIPPED]) @ rot.T
     if center is None:  # anywhere the whole bird fits, with a small margin
         lo, hi = -extent.min(0) + 0.03 * size, size - extent.max(0) - 0.03 * size
         center = (float(lo[0] + (hi[0] - lo[0]) * r_cx) if hi[0] > lo[0] else size / 2,
@@ -260,23 +264,29 @@ def draw_bird(
         col = _colour(leg_c * shade)
         cv2.polylines(img, [_fix(tr(shapes[f"{side}_leg"]))], False, col, leg_w, cv2.LINE_AA, SHIFT)
         cv2.polylines(img, [_fix(tr(shapes[f"{side}_toes"]))], False, col, max(1, leg_w - 1), cv2.LINE_AA, SHIFT)
-    order = ("tail", "tail_tip", "body", "belly", "breast_spot", "neck", "wing", "wing_bar", "primaries",
+    order = ("tail", "tail_tip", "body", "belly", "neck", "breast_spot", "wing", "wing_bar", "primaries",
              "head", "nape_collar", "crown_patch", "throat_patch", "eye_ring", "eye", "beak_colour")
     for name in order:
         if name not in colours:
             continue
         pts = _fix(tr(shapes[name]))
-        if name == "primaries":
+        if name in CLIPPED:
+            poly = tr(shapes[name]).astype(np.float32)
+            for piece in OUTLINE:
+                area, cut = cv2.intersectConvexConvex(poly, tr(shapes[piece]).astype(np.float32))
+                if cut is not None and area > 0:
+                    cv2.fillPoly(img, [_fix(cut.reshape(-1, 2))], _colour(colours[name]), cv2.LINE_AA, SHIFT)
+        elif name == "primaries":
             cv2.polylines(img, list(pts.reshape(-1, 2, 2)), False, _colour(colours[name]), 1, cv2.LINE_AA, SHIFT)
         else:
             cv2.fillPoly(img, [pts], _colour(colours[name]), cv2.LINE_AA, SHIFT)
     eye = tr(np.array([kps["eye"]]))[0] + np.array([-0.03, -0.03]) * scale
     cv2.circle(img, _pt(*eye), max(_ONE // 2, round(0.03 * scale * _ONE)), (235, 235, 235), -1, cv2.LINE_AA, SHIFT)
-    out = img.astype(np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
-    out *= (gain * (1 + grad[0] * xx + grad[1] * yy))[..., None] * tint
-    out += rng.standard_normal(out.shape, np.float32) * noise
-    rgb = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    ramp = np.arange(size, dtype=np.float32) / size - 0.5  # lighting: gain, gradient, tint; then sensor noise
+    light = gain * (1 + grad[0] * ramp[None, :, None] + grad[1] * ramp[:, None, None]) * tint.astype(np.float32)
+    out = img * light
+    out += rng.standard_normal(out.shape, np.float32) * np.float32(noise) + np.float32(0.5)
+    rgb = np.clip(out, 0, 255, out=out).astype(np.uint8)
 
     near, far = ("left", "right") if flip else ("right", "left")
     keypoints: dict[str, tuple[float, float, int]] = {}
@@ -291,7 +301,7 @@ def draw_bird(
             part_kp = kps[part]
         x, y = tr(np.array([part_kp]))[0]
         keypoints[part] = (float(x), float(y), 1)
-    pts = tr(np.concatenate([s for k, s in shapes.items() if not k.endswith(("leg", "toes"))]))
+    pts = tr(np.concatenate([s for k, s in shapes.items() if not k.endswith(("leg", "toes")) and k not in CLIPPED]))
     leg_pts = tr(np.concatenate([shapes[k] for k in ("near_leg", "far_leg", "near_toes", "far_toes")]))
     lo = np.minimum(pts.min(0), leg_pts.min(0) - leg_w / 2)
     hi = np.maximum(pts.max(0), leg_pts.max(0) + leg_w / 2)
