@@ -1,0 +1,182 @@
+"""`fieldmark explain RUN IMAGE... --out DIR [--method channels] [--class NAME | --top-k 1] [--resample VIEW]`
+
+Writes, per image and class: ``<stem>.<method>.<class>.png`` (a strip: the photo with every map's peak and box in
+its own colour and a legend, then one overlay per map with its label and raw range, then a colour bar),
+``<stem>.<method>.<class>.npy`` (the raw maps, float32 (K, H, W) at the photo's size) and ``<stem>.json`` (the
+peaks, centroids and boxes in original pixels). ``--resample structure|detail`` explains TASN's resampled view
+of the photo instead (driven by the class's maps) and maps the peaks back to the photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TILE = 224
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..explain import METHODS
+
+    p = sub.add_parser("explain", help="part maps, CAM / Grad-CAM and TASN views of images, as PNG + NPY + JSON")
+    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("--out", required=True, help="folder for the overlays, maps and peaks")
+    p.add_argument("--method", default="channels", choices=METHODS,
+                   help="channels: the ξ MC-Loss part maps of the class (default); ccmp; tasn; cam; gradcam; "
+                        "guided-gradcam")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
+    who.add_argument("--top-k", type=int, default=1, help="explain the k most probable classes (default 1)")
+    p.add_argument("--resample", choices=["structure", "detail"], help="explain TASN's resampled view instead")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=run)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "x"
+
+
+def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 255), scale: float = 0.4) -> None:
+    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(img, text, org, FONT, scale, colour, 1, cv2.LINE_AA)
+
+
+def _fit(img: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = TILE / img.shape[0]
+    size = (max(1, round(img.shape[1] * scale)), TILE)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
+
+
+def _jet(m: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(cv2.applyColorMap((np.clip(m, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET),
+                        cv2.COLOR_BGR2RGB)
+
+
+def draw_strip(image: np.ndarray, mapset, parts, title: str) -> np.ndarray:
+    """The overlay strip (RGB uint8) of one MapSet on ``image`` (the image the maps were computed on)."""
+    base, s = _fit(image)
+    tiles = []
+    legend = base.copy()
+    for k, part in enumerate(parts):
+        c = PALETTE[k % len(PALETTE)]
+        x0, y0, x1, y1 = (int(round((v + 0.5) * s)) for v in part.box)
+        cv2.rectangle(legend, (x0, y0), (x1 - 1, y1 - 1), c, 1)
+        cv2.circle(legend, (int(round((part.peak[0] + 0.5) * s)), int(round((part.peak[1] + 0.5) * s))), 4, c, -1)
+        dup = f" = {part.duplicate_of + 1}" if part.duplicate_of is not None else ""
+        _text(legend, f"{k + 1}: {part.name}{dup}", (4, 14 + 13 * k), c)
+    tiles.append(legend)
+    for k, part in enumerate(parts):
+        m = cv2.resize(mapset.maps[k], (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
+        tile = cv2.addWeighted(base, 0.5, _jet(m), 0.5, 0)
+        c = PALETTE[k % len(PALETTE)]
+        cv2.circle(tile, (int(round((part.peak[0] + 0.5) * s)), int(round((part.peak[1] + 0.5) * s))), 4, c, 2)
+        lo, hi = mapset.raw_ranges[k]
+        _text(tile, f"{k + 1}: {part.name}", (4, 14), c)
+        _text(tile, f"raw {lo:.3g}..{hi:.3g}", (4, TILE - 6))
+        tiles.append(tile)
+    bar = np.zeros((TILE, 44, 3), np.uint8)
+    grad = np.linspace(1, 0, TILE - 20, dtype=np.float32)[:, None].repeat(12, axis=1)
+    bar[10:TILE - 10, 4:16] = _jet(grad)
+    _text(bar, "1", (20, 16))
+    _text(bar, "0.5", (18, TILE // 2 + 4))
+    _text(bar, "0", (20, TILE - 8))
+    tiles.append(bar)
+    strip = np.concatenate([np.pad(t, ((0, 0), (0, 2), (0, 0))) for t in tiles], axis=1)
+    head = np.full((20, strip.shape[1], 3), 32, np.uint8)
+    _text(head, title, (4, 14), scale=0.45)
+    return np.concatenate((head, strip), axis=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data.transforms import Preprocessing
+    from ..device import resolve_device
+    from ..errors import ConfigError, DecodeError
+    from ..explain import explain, resampled_views, resolve_class
+    from ..fileio import atomic_write_bytes, atomic_write_json
+    from ..imageio import read_image, write_image
+    from ..parts import find_parts, parts_to_original
+    from ..predict import expand_inputs
+    from ..runs import load_run
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: must be at least 1")
+    loaded = load_run(args.run, resolve_device(args.device))
+    pp = Preprocessing.from_dict(loaded.preprocessing)
+    classes = loaded.classes
+    cls = resolve_class(args.class_name, classes) if args.class_name else None
+    paths, skipped = expand_inputs(args.images)
+    out = Path(args.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    stems: dict[str, int] = {}
+    written = 0
+    for start in range(0, len(paths), max(1, args.batch_size)):
+        batch = []
+        for p in paths[start:start + args.batch_size]:
+            try:
+                batch.append((p, read_image(p)))
+            except DecodeError as exc:
+                print(f"skipped {p}: {exc.reason}", file=sys.stderr)
+        if not batch:
+            continue
+        results = explain(loaded.model, [img for _, img in batch], args.method, cls, pp, args.top_k)
+        for (path, img), sets in zip(batch, results):
+            stem = _safe(path.stem)
+            stems[stem] = stems.get(stem, 0) + 1
+            if stems[stem] > 1:
+                stem = f"{stem}-{stems[stem]}"
+            record = {"image": str(path), "size": list(img.shape[:2]), "method": args.method,
+                      "resample": args.resample, "maps": []}
+            for ms in sets:
+                name = classes[ms.class_index]
+                shown, view_img = ms, img
+                if args.resample:
+                    views = resampled_views(img, ms.maps.max(axis=0), pp.img_size)
+                    view_img = views.structure if args.resample == "structure" else views.detail
+                    grid = views.structure_grid if args.resample == "structure" else views.detail_grid
+                    shown = explain(loaded.model, [view_img], args.method, ms.class_index, pp)[0][0]
+                    write_image(out / f"{stem}.{args.resample}-view.png", view_img)
+                    parts_view = find_parts(shown)
+                    parts = parts_to_original(parts_view, grid.to(torch.float64), img.shape[:2])
+                else:
+                    parts_view = parts = find_parts(ms)
+                base = f"{stem}.{args.method}.{_safe(name)}"
+                title = f"{path.name}  {args.method}  {name}  p={ms.probability:.2f}"
+                if args.resample:
+                    title += f"  ({args.resample} view)"
+                write_image(out / f"{base}.png", draw_strip(view_img, shown, parts_view, title))
+                buf = _npy_bytes(shown.raw())
+                atomic_write_bytes(out / f"{base}.npy", buf)
+                record["maps"].append({
+                    "class": name, "class_index": ms.class_index, "probability": ms.probability,
+                    "names": shown.names, "channels": shown.channels,
+                    "raw_ranges": [list(r) for r in shown.raw_ranges], "png": f"{base}.png", "npy": f"{base}.npy",
+                    "npy_space": f"{args.resample} view" if args.resample else "original",
+                    "parts": [p.to_dict() for p in parts]})
+                peaks = ", ".join(f"({p.peak[0]:.0f},{p.peak[1]:.0f})" for p in parts)
+                print(f"{path}\t{name}\tp={ms.probability:.3f}\t{args.method} peaks {peaks} -> {out / base}.png")
+                written += 1
+            atomic_write_json(out / f"{stem}.json", record)
+    for s in skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    return 0 if written else 2
+
+
+def _npy_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(a, np.float32))
+    return buf.getvalue()

@@ -1,0 +1,412 @@
+"""Explanation maps for every registered model, in one template (the pattern of pytorch-grad-cam's
+``base_cam.py``: the base class owns the pass and its hooks, each method overrides one function).
+
+Methods (ALGORITHMS.md §1-§3):
+
+* ``channels``: the ξ part channels of a class (Chang et al., "The Devil is in the Channels: Mutual-Channel Loss
+  for Fine-Grained Image Classification", IEEE TIP 2020): the maps MC-Loss trains to be the class's parts.
+* ``ccmp``: their cross-channel max pooling, one map per class (same paper).
+* ``tasn``: the structure and detail attention maps of a TASN model (Zheng et al., "Looking for the Devil in the
+  Details", CVPR 2019).
+* ``cam``: Σ_k w_{c,k} F_k with the linear head's weights over the part channels (Zhou et al., "Learning Deep
+  Features for Discriminative Localization", CVPR 2016).
+* ``gradcam``: ReLU(Σ_k α_k F_k), α_k = spatial mean of ∂y_c/∂F_k (Selvaraju et al., "Grad-CAM", ICCV 2017).
+  For a GAP + linear head α_k = w_{c,k}/(h·w), so Grad-CAM = ReLU(CAM)/(h·w): after the min-max normalisation
+  below the two maps are equal wherever CAM is non-negative everywhere (tested).
+* ``guided-gradcam``: Grad-CAM (upsampled to the input) × guided backpropagation (Springenberg et al., "Striving
+  for Simplicity", ICLR 2015 workshop), reduced to one map as max over colour of |∂y_c/∂x|. Guided backprop
+  clamps the gradient flowing back into every ``nn.ReLU``/``nn.ReLU6`` module to be non-negative (functional
+  ReLUs, e.g. inside TASN's attention head, are left as they are).
+
+Input convention: each image (RGB uint8, any size) is resized as a whole to ``img_size × img_size`` (no crop,
+so the maps cover the whole photo) and normalised with the run's :class:`Preprocessing`. Every map comes back
+as float32 H×W at the image's original resolution (bilinear, align_corners=False), min-max normalised to [0, 1]
+with the raw (min, max) of the model's own map kept in ``raw_ranges`` (a constant map becomes all zeros).
+Models are left as found: hooks removed, ``requires_grad`` and train/eval mode restored, parameter ``.grad``
+never touched (gradients are taken with ``torch.autograd.grad`` w.r.t. activations and the input only).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.transforms import Preprocessing, normalize
+from .errors import ConfigError
+from .losses import ccmp
+
+log = logging.getLogger(__name__)
+
+METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam")
+_EPS = 1e-12
+
+
+@dataclass
+class MapSet:
+    """The maps of one image for one class and method.
+
+    ``maps`` (K, H, W) float32 in [0, 1] at the original image size; ``raw_ranges[k]`` the (min, max) of map k
+    as the model computed it (``low_res``: (K, h, w) raw values at the model's own map resolution); ``channels``
+    the model channel behind each map (-1 when a map is not one channel)."""
+
+    method: str
+    class_index: int
+    maps: np.ndarray
+    names: list[str]
+    raw_ranges: list[tuple[float, float]]
+    image_size: tuple[int, int]  # (H, W)
+    low_res: np.ndarray | None = None
+    channels: list[int] = field(default_factory=list)
+    probability: float = float("nan")
+
+    def raw(self) -> np.ndarray:
+        """The maps in the model's own units (K, H, W): map·(max − min) + min."""
+        lo = np.array([r[0] for r in self.raw_ranges], np.float32)[:, None, None]
+        hi = np.array([r[1] for r in self.raw_ranges], np.float32)[:, None, None]
+        return self.maps * (hi - lo) + lo
+
+
+@dataclass
+class Pass:
+    """What one forward pass gives every method: input ``x`` (B, 3, S, S), ``features`` (B, N, h, w) and the
+    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when guided)."""
+
+    model: nn.Module
+    x: torch.Tensor
+    features: torch.Tensor
+    logits: torch.Tensor
+    guided: bool
+    _grads: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+
+    def gradients(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(∂y_t/∂features, ∂y_t/∂x or None), one target class per sample; cached per target vector."""
+        key = tuple(targets.tolist())
+        if key not in self._grads:
+            score = self.logits.gather(1, targets.view(-1, 1)).sum()  # samples are independent in eval mode
+            inputs = [self.features, self.x] if self.guided else [self.features]
+            grads = torch.autograd.grad(score, inputs, retain_graph=True)
+            self._grads[key] = (grads[0], grads[1] if self.guided else None)
+        return self._grads[key]
+
+
+# ------------------------------------------------------------------------------------------------ template
+class MapMethod:
+    """Template: :meth:`run` owns the pass (inside :meth:`session`, which always removes its hooks); a method
+    overrides :meth:`maps` only. ``needs_grad``/``guided`` say what the pass must provide."""
+
+    name = ""
+    needs_grad = False
+    guided = False
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ConfigError when the model cannot give this method's maps."""
+
+    def maps(self, p: Pass, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[list[str]], list[list[int]]]:
+        """Per sample: raw maps (K, h, w), their names and model channels (-1 when not a channel)."""
+        raise NotImplementedError
+
+
+@contextmanager
+def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
+    """Eval mode and parameters frozen (so no ``.grad`` is ever written); with ``guided``, every ``nn.ReLU`` /
+    ``nn.ReLU6`` module gets a full backward hook clamping the gradient it passes back at 0 (guided
+    backpropagation), with ``inplace`` switched off while hooked (backward hooks refuse in-place outputs).
+    Everything is restored on exit, also after an exception."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    relus: list[tuple[nn.Module, bool]] = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        if guided:
+            for m in model.modules():
+                if isinstance(m, (nn.ReLU, nn.ReLU6)):
+                    relus.append((m, m.inplace))
+                    m.inplace = False
+                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m, inplace in relus:
+            m.inplace = inplace
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _guided_relu_hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
+    """Guided backprop: the ReLU's own backward (grad · 1[x > 0]) then only the positive part goes on."""
+    return tuple(g.clamp(min=0.0) if g is not None else None for g in grad_input)
+
+
+def _part_model(model: nn.Module, method: str) -> None:
+    if not getattr(model, "groups", None) or not hasattr(model, "class_channels"):
+        raise ConfigError(f"method {method!r} needs per-class part channels (a PartNet trained with MC-Loss or CE); "
+                          f"{type(model).__name__} has none: use gradcam, guided-gradcam"
+                          + (" or tasn" if hasattr(model, "attention_maps") else ""))
+
+
+class ChannelMaps(MapMethod):
+    name = "channels"
+
+    def check(self, model):
+        _part_model(model, self.name)
+
+    def maps(self, p, targets):
+        out, names, chans = [], [], []
+        for b, t in enumerate(targets.tolist()):
+            rng = list(p.model.class_channels(t))
+            out.append(p.features[b, rng[0]:rng[-1] + 1])
+            names.append([f"part {k + 1} (ch {c})" for k, c in enumerate(rng)])
+            chans.append(rng)
+        return out, names, chans
+
+
+class CCMPMap(MapMethod):
+    name = "ccmp"
+
+    def check(self, model):
+        _part_model(model, self.name)
+
+    def maps(self, p, targets):
+        pooled = ccmp(p.features, p.model.groups)  # (B, c, h, w)
+        b = torch.arange(len(targets), device=targets.device)
+        return list(pooled[b, targets].unsqueeze(1)), [["CCMP"]] * len(targets), [[-1]] * len(targets)
+
+
+def _cam_inputs(model: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations the head pools, its linear weights): F and ``fc`` on a PartNet; ReLU(BN(X)) and ``att_fc``
+    on TASN's attention network."""
+    if hasattr(model, "att_fc") and hasattr(model, "att_bn"):
+        return F.relu(model.att_bn(features)), model.att_fc.weight
+    return features, model.fc.weight
+
+
+class CAM(MapMethod):
+    name = "cam"
+
+    def check(self, model):
+        if not isinstance(getattr(model, "fc", None), nn.Linear):
+            raise ConfigError(f"method 'cam' needs a GAP + linear head (model.fc); {type(model).__name__} has none: "
+                              "use gradcam")
+
+    def maps(self, p, targets):
+        acts, w = _cam_inputs(p.model, p.features)
+        cam = torch.einsum("bnhw,bn->bhw", acts, w[targets].to(acts.dtype))
+        return list(cam.unsqueeze(1)), [["CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class GradCAM(MapMethod):
+    name = "gradcam"
+    needs_grad = True
+
+    def maps(self, p, targets):
+        grad, _ = p.gradients(targets)
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
+        return list(cam), [["Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class GuidedGradCAM(MapMethod):
+    name = "guided-gradcam"
+    needs_grad = True
+    guided = True
+
+    def maps(self, p, targets):
+        grad, xgrad = p.gradients(targets)
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
+        cam = F.interpolate(cam, size=p.x.shape[-2:], mode="bilinear", align_corners=False)
+        saliency = xgrad.abs().amax(dim=1, keepdim=True)  # (B, 1, S, S)
+        return list(cam * saliency), [["Guided Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class TASNMaps(MapMethod):
+    name = "tasn"
+
+    def check(self, model):
+        if not hasattr(model, "attention_maps"):
+            raise ConfigError(f"method 'tasn' needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2); "
+                              f"{type(model).__name__} is not one: use channels, ccmp, cam or gradcam")
+
+    def maps(self, p, targets):
+        att = p.model.attention_maps(p.x)
+        stacked = torch.stack((att["structure"], att["detail"]), dim=1)  # (B, 2, S, S), class-agnostic
+        return list(stacked), [["structure", "detail"]] * len(targets), [[-1, -1]] * len(targets)
+
+
+REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
+                                                             GuidedGradCAM)}
+
+
+def get_method(name: str) -> MapMethod:
+    try:
+        return REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"map method {name!r} is unknown: use one of {', '.join(METHODS)}") from None
+
+
+# --------------------------------------------------------------------------------------------- the pass
+def prepare(images: Sequence[np.ndarray], pp: Preprocessing, device: torch.device | str) -> torch.Tensor:
+    """RGB uint8 images of any sizes → the normalised batch (B, 3, S, S): whole image resized, no crop."""
+    s = pp.img_size
+    batch = []
+    for img in images:
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ConfigError(f"images must be RGB uint8 (H, W, 3) arrays; got {img.dtype} {img.shape}")
+        h, w = img.shape[:2]
+        interp = cv2.INTER_AREA if h * w > s * s else cv2.INTER_LINEAR
+        batch.append(cv2.resize(img, (s, s), interpolation=interp) if (h, w) != (s, s) else img)
+    return normalize(torch.from_numpy(np.stack(batch)).to(device), pp)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _predict_logits(model: nn.Module, x: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
+    """The model's prediction: the head on the features for a PartNet; TASN predicts with its master net."""
+    if hasattr(model, "attention_maps"):
+        with torch.no_grad():
+            return model(x)
+    return head_logits.detach()
+
+
+def predict_probs(model: nn.Module, images: Sequence[np.ndarray], preprocessing: Preprocessing) -> np.ndarray:
+    """Class probabilities (B, c) under the explanation input convention (whole image resized, no crop)."""
+    with session(model), torch.no_grad():
+        x = prepare(images, preprocessing, model_device(model))
+        return model(x).float().softmax(1).cpu().numpy()
+
+
+def _targets(class_index: int | Sequence[int] | None, probs: torch.Tensor, top_k: int) -> list[list[int]]:
+    b, c = probs.shape
+    if class_index is None:
+        k = max(1, min(int(top_k), c))
+        return probs.topk(k, dim=1).indices.tolist()
+    idx = [int(class_index)] * b if isinstance(class_index, (int, np.integer)) else [int(i) for i in class_index]
+    if len(idx) != b:
+        raise ConfigError(f"class_index has {len(idx)} entries for {b} images: give one per image, one int, or None")
+    bad = [i for i in idx if not 0 <= i < c]
+    if bad:
+        raise ConfigError(f"class index {bad[0]} is out of range: the model has {c} classes (0..{c - 1})")
+    return [[i] for i in idx]
+
+
+def _to_original(raw: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Raw (K, h, w) → (K, H, W) float32 in [0, 1] by the raw range of each map, and those ranges."""
+    raw = raw.detach().float()
+    lo = raw.flatten(1).amin(dim=1)
+    hi = raw.flatten(1).amax(dim=1)
+    up = raw[None] if tuple(raw.shape[-2:]) == tuple(size) else F.interpolate(
+        raw[None], size=size, mode="bilinear", align_corners=False)
+    span = (hi - lo).view(-1, 1, 1)
+    norm = torch.where(span > _EPS, (up[0] - lo.view(-1, 1, 1)) / span.clamp_min(_EPS), torch.zeros_like(up[0]))
+    return norm.clamp_(0.0, 1.0).cpu().numpy().astype(np.float32, copy=False), list(zip(lo.tolist(), hi.tolist()))
+
+
+def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequence[str] = "channels",
+            class_index: int | Sequence[int] | None = None, preprocessing: Preprocessing | None = None,
+            top_k: int = 1, keep_low_res: bool = True) -> list[list[MapSet]]:
+    """Maps of ``images`` (RGB uint8 arrays, sizes may differ) for one or several methods, in one forward pass.
+
+    ``class_index``: None → the ``top_k`` predicted classes of each image; an int → that class for every image;
+    a list → one class per image. Returns, per image, one :class:`MapSet` per (class, method), classes in
+    order of ``top_k`` then methods in the order given. Tensors follow the model's device.
+    """
+    pp = preprocessing or Preprocessing()
+    methods = [get_method(m) for m in ([method] if isinstance(method, str) else method)]
+    if not methods or not len(images):
+        return [[] for _ in images]
+    for m in methods:
+        m.check(model)
+    needs_grad = any(m.needs_grad for m in methods)
+    guided = any(m.guided for m in methods)
+    sizes = [tuple(np.asarray(img).shape[:2]) for img in images]
+    with session(model, guided):
+        x = prepare(images, pp, model_device(model))
+        with torch.set_grad_enabled(needs_grad):
+            if guided:
+                x.requires_grad_(True)
+            features = model.forward_features(x)
+            if needs_grad and not features.requires_grad:
+                features.requires_grad_(True)  # a leaf: the graph covers only the head
+            logits = model.forward_head(features)
+            p = Pass(model, x, features, logits, guided)
+            probs = _predict_logits(model, x, logits).float().softmax(1)
+            targets = _targets(class_index, probs, top_k)
+            out: list[list[MapSet]] = [[] for _ in images]
+            for rank in range(len(targets[0])):
+                t = torch.tensor([row[rank] for row in targets], device=x.device)
+                for m in methods:
+                    raw, names, chans = m.maps(p, t)
+                    for b, r in enumerate(raw):
+                        maps, ranges = _to_original(r, sizes[b])
+                        out[b].append(MapSet(m.name, int(t[b]), maps, names[b], ranges, sizes[b],
+                                             r.detach().float().cpu().numpy() if keep_low_res else None,
+                                             list(chans[b]), float(probs[b, t[b]])))
+        p._grads.clear()
+    return out
+
+
+@dataclass
+class ResampledViews:
+    """TASN's two views of one image (Zheng et al., CVPR 2019, §3.2) for a given map: ``structure`` (S, S, 3)
+    uint8 resampled by the squared map, ``detail`` by the map itself, with the sampling grids (S, S, 2) that
+    :func:`engine.sampler.resampled_to_original` / ``box_to_original`` use to map points back (``in_size``)."""
+
+    structure: np.ndarray
+    detail: np.ndarray
+    structure_grid: torch.Tensor
+    detail_grid: torch.Tensor
+    in_size: tuple[int, int]
+
+
+def resampled_views(image: np.ndarray, attention_map: np.ndarray | torch.Tensor, out_size: int | None = None,
+                    dense: float = 4.0) -> ResampledViews:
+    """Structure- and detail-preserved views of ``image`` (RGB uint8 (H, W, 3)) through the TASN sampler, driven
+    by any map of this module (e.g. ``MapSet.maps[k]``, a CCMP or Grad-CAM map). A map of another size is resized
+    to the image first (bilinear). ``out_size`` defaults to the image's shorter side."""
+    from . import sampler
+
+    h, w = image.shape[:2]
+    att = torch.as_tensor(np.asarray(attention_map, dtype=np.float32))
+    if att.dim() != 2:
+        raise ConfigError(f"attention_map must be one (H, W) map; got shape {tuple(att.shape)}")
+    if tuple(att.shape) != (h, w):
+        att = F.interpolate(att[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+    att = att.clamp_min(0.0)[None]
+    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    s = int(out_size or min(h, w))
+    views = []
+    for fn, a in ((sampler.structure_preserved, att * att), (sampler.detail_preserved, att)):
+        out, grid = fn(img, a, s, dense)
+        views.append((out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy(), grid[0]))
+    return ResampledViews(views[0][0], views[1][0], views[0][1], views[1][1], (h, w))
+
+
+def resolve_class(name: str, classes: Sequence[str]) -> int:
+    """A class name (or its number) → index; ConfigError naming it and listing the valid ones."""
+    if name in classes:
+        return list(classes).index(name)
+    folded = [c.lower() for c in classes]
+    if name.lower() in folded:
+        return folded.index(name.lower())
+    shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+    raise ConfigError(f"class {name!r} is not a class of this model: use one of {shown}")
+
+
+__all__ = ["METHODS", "MapSet", "MapMethod", "Pass", "session", "explain", "predict_probs", "prepare",
+           "resolve_class", "get_method", "ResampledViews", "resampled_views"]
