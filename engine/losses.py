@@ -139,7 +139,9 @@ class MCLoss(nn.Module):
             mask = cwa_mask(sizes, batch=features.shape[0] if self.per_sample_mask else None,
                             device=features.device)
         ce = F.cross_entropy(logits, targets)
-        terms = mc_loss_terms(features.float(), targets, sizes, mask)
+        # softmax over HW in half precision loses the small values that h sums: compute in float32 at least
+        low = features.dtype in (torch.float16, torch.bfloat16)
+        terms = mc_loss_terms(features.float() if low else features, targets, sizes, mask)
         xi_mean = sum(sizes) / len(sizes)
         total = ce + self.mu * terms.dis + self.mu * self.lam * xi_mean * terms.div
         return total, {"ce": ce.detach(), "dis": terms.dis.detach(), "div": terms.div.detach(),

@@ -97,7 +97,7 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
             raise CheckpointError(f"{str(run)!r} has no complete epoch to resume from: start it without --resume")
         state = runs.load_resume(run)
         old = state.get("config", {})
-        for key in ("model", "method", "xi", "img_size", "data", "part_channels", "seed"):
+        for key in ("model", "method", "xi", "img_size", "part_channels", "seed"):
             if key in old and old[key] != getattr(cfg, key):
                 raise ConfigError(f"--resume with {key}={getattr(cfg, key)!r}, but the run was started with "
                                   f"{key}={old[key]!r}: use the same settings or a new --out folder")
