@@ -42,6 +42,7 @@ from torch import nn
 from .data.transforms import Preprocessing, normalize
 from .errors import ConfigError
 from .losses import ccmp
+from .views import ResampledViews, resampled_views  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class MapSet:
     low_res: np.ndarray | None = None
     channels: list[int] = field(default_factory=list)
     probability: float = float("nan")
+    predicted: int = -1  # the model's top-1 class for this image
 
     def raw(self) -> np.ndarray:
         """The maps in the model's own units (K, H, W): map·(max − min) + min."""
@@ -291,12 +293,16 @@ def predict_probs(model: nn.Module, images: Sequence[np.ndarray], preprocessing:
         return model(x).float().softmax(1).cpu().numpy()
 
 
-def _targets(class_index: int | Sequence[int] | None, probs: torch.Tensor, top_k: int) -> list[list[int]]:
+def _targets(class_index: int | Sequence[int | None] | None, probs: torch.Tensor, top_k: int) -> list[list[int]]:
     b, c = probs.shape
     if class_index is None:
         k = max(1, min(int(top_k), c))
         return probs.topk(k, dim=1).indices.tolist()
-    idx = [int(class_index)] * b if isinstance(class_index, (int, np.integer)) else [int(i) for i in class_index]
+    top1 = probs.argmax(dim=1).tolist()
+    if isinstance(class_index, (int, np.integer)):
+        idx = [int(class_index)] * b
+    else:
+        idx = [top1[n] if i is None else int(i) for n, i in enumerate(class_index)]
     if len(idx) != b:
         raise ConfigError(f"class_index has {len(idx)} entries for {b} images: give one per image, one int, or None")
     bad = [i for i in idx if not 0 <= i < c]
@@ -323,8 +329,8 @@ def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequen
     """Maps of ``images`` (RGB uint8 arrays, sizes may differ) for one or several methods, in one forward pass.
 
     ``class_index``: None → the ``top_k`` predicted classes of each image; an int → that class for every image;
-    a list → one class per image. Returns, per image, one :class:`MapSet` per (class, method), classes in
-    order of ``top_k`` then methods in the order given. Tensors follow the model's device.
+    a list → one class per image (None entries: the predicted class). Returns, per image, one :class:`MapSet`
+    per (class, method): classes in ``top_k`` order, then methods in the order given. Tensors follow the model.
     """
     pp = preprocessing or Preprocessing()
     methods = [get_method(m) for m in ([method] if isinstance(method, str) else method)]
@@ -335,66 +341,44 @@ def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequen
     needs_grad = any(m.needs_grad for m in methods)
     guided = any(m.guided for m in methods)
     sizes = [tuple(np.asarray(img).shape[:2]) for img in images]
-    with session(model, guided):
-        x = prepare(images, pp, model_device(model))
-        with torch.set_grad_enabled(needs_grad):
-            if guided:
-                x.requires_grad_(True)
-            features = model.forward_features(x)
-            if needs_grad and not features.requires_grad:
-                features.requires_grad_(True)  # a leaf: the graph covers only the head
-            logits = model.forward_head(features)
-            p = Pass(model, x, features, logits, guided)
-            probs = _predict_logits(model, x, logits).float().softmax(1)
-            targets = _targets(class_index, probs, top_k)
-            out: list[list[MapSet]] = [[] for _ in images]
-            for rank in range(len(targets[0])):
-                t = torch.tensor([row[rank] for row in targets], device=x.device)
-                for m in methods:
-                    raw, names, chans = m.maps(p, t)
-                    for b, r in enumerate(raw):
-                        maps, ranges = _to_original(r, sizes[b])
-                        out[b].append(MapSet(m.name, int(t[b]), maps, names[b], ranges, sizes[b],
-                                             r.detach().float().cpu().numpy() if keep_low_res else None,
-                                             list(chans[b]), float(probs[b, t[b]])))
+    out: list[list[MapSet]] = [[] for _ in images]
+    with session(model, guided), torch.set_grad_enabled(needs_grad):
+        p = _forward(model, prepare(images, pp, model_device(model)), needs_grad, guided)
+        probs = _predict_logits(model, p.x, p.logits).float().softmax(1)
+        targets = _targets(class_index, probs, top_k)
+        top1 = probs.argmax(dim=1).tolist()
+        for rank in range(len(targets[0])):
+            t = torch.tensor([row[rank] for row in targets], device=p.x.device)
+            for m in methods:
+                raw, names, chans = m.maps(p, t)
+                for b, r in enumerate(raw):
+                    maps, ranges = _to_original(r, sizes[b])
+                    out[b].append(MapSet(m.name, int(t[b]), maps, names[b], ranges, sizes[b],
+                                         r.detach().float().cpu().numpy() if keep_low_res else None,
+                                         list(chans[b]), float(probs[b, t[b]]), int(top1[b])))
         p._grads.clear()
     return out
 
 
-@dataclass
-class ResampledViews:
-    """TASN's two views of one image (Zheng et al., CVPR 2019, §3.2) for a given map: ``structure`` (S, S, 3)
-    uint8 resampled by the squared map, ``detail`` by the map itself, with the sampling grids (S, S, 2) that
-    :func:`engine.sampler.resampled_to_original` / ``box_to_original`` use to map points back (``in_size``)."""
-
-    structure: np.ndarray
-    detail: np.ndarray
-    structure_grid: torch.Tensor
-    detail_grid: torch.Tensor
-    in_size: tuple[int, int]
+def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, guided: bool) -> Pass:
+    """The one forward pass (inside :func:`session` and the right grad mode)."""
+    if guided:
+        x = x.detach().requires_grad_(True)
+    features = model.forward_features(x)
+    if needs_grad and not features.requires_grad:
+        features.requires_grad_(True)  # a leaf: the graph covers only the head
+    return Pass(model, x, features, model.forward_head(features), guided)
 
 
-def resampled_views(image: np.ndarray, attention_map: np.ndarray | torch.Tensor, out_size: int | None = None,
-                    dense: float = 4.0) -> ResampledViews:
-    """Structure- and detail-preserved views of ``image`` (RGB uint8 (H, W, 3)) through the TASN sampler, driven
-    by any map of this module (e.g. ``MapSet.maps[k]``, a CCMP or Grad-CAM map). A map of another size is resized
-    to the image first (bilinear). ``out_size`` defaults to the image's shorter side."""
-    from . import sampler
-
-    h, w = image.shape[:2]
-    att = torch.as_tensor(np.asarray(attention_map, dtype=np.float32))
-    if att.dim() != 2:
-        raise ConfigError(f"attention_map must be one (H, W) map; got shape {tuple(att.shape)}")
-    if tuple(att.shape) != (h, w):
-        att = F.interpolate(att[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-    att = att.clamp_min(0.0)[None]
-    img = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    s = int(out_size or min(h, w))
-    views = []
-    for fn, a in ((sampler.structure_preserved, att * att), (sampler.detail_preserved, att)):
-        out, grid = fn(img, a, s, dense)
-        views.append((out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy(), grid[0]))
-    return ResampledViews(views[0][0], views[1][0], views[0][1], views[1][1], (h, w))
+def low_res_maps(model: nn.Module, x: torch.Tensor, method: str, targets: torch.Tensor) -> list[torch.Tensor]:
+    """Raw maps (K, h, w) per sample of an already prepared batch ``x`` for classes ``targets`` (B,), at the
+    model's own resolution: no resizing (for fast evaluation)."""
+    m = get_method(method)
+    m.check(model)
+    with session(model, m.guided), torch.set_grad_enabled(m.needs_grad):
+        p = _forward(model, x, m.needs_grad, m.guided)
+        raw, _, _ = m.maps(p, targets.to(x.device))
+        return [r.detach() for r in raw]
 
 
 def resolve_class(name: str, classes: Sequence[str]) -> int:
@@ -409,4 +393,4 @@ def resolve_class(name: str, classes: Sequence[str]) -> int:
 
 
 __all__ = ["METHODS", "MapSet", "MapMethod", "Pass", "session", "explain", "predict_probs", "prepare",
-           "resolve_class", "get_method", "ResampledViews", "resampled_views"]
+           "resolve_class", "get_method", "low_res_maps", "ResampledViews", "resampled_views"]

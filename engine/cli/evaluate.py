@@ -1,0 +1,62 @@
+"""`fieldmark evaluate RUN DATA [--json] [--baseline RUN] [--split test]`"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a run's discovered parts against part keypoints (CUB layout)",
+                       description="top-1, part hit rate, keypoint regression error, NMI/ARI, regions per class "
+                                   "and (toy birds) mark recall, with a random and an optional Grad-CAM baseline.")
+    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p.add_argument("data", help="CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or toy birds)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--baseline", metavar="RUN", help="a CE run whose Grad-CAM peak is the second baseline")
+    p.add_argument("--split", default="test", choices=["test", "train"], help="split to score (default test)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import scan
+    from ..device import resolve_device
+    from ..evaluate import evaluate
+    from ..evaluate_scores import format_table
+    from ..runs import load_run
+    from .common import tqdm_bar
+
+    device = resolve_device(args.device)
+    loaded = load_run(args.run, device)
+    base = load_run(args.baseline, device) if args.baseline else None
+    report = scan(args.data)
+    gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
+    bar, stage = None, None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as end:
+                result = end.value
+                break
+            if ev.stage != stage:
+                if bar is not None:
+                    bar.close()
+                bar, stage = tqdm_bar(ev.total, ev.stage), ev.stage
+                bar.unit = "image"
+            bar.n = ev.done
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"{loaded.run_dir} ({loaded.meta.get('method', '?')}, {loaded.meta['arch']['name']}) on {report.root}")
+        print(format_table(result.to_dict(), result.info))
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,69 @@
+"""`fieldmark export RUN DATA --out DIR [--split test|train|all] [--crop-size N] [--min-score S] [--append]`"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..explain import METHODS
+
+    p = sub.add_parser("export", help="cut the discovered parts out as a data set (crops, parts.csv, COCO json)",
+                       description="Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts, "
+                                   "DIR/parts.csv and DIR/parts_coco.json. Run it again to resume.")
+    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p.add_argument("data", help="image folder (class folders, train/test folders, CUB_200_2011 or a flat folder)")
+    p.add_argument("--out", required=True, help="export folder (new, empty, or an export to resume)")
+    p.add_argument("--split", default="test", choices=["test", "train", "all"], help="default test")
+    p.add_argument("--crop-size", type=int, default=128, help="side of the square crops in pixels (default 128; "
+                                                               "0 keeps their own size)")
+    p.add_argument("--min-score", type=float, default=0.0,
+                   help="skip parts whose peak is below this share of the image's strongest part (0..1)")
+    p.add_argument("--append", action="store_true", help="write into a non-empty folder or beside another export")
+    p.add_argument("--method", default="channels", choices=METHODS, help="map method giving the parts "
+                                                                         "(default channels: MC-Loss parts)")
+    p.add_argument("--box", default="region", choices=["region", "fixed"],
+                   help="region: the area above half the peak (default); fixed: 30%% of the bird box")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in process)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import scan
+    from ..device import resolve_device
+    from ..events import Progress
+    from ..export import export_parts
+    from ..runs import load_run
+    from .common import tqdm_bar
+
+    loaded = load_run(args.run, resolve_device(args.device))
+    report = scan(args.data)
+    gen = export_parts(loaded, report, args.out, split=args.split, crop_size=args.crop_size,
+                       min_score=args.min_score, append=args.append, method=args.method, box=args.box,
+                       batch_size=args.batch_size, workers=args.workers)
+    bar = None
+    try:
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as end:
+                summary = end.value
+                break
+            if isinstance(ev, Progress):
+                if bar is None:
+                    bar = tqdm_bar(ev.total, "export")
+                    bar.unit = "image"
+                bar.n = ev.done
+                bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()
+    for f in summary.failed:
+        print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
+    print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"
+          + (f"; {summary.resumed} were already done" if summary.resumed else ""))
+    print(f"{summary.total_images} images in {summary.csv} and {summary.coco}")
+    return 0

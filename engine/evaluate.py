@@ -1,0 +1,247 @@
+"""Evaluate a run's discovered parts on a CUB-layout data set with part keypoints (ALGORITHMS.md §4).
+
+On the test split: ``top1`` (the run's own test transform: shorter side, centre crop); ``part_hit_rate`` (a part
+is the peak of one of the ξ channel maps of the image's true class, Chang et al., IEEE TIP 2020, mapped back to
+original pixels; a hit lies within 10 % of the box diagonal of a visible keypoint); ``keypoint_error`` (Huang et
+al., CVPR 2020: regression from the part centroids, fitted on the training split) with the ξ channels of the true
+class in group order, and ``keypoint_error_all`` with all c·ξ channels; ``nmi`` / ``ari`` (the argmax part label
+over the true class's ξ channels at each visible keypoint); ``regions_per_class`` (mean h_i of MC-Loss over the
+test images and all classes, as the training log's "regions"); ``mark_recall`` for toy birds. Baselines in the
+same run: ``random`` (ξ points uniform in the box, seeded) and, with a CE ``baseline`` run, ``gradcam`` (its
+Grad-CAM peak for the true class, Selvaraju et al., ICCV 2017: one part per image).
+
+Speed: maps are read at the model's own resolution (no upsampling); a cell's position is its centre in original
+pixels, x = (c + 0.5)·W/w − 0.5, and keypoints are sampled at their nearest cell. Maps see the whole image
+resized to img_size (the explanation convention of :mod:`engine.explain`). The relative peak value of a part
+(used by the regression's 0.5 threshold) is its peak over the image's strongest gathered part.
+
+A TASN run has no class channels: its parts are the peak of its structure attention map (one per image).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data.scan import DataReport, Sample
+from .data.transforms import Preprocessing, normalize, test_transform
+from .errors import Cancelled, CheckpointError, DataError, DecodeError
+from .events import Progress
+from .evaluate_scores import PartSet, Truth, mark_columns, part_scores, random_partset
+from .explain import low_res_maps, model_device, prepare, session
+from .imageio import read_image
+from .losses import mc_loss_terms
+from .metrics import labels_at_keypoints, regions_per_class
+from .parts import map_peaks
+from .runs import LoadedRun
+
+log = logging.getLogger(__name__)
+
+KEYS = ("top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class",
+        "mark_recall", "baselines")
+
+
+@dataclass
+class EvalResult:
+    """The figures (see the module docstring); ``to_dict()`` has exactly :data:`KEYS`, NaN as None."""
+
+    top1: float | None
+    part_hit_rate: float | None
+    keypoint_error: float | None
+    keypoint_error_all: float | None
+    nmi: float | None
+    ari: float | None
+    regions_per_class: float | None
+    mark_recall: float | None
+    baselines: dict[str, dict[str, float | None] | None]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in KEYS}
+
+
+class _Decoded(Dataset):
+    def __init__(self, samples: list[Sample]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, read_image(self.samples[i].path)
+        except DecodeError as exc:
+            log.warning("%s: %s; left out of the evaluation", exc.path, exc.reason)
+            return i, None
+
+
+def _true_class_maps(model, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, h, w) channel maps of each image's true class (groups padded to the largest ξ) and (B, K) validity."""
+    k = max(model.groups)
+    idx = torch.zeros(len(labels), k, dtype=torch.long)
+    valid = torch.zeros(len(labels), k, dtype=torch.bool)
+    for b, y in enumerate(labels.tolist()):
+        ch = list(model.class_channels(y))
+        idx[b, :len(ch)] = torch.tensor(ch)
+        valid[b, :len(ch)] = True
+    b = torch.arange(len(labels))[:, None]
+    return features[b, idx.to(features.device)], valid
+
+
+def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.ndarray,
+             all_maps: np.ndarray | None) -> PartSet:
+    """Peaks / centroids of low-resolution maps (B, K, h, w) in original pixels, and the labels at keypoints."""
+    h, w = maps.shape[-2:]
+    pk = map_peaks(maps)
+    sx = (sizes[:, 1] / w)[:, None]
+    sy = (sizes[:, 0] / h)[:, None]
+
+    def to_px(xy: np.ndarray) -> np.ndarray:
+        return np.stack(((xy[..., 0] + 0.5) * sx - 0.5, (xy[..., 1] + 0.5) * sy - 0.5), axis=-1)
+
+    peaks = np.where(valid[..., None], to_px(pk.argmax), np.nan)
+    cents = np.where(valid[..., None], to_px(pk.centroid), np.nan)
+    vals = np.where(valid, pk.value, -np.inf)
+    top = vals.max(axis=1, keepdims=True)
+    rel = np.where(valid, np.where(top > 0, vals / np.where(top > 0, top, 1.0), 0.0), 0.0)
+    label_maps = np.where(valid[:, :, None, None], maps, -np.inf).argmax(axis=1)  # (B, h, w)
+    kp_cells = kps.copy()
+    kp_cells[..., 0] = (kps[..., 0] + 0.5) / sx - 0.5
+    kp_cells[..., 1] = (kps[..., 1] + 0.5) / sy - 0.5
+    kp_labels = labels_at_keypoints(label_maps, kp_cells)
+    if all_maps is None:
+        all_c, all_v = cents, rel
+    else:
+        pa = map_peaks(all_maps)
+        all_c = to_px(pa.centroid)
+        top_all = pa.value.max(axis=1, keepdims=True)
+        all_v = np.where(top_all > 0, pa.value / np.where(top_all > 0, top_all, 1.0), 0.0)
+    return PartSet(peaks, cents, rel, kp_labels, all_c, all_v)
+
+
+def _concat(sets: list[PartSet]) -> PartSet:
+    if not sets:
+        z = np.zeros((0, 1, 2))
+        return PartSet(z, z, np.zeros((0, 1)), np.zeros((0, 15), np.int64), z, np.zeros((0, 1)))
+    return PartSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in
+                     ("peaks", "centroids", "values", "kp_labels", "all_centroids", "all_values")))
+
+
+def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(empty)
+
+
+def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None, split: str = "test",
+             batch_size: int = 32, seed: int = 0, workers: int = 0,
+             should_stop: Callable[[], bool] | None = None) -> Generator[Progress, None, EvalResult]:
+    """The evaluation as a generator of Progress events returning an :class:`EvalResult`."""
+    t0 = time.perf_counter()
+    if not report.has_parts:
+        raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): evaluation needs a "
+                        "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`)")
+    for r, what in ((run, "run"), (baseline, "baseline run")):
+        if r is not None and r.classes != list(report.classes):
+            raise CheckpointError(f"the {what} {str(r.run_dir)!r} has {len(r.classes)} classes, the data "
+                                  f"{len(report.classes)} (or other names): pick runs trained on this data")
+    stop = should_stop or (lambda: False)
+    n_parts = len(report.part_names)
+    gathered: dict[str, dict[str, Any]] = {}
+    for part in ("train", split) if split != "train" else (split,):
+        samples = [s for s in report.split(part) if s.label >= 0]
+        acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
+        loader = DataLoader(_Decoded(samples), batch_size=batch_size, num_workers=workers,
+                            collate_fn=lambda items: items)
+        done = 0
+        for batch in loader:
+            if stop():
+                raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
+            _gather(run, baseline, [(samples[i], img) for i, img in batch if img is not None], n_parts,
+                    part == split, acc)
+            done += len(batch)
+            yield Progress(f"evaluate {part}", done, len(samples))
+        gathered[part] = acc
+    test = gathered[split]
+    train = gathered.get("train", test)
+    truth = {k: Truth(_stack(v["kp"], (0, n_parts, 3)), _stack(v["bb"], (0, 4)), _stack(v["y"], (0,)).astype(int))
+             for k, v in (("train", train), ("test", test))}
+    marks = mark_columns(report.root, report.classes, report.part_names)
+    own = part_scores(_concat(train["own"]), _concat(test["own"]), truth["train"], truth["test"], marks)
+    k = test["own"][0].peaks.shape[1] if test["own"] else 1
+    k_all = test["own"][0].all_centroids.shape[1] if test["own"] else 1
+    rng = np.random.default_rng(seed)
+    rnd_test = random_partset(truth["test"], k, k_all, rng)
+    rnd_train = random_partset(truth["train"], k, k_all, rng)
+    baselines: dict[str, Any] = {"random": part_scores(rnd_train, rnd_test, truth["train"], truth["test"], marks),
+                                 "gradcam": None}
+    if baseline is not None:
+        baselines["gradcam"] = part_scores(_concat(train["base"]), _concat(test["base"]), truth["train"],
+                                           truth["test"], marks)
+    h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
+    info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
+            "source": "tasn structure map" if not getattr(run.model, "groups", None) else "channels of the true class",
+            "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
+            "seconds": time.perf_counter() - t0}
+    return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
+                      regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
+                      **{key: own[key] for key in ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi",
+                                                   "ari", "mark_recall")})
+
+
+@torch.no_grad()
+def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray]], n_parts: int,
+            is_test: bool, acc: dict[str, Any]) -> None:
+    if not items:
+        return
+    model = run.model
+    pp = Preprocessing.from_dict(run.preprocessing)
+    dev = model_device(model)
+    imgs = [img for _, img in items]
+    sizes = np.array([img.shape[:2] for img in imgs], np.float64)
+    labels = torch.tensor([s.label for s, _ in items])
+    kps = np.stack([s.keypoints() if s.parts is not None else np.zeros((n_parts, 3)) for s, _ in items])
+    boxes = np.array([s.bbox if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0]) for s, img in items],
+                     np.float64)
+    x = prepare(imgs, pp, dev)
+    if getattr(model, "groups", None):
+        with session(model):
+            features = model.forward_features(x).float()
+        maps, valid = _true_class_maps(model, features, labels)
+        acc["own"].append(_partset(maps.cpu().numpy(), valid.numpy(), sizes, kps, features.cpu().numpy()))
+        if is_test:
+            acc["h"].append(mc_loss_terms(features, labels.to(dev), model.groups).h.flatten().cpu().numpy())
+    else:  # TASN: the structure attention map, one part per image
+        maps = torch.stack([m[:1] for m in low_res_maps(model, x, "tasn", labels)])
+        acc["own"].append(_partset(maps.cpu().numpy(), np.ones((len(items), 1), bool), sizes, kps, None))
+    if baseline is not None:
+        bx = prepare(imgs, Preprocessing.from_dict(baseline.preprocessing), model_device(baseline.model))
+        cams = torch.stack(low_res_maps(baseline.model, bx, "gradcam", labels))
+        acc["base"].append(_partset(cams.float().cpu().numpy(), np.ones((len(items), 1), bool), sizes, kps, None))
+    if is_test:
+        xc = normalize(torch.from_numpy(np.stack([test_transform(img, pp) for img in imgs])).to(dev), pp)
+        with session(model):
+            pred = model(xc).argmax(1).cpu()
+        acc["correct"] += int((pred == labels).sum())
+        acc["n"] += len(items)
+    acc["kp"].append(kps)
+    acc["bb"].append(boxes)
+    acc["y"].append(labels.numpy())
+
+
+def evaluate_run(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None,
+                 should_stop: Callable[[], bool] | None = None, **kwargs: Any) -> EvalResult:
+    """:func:`evaluate` driven to its end (for the demo and the GUI's worker)."""
+    gen = evaluate(run, report, baseline, should_stop=should_stop, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as end:
+            return end.value
+
+
+__all__ = ["KEYS", "EvalResult", "evaluate", "evaluate_run"]

@@ -1,0 +1,325 @@
+"""Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops, ``DIR/parts.csv`` and
+``DIR/parts_coco.json`` (COCO keypoints: one category per class, its ξ parts as keypoints, one annotation per
+image). Parts are the MC-Loss channel maps of a class (Chang et al., IEEE TIP 2020), or any other map method of
+:mod:`engine.explain`, read by :func:`engine.parts.find_parts`; the class is the image's true class when the data
+is labelled, else the predicted one.
+
+Coordinates in the files: points (x, y) in original pixels with pixel centres at integers (as CUB's
+part_locs.txt); boxes x0, y0, x1, y1 (and COCO's x, y, w, h) in edge coordinates, [0, W] × [0, H].
+
+The job streams over the images with a torch DataLoader (bounded memory) and is a generator of
+:class:`engine.events.Progress` returning an :class:`ExportSummary`. It is resumable and crash-safe: crops are
+written to a temporary name and renamed; after each batch the file system is synced and only then are the batch's
+per-image records appended to ``DIR/.fieldmark-export/done.jsonl`` (fsync'd); a rerun skips recorded images, and
+``parts.csv`` / ``parts_coco.json`` are rebuilt from the records (atomically) at the end.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator
+
+import cv2
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from .data.scan import DataReport, Sample, Skipped
+from .data.transforms import Preprocessing
+from .errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
+from .events import Progress
+from .explain import explain
+from .export_files import STATE, read_records, write_coco, write_csv
+from .imageio import read_image
+from .parts import crop, find_parts, square_box
+from .runs import LoadedRun
+
+log = logging.getLogger(__name__)
+
+FORMAT = "fieldmark-export"
+
+
+class ExportError(EngineError):
+    """The output folder cannot be used or written."""
+
+
+@dataclass
+class ExportSummary:
+    out: str
+    job: str
+    exported: int  # images exported by this call
+    resumed: int  # images already done by an earlier call, skipped
+    crops: int  # crops written by this call
+    total_images: int  # images recorded in the folder (all jobs)
+    failed: list[Skipped] = field(default_factory=list)
+    csv: str = ""
+    coco: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------ file operations (one place, easy to fake)
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic against crashes (temporary name, rename); durability comes from the per-batch sync."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _mkdir(path: Path, created: list[Path]) -> None:
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+
+
+def _append_lines(path: Path, lines: list[str]) -> None:
+    """Append whole lines and fsync; on failure cut the file back so no torn line stays."""
+    with open(path, "ab") as fh:
+        start = fh.tell()
+        try:
+            fh.write("".join(lines).encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        except BaseException:
+            fh.truncate(start)
+            raise
+
+
+def _fail(out: Path, exc: OSError) -> ExportError:
+    why = exc.strerror or str(exc)
+    hint = "free some space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "choose a folder you can write to"
+    return ExportError(f"cannot write the export to {str(out)!r} ({why}, {exc.filename or out}): {hint}, then "
+                       "run the same command again (finished images are kept and skipped)")
+
+
+# ------------------------------------------------------------------------------------------- the job
+def job_id(run: LoadedRun, report: DataReport, split: str, method: str, crop_size: int, min_score: float,
+           box: str) -> str:
+    key = json.dumps([str(Path(run.run_dir).resolve()), run.meta.get("updated"), run.meta.get("epoch"),
+                      str(Path(report.root).resolve()), split, method, crop_size, min_score, box])
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def _check_out(out: Path, job: dict[str, Any], append: bool) -> tuple[list[dict], bool]:
+    """(jobs already in the folder, is this a resume). Refuses unrelated non-empty folders without append."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{str(out)!r} is a file: give a folder for the export")
+    jobs: list[dict] = []
+    jobs_file = out / STATE / "jobs.json"
+    if jobs_file.is_file():
+        try:
+            jobs = json.loads(jobs_file.read_text(encoding="utf-8"))["jobs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExportError(f"{str(jobs_file)!r} is damaged ({exc}): remove the folder's .fieldmark-export "
+                              "and export again") from exc
+    resume = any(j.get("id") == job["id"] for j in jobs)
+    if out.is_dir() and any(out.iterdir()) and not resume and not append:
+        if jobs:
+            other = jobs[-1]
+            raise ExportError(f"{str(out)!r} holds an export of run {other.get('run')!r} ({other.get('split')} split, "
+                              f"{other.get('method')}, crop {other.get('crop_size')}, min score "
+                              f"{other.get('min_score')}): add --append to add this one, or choose another folder")
+        raise ExportError(f"{str(out)!r} is not empty and holds no Fieldmark export: choose an empty or new folder, "
+                          "or add --append to write the parts into it")
+    return jobs, resume
+
+
+class _Images(Dataset):
+    """Decodes one original image per item (RGB uint8); a failure comes back as its reason."""
+
+    def __init__(self, samples: list[Sample]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            return i, read_image(self.samples[i].path), ""
+        except DecodeError as exc:
+            return i, None, exc.reason
+
+
+def _collate(items: list) -> list:
+    return items
+
+
+def _rel(path: str, root: str) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
+
+
+def _encode_jpg(rgb: np.ndarray) -> bytes:
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 RGB
+        raise ExportError("OpenCV could not encode a crop as JPEG")
+    return enc.tobytes()
+
+
+def _folder_name(name: str) -> str:
+    bad = '/\\:*?"<>|\0'
+    return "".join("_" if ch in bad else ch for ch in name).strip(". ") or "class"
+
+
+def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, split: str = "test",
+                 crop_size: int = 128, min_score: float = 0.0, append: bool = False, method: str = "channels",
+                 box: str = "region", batch_size: int = 16, workers: int = 0,
+                 should_stop: Callable[[], bool] | None = None) -> Generator[Progress, None, ExportSummary]:
+    """Export the parts of ``report``'s ``split`` images; yields Progress("export", done, total) per batch.
+
+    ``min_score``: parts whose ``score_norm`` (peak / the image's strongest part) is below it are not cut;
+    ``crop_size``: crops are squares resized to this side (0: the square at its own size). Raises ExportError
+    for an unusable folder, Cancelled when ``should_stop()`` turns true (finished batches are kept).
+    """
+    if not 0 <= int(crop_size) <= 4096:
+        raise ConfigError(f"crop_size={crop_size}: give a side in pixels up to 4096 (0: keep the crop's own size)")
+    if not 0.0 <= float(min_score) <= 1.0:
+        raise ConfigError(f"min_score={min_score}: must be between 0 and 1 (a share of the strongest part's peak)")
+    labelled = report.layout != "flat"
+    if labelled and list(report.classes) != run.classes:
+        raise CheckpointError(f"the run knows {len(run.classes)} classes, the data has {len(report.classes)} "
+                              f"({[c for c in report.classes if c not in run.classes][:3]} unknown to the run): "
+                              "export with the run trained on this data")
+    samples = report.split(split) if labelled else list(report.samples)
+    out = Path(out).expanduser().absolute()
+    job = {"id": job_id(run, report, split, method, int(crop_size), float(min_score), box), "format": FORMAT,
+           "run": str(run.run_dir), "data": report.root, "split": split, "method": method,
+           "crop_size": int(crop_size), "min_score": float(min_score), "box": box, "classes": run.classes}
+    jobs, resume = _check_out(out, job, append)
+    stop = should_stop or (lambda: False)
+    created: list[Path] = []
+    state = out / STATE
+    done_file = state / "done.jsonl"
+    try:
+        _mkdir(state, created)
+        if not resume:
+            _write_bytes(state / "jobs.json", json.dumps({"format": FORMAT, "jobs": jobs + [job]}, indent=1).encode())
+        if not done_file.exists():
+            _append_lines(done_file, [])
+    except OSError as exc:
+        _undo(created, state if state in created else None)
+        raise _fail(out, exc) from exc
+
+    done: set[str] = set()
+    names: dict[str, str] = {}  # crop stem → image, for collisions
+    for rec in read_records(done_file):
+        names.setdefault(f"{rec['class']}/{rec['stem']}", rec["image"])
+        if rec.get("job") == job["id"]:
+            done.add(rec["image"])
+    todo = [s for s in samples if _rel(s.path, report.root) not in done]
+    resumed = len(samples) - len(todo)
+    pp = Preprocessing.from_dict(run.preprocessing)
+    summary = ExportSummary(str(out), job["id"], 0, resumed, 0, 0)
+    loader = DataLoader(_Images(todo), batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate)
+    yield Progress("export", resumed, len(samples))
+    wrote_record = False
+    for batch in loader:
+        if stop():
+            raise Cancelled(f"export stopped after {resumed + summary.exported} of {len(samples)} images; run it "
+                            "again to go on")
+        ok = [(todo[i], img) for i, img, _ in batch if img is not None]
+        summary.failed += [Skipped(todo[i].path, why) for i, img, why in batch if img is None]
+        classes = [s.label if labelled and s.label >= 0 else None for s, _ in ok]
+        sets = explain(run.model, [img for _, img in ok], method, classes, pp, keep_low_res=False) if ok else []
+        lines, written = [], []
+        try:
+            for (sample, img), (ms, *_) in zip(ok, sets):
+                rec = _export_one(sample, img, ms, run, report, out, job, int(crop_size), float(min_score), box,
+                                  names, created, written)
+                lines.append(json.dumps(rec) + "\n")
+                summary.crops += len(rec["parts"])
+            os.sync()  # the crops are on disk before any record names them
+            _append_lines(done_file, lines)
+        except OSError as exc:
+            for p in written:
+                _unlink(p)
+            _undo(created, state if not wrote_record and not resume and state in created else None)
+            raise _fail(out, exc) from exc
+        wrote_record = wrote_record or bool(lines)
+        summary.exported += len(lines)
+        yield Progress("export", resumed + summary.exported + len(summary.failed), len(samples))
+    try:
+        summary.total_images = write_csv(out / "parts.csv", done_file)
+        write_coco(out / "parts_coco.json", done_file)
+    except OSError as exc:
+        raise _fail(out, exc) from exc
+    summary.csv, summary.coco = str(out / "parts.csv"), str(out / "parts_coco.json")
+    log.info("exported %d images (%d crops) to %s; %d were done before", summary.exported, summary.crops, out,
+             resumed)
+    return summary
+
+
+def _export_one(sample: Sample, img: np.ndarray, ms, run: LoadedRun, report: DataReport, out: Path,
+                job: dict, crop_size: int, min_score: float, box: str, names: dict[str, str],
+                created: list[Path], written: list[Path]) -> dict[str, Any]:
+    rel = _rel(sample.path, report.root)
+    cls = run.classes[ms.class_index]
+    folder = _folder_name(cls)
+    stem = Path(sample.path).stem
+    if names.get(f"{folder}/{stem}", rel) != rel:
+        stem = f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
+    names[f"{folder}/{stem}"] = rel
+    h, w = img.shape[:2]
+    parts = find_parts(ms, bird_box=sample.bbox, box=box)
+    rows = []
+    for p in parts:
+        if p.duplicate_of is not None or p.score_norm < min_score or p.score <= 0:
+            continue
+        rel_crop = f"{folder}/part_{p.index + 1}/{stem}.jpg"
+        path = out / rel_crop
+        _mkdir(path.parent, created)
+        _write_bytes(path, _encode_jpg(crop(img, p.box, crop_size or None)))
+        written.append(path)
+        sq = square_box(p.box, (h, w))
+        x0, y0, x1, y1 = (max(0.0, sq[0] + 0.5), max(0.0, sq[1] + 0.5), min(float(w), sq[2] + 0.5),
+                          min(float(h), sq[3] + 0.5))
+        rows.append({"part": p.index + 1, "channel": p.channel, "x": round(p.peak[0], 2), "y": round(p.peak[1], 2),
+                     "box": [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)], "score": p.score,
+                     "score_norm": p.score_norm, "crop": rel_crop})
+    return {"job": job["id"], "image": rel, "width": w, "height": h, "class": cls, "class_index": ms.class_index,
+            "predicted": run.classes[ms.predicted], "truth": sample.label >= 0 and report.layout != "flat",
+            "bbox": list(sample.bbox) if sample.bbox else None, "stem": stem, "xi": len(ms.names), "parts": rows}
+
+
+def _unlink(p: Path) -> None:
+    try:
+        p.unlink()
+    except OSError:
+        pass
+
+
+def _undo(created: list[Path], state: Path | None) -> None:
+    """Remove what a failed call created: the state folder's files when it made the folder, then empty dirs."""
+    if state is not None:
+        for f in state.glob("*"):
+            _unlink(f)
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+__all__ = ["ExportError", "ExportSummary", "export_parts", "job_id"]
