@@ -1,0 +1,118 @@
+"""The child-process runner the GUI starts for long jobs (training, building the demo). No Qt here.
+
+    python -m app.child train --config '<TrainConfig as JSON>' [--resume]
+    python -m app.child demo [--out DIR]
+
+Every engine event goes to stdout as one JSON line (:func:`engine.events.to_json`), the job's result last;
+stray prints and logging go to stderr. A line ``stop`` on stdin (or stdin closing, when the GUI is gone) asks the
+job to stop between batches. Exit status: 0 done, 130 stopped, 2 a user-facing error (``error: ...`` on stderr),
+1 a crash (traceback on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import traceback
+from typing import Any, Callable, Generator, TextIO
+
+EXIT_OK, EXIT_CRASH, EXIT_ERROR, EXIT_STOPPED = 0, 1, 2, 130
+
+log = logging.getLogger(__name__)
+
+
+def watch_stdin(stop: threading.Event, stream: TextIO | None = None) -> None:
+    """Set ``stop`` when a ``stop`` line arrives or the stream ends (runs on a daemon thread)."""
+    stream = stream if stream is not None else sys.stdin
+    try:
+        for line in stream:
+            if line.strip() == "stop":
+                break
+    except (OSError, ValueError):
+        pass
+    stop.set()
+
+
+def train_job(args: argparse.Namespace, should_stop: Callable[[], bool]) -> Generator[Any, None, Any]:
+    """The training job: the exact TrainConfig the GUI built, through :func:`engine.train.train`."""
+    from engine.config import TrainConfig
+    from engine.train import train
+
+    cfg = TrainConfig.from_dict(json.loads(args.config))
+    return train(cfg, should_stop=should_stop, resume=args.resume)
+
+
+def demo_job(args: argparse.Namespace, should_stop: Callable[[], bool]) -> Generator[Any, None, Any]:
+    """Build the toy-birds demo (data + a trained run) with :func:`engine.demo.build_demo`."""
+    from engine.demo import build_demo  # type: ignore[import-not-found]
+
+    return build_demo(out=args.out, should_stop=should_stop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app.child", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="job", required=True)
+    t = sub.add_parser("train", help="train a TrainConfig given as JSON")
+    t.add_argument("--config", required=True, help="TrainConfig.to_dict() as a JSON string")
+    t.add_argument("--resume", action="store_true")
+    t.set_defaults(func=train_job)
+    d = sub.add_parser("demo", help="build the toy-birds demo")
+    d.add_argument("--out", default=None)
+    d.set_defaults(func=demo_job)
+    return p
+
+
+def run_job(gen: Generator[Any, None, Any], out: TextIO) -> Any:
+    """Drive ``gen``, writing each event and then its result as JSON lines to ``out``."""
+    from engine.events import to_json
+
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as done:
+            if done.value is not None:
+                out.write(to_json(done.value) + "\n")
+                out.flush()
+            return done.value
+        out.write(to_json(ev) + "\n")
+        out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Events get the real stdout; everything else printed (by any library) goes to stderr.
+    events = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    sys.stdout = sys.stderr
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    threading.Thread(target=watch_stdin, args=(stop,), name="stdin-stop", daemon=True).start()
+
+    from engine.errors import Cancelled, EngineError
+
+    try:
+        run_job(args.func(args, stop.is_set), events)
+        return EXIT_OK
+    except Cancelled as exc:
+        print(f"stopped: {exc}", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except BaseException as exc:  # noqa: BLE001 - the parent shows the traceback's last lines
+        traceback.print_exc(file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CRASH
+    finally:
+        try:
+            events.flush()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Live training curves (pyqtgraph): loss parts per epoch with the batch loss, test top-1, images per second."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from engine.events import BatchEnd, EpochEnd
+
+from ..state import ThemeState
+
+log = logging.getLogger(__name__)
+
+PART_COLORS = {"loss": "#2f6fbd", "ce": "#e07b39", "dis": "#3fa34d", "div": "#b04fc4", "regions": "#8c8c8c"}
+OTHER_COLORS = ["#c9a227", "#1aa3a3", "#d0465a"]
+BATCH_EVERY = 1  # keep every n-th batch point (raised as the run grows, to keep drawing cheap)
+
+
+class TrainCurves(QWidget):
+    """Three plots fed by engine events (:meth:`add_batch`, :meth:`add_epoch`) or a run's history."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget(self)
+        self.graphics.setBackground(None)
+        self.loss_plot = self.graphics.addPlot(title="Training loss")
+        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.acc_plot = self.graphics.addPlot(title="Test top-1 (%)")
+        self.speed_plot = self.graphics.addPlot(title="Images / s")
+        for p in self.plots:
+            p.showGrid(x=True, y=True, alpha=0.2)
+            p.setLabel("bottom", "epoch")
+            p.setMenuEnabled(False)
+        self.acc_plot.setYRange(0, 100, padding=0.02)
+        self.batch_curve = self.loss_plot.plot(pen=pg.mkPen("#9aa5b1", width=1), name="batch")
+        self.acc_curve = self.acc_plot.plot(pen=pg.mkPen("#3fa34d", width=2), symbol="o", symbolSize=6,
+                                            symbolBrush="#3fa34d")
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2), symbol="o", symbolSize=5,
+                                                symbolBrush="#e07b39")
+        self.part_curves: dict[str, pg.PlotDataItem] = {}
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.graphics)
+        self.clear()
+
+    @property
+    def plots(self) -> list[pg.PlotItem]:
+        return [self.loss_plot, self.acc_plot, self.speed_plot]
+
+    def clear(self) -> None:
+        """Empty every curve."""
+        self.epochs: list[float] = []
+        self.parts: dict[str, list[float]] = {}
+        self.top1: list[tuple[float, float]] = []
+        self.speed: list[float] = []
+        self.batch_x: list[float] = []
+        self.batch_y: list[float] = []
+        self._batch_every = BATCH_EVERY
+        self._batch_seen = 0
+        for name, curve in list(self.part_curves.items()):
+            self.loss_plot.removeItem(curve)
+            legend = self.loss_plot.legend
+            if legend is not None:
+                legend.removeItem(curve)
+        self.part_curves.clear()
+        self._redraw()
+
+    @property
+    def epoch_count(self) -> int:
+        return len(self.epochs)
+
+    def add_batch(self, ev: BatchEnd) -> None:
+        """Add one batch's loss to the faint live curve (thinned to at most ~2000 points)."""
+        self._batch_seen += 1
+        if self._batch_seen % self._batch_every:
+            return
+        self.batch_x.append(ev.epoch - 1 + ev.step / max(ev.steps, 1))
+        self.batch_y.append(ev.loss)
+        if len(self.batch_x) > 2000:
+            self.batch_x, self.batch_y = self.batch_x[::2], self.batch_y[::2]
+            self._batch_every *= 2
+        self.batch_curve.setData(self.batch_x, self.batch_y)
+
+    def add_epoch(self, ev: EpochEnd) -> None:
+        """Add one finished epoch."""
+        self._add_row(ev.epoch, ev.train, ev.test_top1, ev.images_per_s)
+        self._redraw()
+
+    def set_history(self, rows: list[dict[str, Any]]) -> None:
+        """Show a run's saved history (``metrics.jsonl`` rows)."""
+        self.clear()
+        skip = {"epoch", "test_top1", "test_loss", "images_per_s", "seconds", "lr"}
+        for row in rows:
+            parts = {k: float(v) for k, v in row.items() if k not in skip and isinstance(v, (int, float))}
+            self._add_row(int(row.get("epoch", len(self.epochs) + 1)), parts, row.get("test_top1"),
+                          float(row.get("images_per_s") or 0.0))
+        self._redraw()
+
+    def _add_row(self, epoch: int, parts: dict[str, float], top1: float | None, speed: float) -> None:
+        self.epochs.append(float(epoch))
+        for k, v in parts.items():
+            self.parts.setdefault(k, [float("nan")] * (len(self.epochs) - 1)).append(float(v))
+        for k, values in self.parts.items():
+            if len(values) < len(self.epochs):
+                values.append(float("nan"))
+        if top1 is not None:
+            self.top1.append((float(epoch), 100.0 * float(top1)))
+        self.speed.append(float(speed))
+
+    def _redraw(self) -> None:
+        for k, values in self.parts.items():
+            curve = self.part_curves.get(k)
+            if curve is None:
+                color = PART_COLORS.get(k) or OTHER_COLORS[len(self.part_curves) % len(OTHER_COLORS)]
+                curve = self.loss_plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5,
+                                            symbolBrush=color, name=k)
+                self.part_curves[k] = curve
+            curve.setData(self.epochs, values, connect="finite")
+        if not self.batch_x:
+            self.batch_curve.setData([], [])
+        self.acc_curve.setData([e for e, _ in self.top1], [a for _, a in self.top1])
+        self.speed_curve.setData(self.epochs, self.speed)
+
+    def apply_theme(self, theme: ThemeState) -> None:
+        """Axis and title colours that read on the theme's background."""
+        for p in self.plots:
+            for side in ("left", "bottom"):
+                axis = p.getAxis(side)
+                axis.setPen(pg.mkPen(theme.foreground))
+                axis.setTextPen(pg.mkPen(theme.foreground))
+            p.setTitle(p.titleLabel.text, color=theme.foreground, size="10pt")
+        legend = self.loss_plot.legend
+        if legend is not None:
+            legend.setLabelTextColor(theme.foreground)

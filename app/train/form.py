@@ -1,0 +1,265 @@
+"""A form that edits the engine's :class:`~engine.config.TrainConfig`; the config itself validates every edit.
+
+On every change the form builds a TrainConfig; a :class:`~engine.errors.ConfigError` (which names the field and
+the value) is shown next to the form and Start stays disabled. The fields match ``fieldmark train``'s options,
+so the same settings give the same config, and the same model, from the GUI and from the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
+                               QPushButton, QSpinBox, QWidget)
+
+from engine.config import TrainConfig
+from engine.errors import ConfigError
+from engine.models import get_spec, list_models
+from engine.runs import MODEL_JSON, RESUME
+
+log = logging.getLogger(__name__)
+
+METHOD_LABELS = (("MC-Loss", "mcloss"), ("CE", "ce"), ("TASN", "tasn"))
+SCRATCH = "none (from scratch)"
+WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
+
+
+@dataclass(frozen=True)
+class ConfigState:
+    """The form's current config (None while invalid), the message to show, and what the buttons may do."""
+
+    config: TrainConfig | None
+    error: str = ""
+    note: str = ""
+    can_start: bool = False
+    can_resume: bool = False
+
+
+def _path_row(edit: QWidget, button: QPushButton) -> QWidget:
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    lay.addWidget(button)
+    return w
+
+
+class TrainForm(QWidget):
+    """Edits a TrainConfig. ``config_changed`` carries a :class:`ConfigState` after every edit."""
+
+    config_changed = Signal(object)  # ConfigState
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        h = TrainConfig.field_help()
+        self.data = QLineEdit(self)
+        self.data.setPlaceholderText("open a folder in the Library, or browse")
+        data_btn = QPushButton("Browse…", self)
+        data_btn.clicked.connect(self._on_data_button_clicked)
+        self.out = QLineEdit(self)
+        self.out.setPlaceholderText("a new folder for this run")
+        out_btn = QPushButton("Browse…", self)
+        out_btn.clicked.connect(self._on_out_button_clicked)
+        self.method = QComboBox(self)
+        for label, value in METHOD_LABELS:
+            self.method.addItem(label, value)
+        if not list_models("tasn"):
+            item = self.method.model().item(self.method.findData("tasn"))
+            item.setEnabled(False)
+            item.setToolTip("No TASN model is installed in this engine")
+        self.model = QComboBox(self)
+        self.xi = QSpinBox(self)
+        self.xi.setRange(0, 128)
+        self.xi.setValue(3)
+        self.mu = QLineEdit(self)
+        self.mu.setPlaceholderText("auto (paper value)")
+        self.lam = QDoubleSpinBox(self)
+        self.lam.setRange(-100, 10000)
+        self.lam.setDecimals(3)
+        self.lam.setValue(10.0)
+        self.epochs = QSpinBox(self)
+        self.epochs.setRange(0, 100000)
+        self.epochs.setValue(10)
+        self.img_size = QSpinBox(self)
+        self.img_size.setRange(0, 4096)
+        self.img_size.setSingleStep(16)
+        self.img_size.setValue(224)
+        self.batch_size = QSpinBox(self)
+        self.batch_size.setRange(0, 4096)
+        self.batch_size.setValue(32)
+        self.pretrained = QComboBox(self)
+        self.pretrained.setEditable(True)
+        self.pretrained.addItems(list(WEIGHT_NAMES))
+        weights_btn = QPushButton("File…", self)
+        weights_btn.clicked.connect(self._on_weights_button_clicked)
+        self.device = QComboBox(self)
+        self.device.addItems(["auto", "cpu"] + (["cuda"] if _cuda_available() else []))
+        self.seed = QSpinBox(self)
+        self.seed.setRange(0, 2 ** 31 - 1)
+        self.message = QLabel(self)
+        self.message.setObjectName("formMessage")
+        self.message.setWordWrap(True)
+
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        rows = [("Data", _path_row(self.data, data_btn), h["data"]),
+                ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
+                ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
+                ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
+                ("Batch size", self.batch_size, h["batch_size"]),
+                ("Pretrained", _path_row(self.pretrained, weights_btn), h["pretrained"]),
+                ("Device", self.device, h["device"]), ("Seed", self.seed, h["seed"]),
+                ("Output folder", _path_row(self.out, out_btn), h["out"])]
+        for label, widget, tip in rows:
+            widget.setToolTip(tip)
+            form.addRow(label, widget)
+        form.addRow(self.message)
+
+        self._fill_models()
+        self.method.currentIndexChanged.connect(self._on_method_current_index_changed)
+        for w in (self.data, self.out, self.mu):
+            w.textChanged.connect(self.revalidate)
+        for box in (self.model, self.device):
+            box.currentIndexChanged.connect(self.revalidate)
+        self.pretrained.currentTextChanged.connect(self.revalidate)
+        for spin in (self.xi, self.epochs, self.img_size, self.batch_size, self.seed, self.lam):
+            spin.valueChanged.connect(self.revalidate)
+        self.state = ConfigState(None)
+        self.revalidate()
+
+    # -- reading and writing the form ------------------------------------------------------------------------
+    def build_config(self) -> TrainConfig:
+        """The TrainConfig the form describes (raises ConfigError naming the bad field)."""
+        mu_text = self.mu.text().strip()
+        try:
+            mu = float(mu_text) if mu_text else None
+        except ValueError:
+            raise ConfigError(f"mu={mu_text!r}: not a number (leave it empty for the paper's value)") from None
+        weights = self.pretrained.currentText().strip()
+        return TrainConfig(
+            data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
+            method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(),
+            epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
+            pretrained=None if weights in ("", SCRATCH) else weights, seed=self.seed.value(),
+            device=self.device.currentText())
+
+    def set_config(self, cfg: TrainConfig | dict) -> None:
+        """Fill the form from a config (e.g. the one saved with a run)."""
+        d = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+        self.blockSignals(True)
+        self.method.setCurrentIndex(max(0, self.method.findData(d.get("method", "mcloss"))))
+        self._fill_models()
+        self.model.setCurrentText(str(d.get("model", self.model.currentText())))
+        self.data.setText(str(d.get("data", "")))
+        self.out.setText(str(d.get("out", "")))
+        self.xi.setValue(int(d.get("xi", 3)))
+        mu = d.get("mu")
+        self.mu.setText("" if mu is None else repr(float(mu)))
+        self.lam.setValue(float(d.get("lam", 10.0)))
+        self.epochs.setValue(int(d.get("epochs", 10)))
+        self.img_size.setValue(int(d.get("img_size", 224)))
+        self.batch_size.setValue(int(d.get("batch_size", 32)))
+        self.pretrained.setCurrentText(d.get("pretrained") or SCRATCH)
+        if self.device.findText(str(d.get("device", "auto"))) >= 0:
+            self.device.setCurrentText(str(d.get("device", "auto")))
+        self.seed.setValue(int(d.get("seed", 0)))
+        self.blockSignals(False)
+        self.revalidate()
+
+    def set_data(self, folder: str) -> None:
+        self.data.setText(folder)
+
+    def set_out(self, folder: str) -> None:
+        self.out.setText(folder)
+
+    def suggest_out(self, runs_folder: str) -> str:
+        """A new, unused run folder name under ``runs_folder`` (data name, model, method, a number)."""
+        data = Path(self.data.text().strip() or "data").name or "data"
+        base = f"{data}-{self.model.currentText() or 'model'}-{self.method.currentData()}"
+        parent = Path(runs_folder).expanduser()
+        n = 1
+        while (parent / f"{base}-{n}").exists():
+            n += 1
+        return str(parent / f"{base}-{n}")
+
+    # -- validation ------------------------------------------------------------------------------------------
+    @Slot()
+    def revalidate(self) -> None:
+        """Build the config, check the folders, show the message and emit ``config_changed``."""
+        try:
+            cfg = self.build_config()
+        except ConfigError as exc:
+            self._publish(ConfigState(None, error=str(exc)))
+            return
+        data, out = Path(cfg.data).expanduser(), Path(cfg.out).expanduser()
+        if not data.is_dir():
+            self._publish(ConfigState(None, error=f"data={cfg.data!r}: this folder does not exist"))
+            return
+        holds_run = (out / MODEL_JSON).is_file() or (out / RESUME).is_file()
+        can_resume = (out / RESUME).is_file()
+        if holds_run:
+            note = ("This output folder holds a run: Resume continues it (to the epochs set here); "
+                    "Start needs a new folder.")
+            self._publish(ConfigState(cfg, note=note, can_start=False, can_resume=can_resume))
+        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+            self._publish(ConfigState(None, error=f"out={cfg.out!r}: exists and is not an empty folder: "
+                                                  "choose a new folder"))
+        else:
+            spec = get_spec(cfg.model)
+            self._publish(ConfigState(cfg, note=f"{spec.description}. Ready.", can_start=True))
+
+    def _publish(self, state: ConfigState) -> None:
+        self.state = state
+        self.message.setProperty("error", bool(state.error))
+        self.message.setText(state.error or state.note)
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)
+        self.config_changed.emit(state)
+
+    # -- slots -----------------------------------------------------------------------------------------------
+    def _fill_models(self) -> None:
+        family = "tasn" if self.method.currentData() == "tasn" else "partnet"
+        current = self.model.currentText()
+        names = list_models(family)
+        self.model.blockSignals(True)
+        self.model.clear()
+        self.model.addItems(names)
+        if current in names:
+            self.model.setCurrentText(current)
+        elif "mobilenet_v2" in names:
+            self.model.setCurrentText("mobilenet_v2")
+        self.model.blockSignals(False)
+
+    @Slot()
+    def _on_method_current_index_changed(self) -> None:
+        self._fill_models()
+        self.revalidate()
+
+    @Slot()
+    def _on_data_button_clicked(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Data folder", self.data.text() or str(Path.home()))
+        if folder:
+            self.data.setText(folder)
+
+    @Slot()
+    def _on_out_button_clicked(self) -> None:
+        start = self.out.text() or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Output folder for the run", str(Path(start).parent))
+        if folder:
+            self.out.setText(folder)
+
+    @Slot()
+    def _on_weights_button_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Pretrained backbone weights", str(Path.home()),
+                                              "Weights (*.pth *.pt *.safetensors);;All files (*)")
+        if path:
+            self.pretrained.setCurrentText(path)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
