@@ -3,8 +3,8 @@ Attention Sampling Network for Fine-grained Image Recognition", CVPR 2019, §3.2
 
 An attention map (B, H, W) at the image's own size becomes a separable, monotone sampling grid (B, S, S, 2): the
 map is reduced to an x and a y profile by *max*, each profile is read as a density, and the inverse of its
-cumulative sum places the S output samples (dense where the attention is high, never denser than about ``dense``
-times the uniform rate). ``grid_sample`` (bilinear, zeros, align_corners=True) then makes the zoomed image.
+cumulative sum places the S output samples (dense where the attention is high, at most about ``dense`` times
+the uniform rate, see below). ``grid_sample`` (bilinear, zeros, align_corners=True) then makes the zoomed image.
 
 The recipe is ALGORITHMS.md §2, which follows the authors' MXNet operator
 (researchmm/tasn, tasn-mxnet/src/operator/contrib/att_sampler-inl.h). Points where the recipe is a choice:
@@ -84,6 +84,18 @@ def _inverse_cdf(p: torch.Tensor, out: int) -> torch.Tensor:
     return pos * (2.0 / (n - 1)) - 1.0
 
 
+def _clip_and_redistribute(qs: list[torch.Tensor], dense: float, iters: int) -> list[torch.Tensor]:
+    """ALGORITHMS.md §2 step 2 on profiles q (A, B, n) in units of their uniform density S/n (so Σq = n): clip
+    them all at min(dense, m) in the first iteration and at m = min over the x and y profiles of their maxima
+    afterwards, then add the deficit evenly: p += (S - Σp)/n ⇔ q += (n - Σq)/n, n = the profile's own bins."""
+    for it in range(iters):
+        m = torch.stack([q.amax(dim=2, keepdim=True).amin(dim=0, keepdim=True) for q in qs]).amin(dim=0)
+        level = m.clamp(max=dense) if it == 0 else m  # (1, B, 1); τ_d = dense·S/n is ``dense`` in these units
+        qs = [torch.minimum(q, level) for q in qs]
+        qs = [q + (q.shape[2] - q.sum(dim=2, keepdim=True)) / q.shape[2] for q in qs]
+    return qs
+
+
 def sampling_grid(attention: torch.Tensor, out_size: Size, dense: float = 4.0, iters: int = 5) -> torch.Tensor:
     """Attention-based sampling grid of TASN (Zheng et al., CVPR 2019, §3.2, as the authors' operator computes it).
 
@@ -98,26 +110,30 @@ def sampling_grid(attention: torch.Tensor, out_size: Size, dense: float = 4.0, i
     s_h, s_w = _pair(out_size)
     with torch.no_grad():
         a = attention.detach().to(_work_dtype(attention))
-        n_y, n_x = a.shape[1], a.shape[2]
-        p_y = _normalised_profile(a.amax(dim=2), s_h)  # max over the columns of each row: drives y
-        p_x = _normalised_profile(a.amax(dim=1), s_w)  # max over the rows of each column: drives x
-        unit_y, unit_x = s_h / n_y, s_w / n_x           # uniform density per bin (S/n) of each axis
-        for it in range(iters):
-            m = torch.minimum(p_x.amax(dim=1, keepdim=True) / unit_x, p_y.amax(dim=1, keepdim=True) / unit_y)
-            level = m.clamp(max=dense) if it == 0 else m  # τ_d = dense·S/n in units of S/n
-            p_x = torch.minimum(p_x, level * unit_x)
-            p_y = torch.minimum(p_y, level * unit_y)
-            p_x = p_x + (s_w - p_x.sum(dim=1, keepdim=True)) / n_x  # the profile's own number of bins
-            p_y = p_y + (s_h - p_y.sum(dim=1, keepdim=True)) / n_y
-        x = _inverse_cdf(p_x, s_w)
-        y = _inverse_cdf(p_y, s_h)
-        b = a.shape[0]
-        return torch.stack((x.unsqueeze(1).expand(b, s_h, s_w), y.unsqueeze(2).expand(b, s_h, s_w)), dim=-1)
+        b, n_y, n_x = a.shape
+        p_x = a.amax(dim=1)  # max over the rows of each column: drives x
+        p_y = a.amax(dim=2)  # max over the columns of each row: drives y
+        if n_x == n_y and s_w == s_h:  # square: x and y go through every step as one (2B, n) batch
+            (q,) = _clip_and_redistribute([_normalised_profile(torch.cat((p_x, p_y)), n_x).view(2, b, n_x)],
+                                          dense, iters)
+            x, y = _inverse_cdf(q.view(2 * b, n_x) * (s_w / n_x), s_w).view(2, b, s_w)
+        else:
+            # each axis with its own n and S: the shared clip level compares densities relative to uniform
+            profiles = [_normalised_profile(p_x, n_x)[None], _normalised_profile(p_y, n_y)[None]]
+            q_x, q_y = _clip_and_redistribute(profiles, dense, iters)
+            x = _inverse_cdf(q_x[0] * (s_w / n_x), s_w)
+            y = _inverse_cdf(q_y[0] * (s_h / n_y), s_h)
+        grid = x.new_empty((b, s_h, s_w, 2))
+        grid[..., 0] = x.unsqueeze(1)  # grid[b, r, q] = (x[b, q], y[b, r])
+        grid[..., 1] = y.unsqueeze(2)
+        return grid
 
 
 def resample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Sample ``images`` (B, C, H, W) at ``grid`` (B, S_h, S_w, 2): bilinear, zero padding, align_corners=True
     (the convention the grid is built for; align_corners=False would be off by up to a pixel)."""
+    if images.dtype in (torch.float16, torch.bfloat16):  # a half-precision grid is off by up to a pixel
+        return resample(images.float(), grid.float()).to(images.dtype)
     return F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
