@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import Cancelled, EngineError
 
 #: Sub-command modules of engine.cli, in the order `fieldmark --help` lists them.
-COMMANDS = ["train", "predict", "scan", "models", "toybirds", "explain", "export", "evaluate"]
+COMMANDS = ["train", "predict", "scan", "models", "toybirds", "demo", "evaluate", "explain", "export"]
 
 EXIT_USER_ERROR = 2
 

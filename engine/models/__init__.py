@@ -35,12 +35,10 @@ def register(spec: ModelSpec) -> None:
 
 
 def list_models(family: str | None = None) -> list[str]:
-    _load_families()
     return [n for n, s in _REGISTRY.items() if family is None or s.family == family]
 
 
 def get_spec(name: str) -> ModelSpec:
-    _load_families()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -71,19 +69,30 @@ _DEFAULT_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet50": "IMAGENET1K_V2", "v
 for _name, (_builder, _desc) in BACKBONES.items():
     register(ModelSpec(_name, "partnet", _desc, _partnet_builder(_name), _DEFAULT_WEIGHTS.get(_name)))
 
-_families_loaded = False
+
+def _tasn_builder(backbone: str) -> Callable[..., nn.Module]:
+    """TASN (Zheng et al., CVPR 2019) on a torchvision backbone; ``xi`` does not apply (no class groups)."""
+
+    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, input_size: int = 224,
+              sample_size: int = 224) -> nn.Module:
+        from . import tasn
+        from .backbones import _TV
+        from .weights import load_state_dict_file, looks_like_path, torchvision_state_dict
+
+        state = None
+        if pretrained not in (None, "", "none", "None"):
+            state = (load_state_dict_file(pretrained) if looks_like_path(pretrained)
+                     else torchvision_state_dict(_TV[backbone][1], pretrained))
+        return getattr(tasn, f"tasn_{backbone}")(num_classes, pretrained_backbone=state, input_size=input_size,
+                                                 sample_size=sample_size)
+
+    return build
 
 
-def _load_families() -> None:
-    """Other model families register themselves on import (kept lazy to keep `import engine.models` cheap)."""
-    global _families_loaded
-    if _families_loaded:
-        return
-    _families_loaded = True
-    import importlib.util
-
-    if importlib.util.find_spec(f"{__name__}.tasn_registry") is not None:
-        importlib.import_module(f"{__name__}.tasn_registry")
+for _name, _desc in (("resnet18", "TASN, ResNet-18 attention net (stride 8) + ResNet-18 part/master net"),
+                     ("resnet50", "TASN, ResNet-50 attention net (dilated, stride 8) + ResNet-50 part/master net"),
+                     ("mobilenet_v2", "TASN, MobileNetV2 attention net (stride 8) + MobileNetV2 part/master net")):
+    register(ModelSpec(f"tasn_{_name}", "tasn", _desc, _tasn_builder(_name), _DEFAULT_WEIGHTS[_name]))
 
 
 __all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet"]

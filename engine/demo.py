@@ -1,0 +1,155 @@
+"""The built-in demo: toy birds (cached) → an MC-Loss model trained from scratch on a small CPU backbone →
+evaluation against the generator's truth → a few map overlays. ``fieldmark demo`` and the app's first start use it.
+
+Everything lands in one folder (default: the user cache, ``~/.cache/fieldmark/demo``, or ``$FIELDMARK_DEMO_DIR``):
+``toybirds/`` (the data), ``run/`` (the model), ``run/evaluation.json`` and ``run/overlays/``. A rerun reuses
+what is complete and resumes an interrupted training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Generator
+
+from . import runs
+from .config import TrainConfig
+from .data.transforms import Preprocessing
+from .errors import Cancelled
+from .events import Finished, Message, Progress
+from .fileio import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    classes: int = 8
+    per_class: int = 60
+    size: int = 160
+    seed: int = 0
+    model: str = "smallnet"
+    epochs: int = 24
+    img_size: int = 160
+    batch_size: int = 32
+    mu: float = 1.5
+    lam: float = 2.0
+    lr: float = 0.05
+    overlays: int = 4
+
+
+def default_root() -> Path:
+    env = os.environ.get("FIELDMARK_DEMO_DIR")
+    if env:
+        return Path(env).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "fieldmark" / "demo"
+
+
+def demo_paths(root: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """(toy-birds data folder, run folder) of the demo in ``root``."""
+    root = Path(root).expanduser() if root else default_root()
+    return root / "toybirds", root / "run"
+
+
+def demo_config(data: Path, run: Path, s: DemoSettings) -> TrainConfig:
+    return TrainConfig(data=str(data), out=str(run), model=s.model, method="mcloss", xi=3, mu=s.mu, lam=s.lam,
+                       epochs=s.epochs, img_size=s.img_size, batch_size=s.batch_size, lr_backbone=s.lr,
+                       lr_head=s.lr, crop_scale=(0.6, 1.0), warmup_epochs=1.0, seed=s.seed, device="auto")
+
+
+def _toybirds_current(data: Path, s: DemoSettings) -> bool:
+    f = data / "toybirds.json"
+    if not f.is_file():
+        return False
+    try:
+        t = json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return False
+    return (t.get("seed"), t.get("size"), len(t.get("classes", [])), t.get("per_class")) == (
+        s.seed, s.size, s.classes, s.per_class)
+
+
+def build_demo(out: str | os.PathLike | None = None, should_stop: Callable[[], bool] | None = None,
+               settings: DemoSettings | None = None) -> Generator[object, None, Finished]:
+    """Build (or finish) the demo; yields Progress/Message and the training events; returns Finished whose
+    ``metrics`` are the evaluation figures and whose ``run_dir`` is the demo run."""
+    from .data import scan
+    from .evaluate import evaluate
+    from .runs import load_run
+    from .toybirds import generate
+    from .train import train
+
+    s = settings or DemoSettings()
+    stop = should_stop or (lambda: False)
+    data, run = demo_paths(out)
+    if not _toybirds_current(data, s):
+        pending: list[int] = []
+
+        def progress(done: int, total: int) -> None:
+            if stop():
+                raise Cancelled("stopped while drawing toy birds")
+            pending.append(done)
+
+        generate(data, classes=s.classes, per_class=s.per_class, size=s.size, seed=s.seed, progress=progress)
+        yield Progress("drawing toy birds", len(pending), s.classes * s.per_class)
+        if run.exists():  # a model of other data is stale
+            _clear_run(run)
+    else:
+        yield Message("info", f"toy birds found in {data}")
+    cfg = demo_config(data, run, s)
+    meta = runs.read_meta(run) if runs.is_run(run) else None
+    if meta is None or meta.get("epoch", 0) < s.epochs or meta.get("config") != cfg.to_dict():
+        resume = meta is not None and meta.get("config") == cfg.to_dict() and (run / runs.RESUME).is_file()
+        if not resume and run.exists():
+            _clear_run(run)
+        yield from train(cfg, should_stop=stop, resume=resume)
+    else:
+        yield Message("info", f"trained demo model found in {run}")
+    evaluation = run / "evaluation.json"
+    if evaluation.is_file():
+        figures = json.loads(evaluation.read_text())
+    else:
+        loaded = load_run(run)
+        result = yield from evaluate(loaded, scan(data), should_stop=stop)
+        figures = result.to_dict()
+        atomic_write_json(evaluation, figures)
+        yield from _overlays(loaded, data, run / "overlays", s.overlays, stop)
+    return Finished(str(run), s.epochs, figures)
+
+
+def _clear_run(run: Path) -> None:
+    """Remove a stale demo run (only the files the demo writes)."""
+    import shutil
+
+    for name in (runs.MODEL_JSON, runs.MODEL_WEIGHTS, runs.METRICS, runs.RESUME, "evaluation.json"):
+        (run / name).unlink(missing_ok=True)
+    shutil.rmtree(run / "overlays", ignore_errors=True)
+
+
+def _overlays(loaded, data: Path, out: Path, n: int, stop: Callable[[], bool]):
+    """One channel-map overlay for the first test image of the first ``n`` classes."""
+    from .cli.explain import draw_strip
+    from .data import scan
+    from .explain import explain
+    from .imageio import read_image, write_image
+    from .parts import find_parts
+
+    report = scan(data)
+    firsts: dict[int, str] = {}
+    for sm in report.split("test"):
+        firsts.setdefault(sm.label, sm.path)
+    chosen = sorted(firsts.items())[:n]
+    pp = Preprocessing.from_dict(loaded.preprocessing)
+    for i, (label, path) in enumerate(chosen):
+        if stop():
+            raise Cancelled("stopped while drawing overlays")
+        img = read_image(path)
+        mapset = explain(loaded.model, [img], "channels", label, pp)[0][0]
+        name = loaded.classes[label]
+        write_image(out / f"{Path(path).stem}.channels.{name}.png",
+                    draw_strip(img, mapset, find_parts(mapset), f"{Path(path).name}  channels  {name}"))
+        yield Progress("drawing overlays", i + 1, len(chosen))
