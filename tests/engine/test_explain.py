@@ -1,0 +1,219 @@
+"""Explanation maps (engine.explain): every method on every registered model gives the documented shape, dtype
+and range; CAM and Grad-CAM agree as the algebra says; hooks and gradient state never leak."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from engine.data.transforms import Preprocessing
+from engine.errors import ConfigError, EngineError
+from engine.explain import (METHODS, GuidedGradCAM, MapSet, explain, low_res_maps, predict_probs, prepare,
+                            resolve_class, session)
+from engine.models import create_model, get_spec, list_models
+
+SIZE = 64  # small inputs: vgg16_bn and resnet50 (and their TASN forms) are the slow ones
+PP = Preprocessing.for_size(SIZE)
+CLASSES, XI = 3, 2
+_CACHE: dict[str, nn.Module] = {}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def model(name: str) -> nn.Module:
+    if name not in _CACHE:
+        torch.manual_seed(0)
+        kw = {"input_size": SIZE, "sample_size": 32} if get_spec(name).family == "tasn" else {}
+        _CACHE[name] = create_model(name, CLASSES, XI, **kw).eval()
+    return _CACHE[name]
+
+
+def images(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (50, 70, 3), dtype=np.uint8), rng.integers(0, 255, (90, 40, 3), dtype=np.uint8)]
+
+
+def supports(name: str, method: str) -> bool:
+    tasn = get_spec(name).family == "tasn"
+    return not ((method in ("channels", "ccmp") and tasn) or (method == "tasn" and not tasn))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_method_on_every_model_shape_dtype_range(name):
+    """All methods a model supports in one call (they share one forward pass); the others refuse clearly."""
+    m = model(name)
+    imgs = images()
+    ok = [meth for meth in METHODS if supports(name, meth)]
+    for meth in set(METHODS) - set(ok):
+        with pytest.raises(ConfigError, match=meth):
+            explain(m, imgs, meth, preprocessing=PP)
+    out = explain(m, imgs, ok, preprocessing=PP)
+    assert len(out) == 2 and all([s.method for s in sets] == ok for sets in out)
+    for img, sets in zip(imgs, out):
+        for ms in sets:
+            k = {"channels": XI, "tasn": 2}.get(ms.method, 1)
+            assert isinstance(ms, MapSet)
+            assert ms.maps.shape == (k, *img.shape[:2]) and ms.maps.dtype == np.float32, ms.method
+            assert ms.image_size == img.shape[:2]
+            assert np.isfinite(ms.maps).all() and ms.maps.min() >= 0.0 and ms.maps.max() <= 1.0
+            assert len(ms.names) == len(ms.raw_ranges) == len(ms.channels) == k
+            assert all(lo <= hi for lo, hi in ms.raw_ranges)
+            assert ms.low_res.shape[0] == k and ms.low_res.ndim == 3
+            assert 0.0 <= ms.probability <= 1.0 and 0 <= ms.predicted < CLASSES
+            raw = ms.raw()
+            for j, (lo, hi) in enumerate(ms.raw_ranges):  # the normalisation is the raw range
+                if hi - lo > 1e-9:
+                    assert raw[j].min() >= lo - 1e-4 * (hi - lo) and raw[j].max() <= hi + 1e-4 * (hi - lo)
+            if ms.method == "channels":
+                assert ms.channels == list(m.class_channels(ms.class_index))
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_channel_maps_are_the_features_of_the_class():
+    m = model("smallnet")
+    img = images()[0]
+    (ms,) = explain(m, [img], "channels", 2, PP)[0]
+    with torch.no_grad():
+        f = m.forward_features(prepare([img], PP, "cpu"))[0, list(m.class_channels(2))]
+    assert np.allclose(ms.low_res, f.numpy(), atol=1e-6)
+    assert ms.raw_ranges[0] == pytest.approx((float(f[0].min()), float(f[0].max())), rel=1e-6)
+    (cc,) = explain(m, [img], "ccmp", 2, PP)[0]
+    assert np.allclose(cc.low_res[0], f.max(dim=0).values.numpy(), atol=1e-6)
+
+
+def test_cam_equals_gradcam_for_a_gap_linear_head():
+    """∂y_c/∂F_k(i, j) = w_ck/(h·w) for GAP + linear, so Grad-CAM = ReLU(CAM)/(h·w) exactly at the model's own
+    resolution. Min-max normalisation is scale-free, so when CAM ≥ 0 everywhere (all weights of the class
+    positive, features non-negative) the normalised full-resolution maps are equal; otherwise only where
+    ReLU leaves CAM unchanged, which the raw comparison covers."""
+    m = create_model("smallnet", CLASSES, XI).eval()
+    img = images(1)[0]
+    cam, gc = explain(m, [img], ["cam", "gradcam"], 1, PP)[0]
+    h, w = cam.low_res.shape[-2:]
+    assert cam.low_res.min() < 0 < cam.low_res.max(), "random weights: CAM takes both signs here"
+    assert np.allclose(gc.low_res, np.maximum(cam.low_res, 0) / (h * w), rtol=1e-4, atol=1e-9)
+    with torch.no_grad():
+        m.fc.weight[1].abs_()
+    both = explain(m, [img], ["cam", "gradcam"], 1, PP)[0]
+    assert [s.method for s in both] == ["cam", "gradcam"]
+    assert both[0].low_res.min() >= 0
+    assert np.allclose(both[0].maps, both[1].maps, atol=1e-5)
+
+
+def test_hooks_removed_and_state_restored_after_an_exception():
+    m = create_model("smallnet", CLASSES, XI)
+    m.train()
+    m.fc.weight.requires_grad_(False)
+    relus = [mod for mod in m.modules() if isinstance(mod, (nn.ReLU, nn.ReLU6))]
+    inplace = [r.inplace for r in relus]
+    with pytest.raises(RuntimeError, match="boom"):
+        with session(m, guided=True):
+            assert any(r._backward_hooks for r in relus) and not any(r.inplace for r in relus)
+            assert not m.training and not any(p.requires_grad for p in m.parameters())
+            raise RuntimeError("boom")
+    assert all(not mod._forward_hooks and not mod._backward_hooks and not mod._forward_pre_hooks
+               for mod in m.modules())
+    assert [r.inplace for r in relus] == inplace
+    assert m.training and not m.fc.weight.requires_grad
+    assert all(p.requires_grad for n, p in m.named_parameters() if n != "fc.weight")
+
+
+def test_hooks_removed_when_a_method_fails_midway(monkeypatch):
+    m = create_model("smallnet", CLASSES, XI).eval()
+
+    def fail(self, p, targets):
+        raise ValueError("method failed")
+
+    monkeypatch.setattr(GuidedGradCAM, "maps", fail)
+    with pytest.raises(ValueError):
+        explain(m, images(), "guided-gradcam", preprocessing=PP)
+    assert all(not mod._forward_hooks and not mod._backward_hooks for mod in m.modules())
+    assert not m.training and all(p.requires_grad and p.grad is None for p in m.parameters())
+
+
+def test_no_gradient_state_leaks_between_calls():
+    m = create_model("resnet18", CLASSES, XI)
+    m.eval()
+    first = explain(m, images(), ["gradcam", "guided-gradcam"], 0, PP)
+    assert all(p.grad is None and p.requires_grad for p in m.parameters())
+    assert not m.training
+    second = explain(m, images(), ["gradcam", "guided-gradcam"], 0, PP)
+    for a, b in zip(first, second):
+        for x, y in zip(a, b):
+            assert np.array_equal(x.maps, y.maps)
+
+
+def test_guided_backprop_changes_the_saliency_and_stays_non_negative():
+    m = create_model("smallnet", CLASSES, XI).eval()
+    img = images()[0]
+    (g,) = explain(m, [img], "guided-gradcam", 0, PP)[0]
+    assert g.low_res.shape == (1, SIZE, SIZE) and g.low_res.min() >= 0
+    x = prepare([img], PP, "cpu").requires_grad_(True)
+    with session(m):
+        plain = torch.autograd.grad(m(x)[0, 0], x)[0].abs().amax(1)[0]
+    gc = explain(m, [img], "gradcam", 0, PP)[0][0].low_res
+    up = torch.nn.functional.interpolate(torch.from_numpy(gc)[None], size=(SIZE, SIZE), mode="bilinear",
+                                         align_corners=False)[0, 0]
+    plain_gc = (up * plain).numpy()
+    assert not np.allclose(g.low_res[0] / g.low_res.max(), plain_gc / plain_gc.max(), atol=1e-3), \
+        "the ReLU hooks had no effect"
+
+
+def test_batch_equals_one_by_one_and_classes_select():
+    m = model("mobilenet_v2")
+    imgs = images(2)
+    together = explain(m, imgs, "channels", [0, 2], PP)
+    alone = [explain(m, [img], "channels", c, PP)[0] for img, c in zip(imgs, (0, 2))]
+    for a, b in zip(together, alone):
+        assert a[0].class_index == b[0].class_index
+        assert np.allclose(a[0].maps, b[0].maps, atol=1e-4)
+    top = explain(m, imgs, "ccmp", None, PP, top_k=2)
+    probs = predict_probs(m, imgs, PP)
+    for b, sets in enumerate(top):
+        assert [s.class_index for s in sets] == list(np.argsort(-probs[b])[:2])
+        assert sets[0].probability == pytest.approx(probs[b].max(), rel=1e-5)
+    assert [s[0].class_index for s in explain(m, imgs, "ccmp", [None, 1], PP)] == [int(probs[0].argmax()), 1]
+    with pytest.raises(ConfigError, match="out of range"):
+        explain(m, imgs, "ccmp", 7, PP)
+    with pytest.raises(ConfigError, match="one per image"):
+        explain(m, imgs, "ccmp", [0], PP)
+    with pytest.raises(ConfigError, match="unknown"):
+        explain(m, imgs, "lime", 0, PP)
+
+
+def test_resolve_class_names_the_bad_value_and_the_valid_ones():
+    assert resolve_class("Wren", ["Finch", "Wren"]) == 1
+    assert resolve_class("wren", ["Finch", "Wren"]) == 1
+    with pytest.raises(EngineError, match="'Robin'.*Finch, Wren"):
+        resolve_class("Robin", ["Finch", "Wren"])
+
+
+def test_low_res_maps_match_explain():
+    m = model("smallnet")
+    imgs = images()
+    x = prepare(imgs, PP, "cpu")
+    raw = low_res_maps(m, x, "gradcam", torch.tensor([1, 1]))
+    full = explain(m, imgs, "gradcam", 1, PP)
+    for r, (ms,) in zip(raw, full):
+        assert np.allclose(r.numpy(), ms.low_res, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the tensors-follow-the-model check)")
+def test_maps_on_the_gpu_match_the_cpu():
+    m = create_model("resnet18", CLASSES, XI).eval()
+    imgs = images()
+    cpu = explain(m, imgs, ["channels", "cam", "gradcam", "guided-gradcam"], 1, PP)
+    m.cuda()
+    try:
+        gpu = explain(m, imgs, ["channels", "cam", "gradcam", "guided-gradcam"], 1, PP)
+    finally:
+        m.cpu()
+    for a, b in zip(cpu, gpu):
+        for x, y in zip(a, b):
+            assert x.maps.dtype == y.maps.dtype == np.float32
+            assert np.allclose(x.maps, y.maps, atol=2e-3), x.method
