@@ -46,3 +46,23 @@ def amp_dtype(dev: torch.device) -> torch.dtype | None:
 def uses_channels_last(dev: torch.device) -> bool:
     """channels_last pays on CUDA tensor cores; on CPU it is neutral or slower for these nets."""
     return dev.type == "cuda"
+
+
+def local_device(local_rank: int, name: str = "auto") -> torch.device:
+    """The device of one process of a multi-process (DDP) job: ``cuda:LOCAL_RANK`` when ``name`` is "auto" or
+    "cuda" and CUDA is there, else the CPU (Apple MPS has no multi-process backend; "cuda:N" names are refused,
+    since every process would share GPU N)."""
+    if name in (None, "", "auto", "cuda"):
+        if torch.cuda.is_available():
+            count = torch.cuda.device_count()
+            if local_rank >= count:
+                raise ConfigError(f"process with LOCAL_RANK={local_rank} has no GPU of its own ({count} visible): "
+                                  f"start at most {count} processes per node")
+            return torch.device("cuda", local_rank)
+        if name == "cuda":
+            raise ConfigError("device 'cuda' asked for, but CUDA is not available here: use --device cpu or auto")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"device {name!r} cannot be shared by the processes of a distributed run: use auto, cuda "
+                      "(each process takes cuda:LOCAL_RANK) or cpu")

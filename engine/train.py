@@ -3,6 +3,11 @@
 ``for ev in train(cfg, should_stop): ...`` — the CLI prints the events, the GUI's child process streams them.
 A stop request is checked between batches and raises :class:`engine.errors.Cancelled`; every finished epoch
 is already on disk, and ``resume=True`` continues from the last complete epoch.
+
+Started by torchrun (or ``fieldmark train --nproc N``), the same generator trains with DistributedDataParallel
+(:mod:`engine.distributed`): ``batch_size`` is then the global batch, every rank trains on its share, metrics are
+summed over the ranks, and only rank 0 writes the run folder and yields events (the other ranks yield nothing and
+return the same :class:`Finished`). ``BatchEnd.loss`` is rank 0's own batch loss; epoch metrics are global.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed as ddp
 from . import runs
 from .config import TrainConfig
 from .data import require_trainable, scan
 from .data.loader import ImageCache, ImageDataset
 from .data.transforms import Preprocessing, normalize
-from .device import amp_dtype, describe_device, resolve_device, uses_channels_last
+from .device import amp_dtype, describe_device, uses_channels_last
 from .errors import Cancelled, CheckpointError, ConfigError
 from .events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
 from .losses import CECriterion, MCLossCriterion
@@ -73,10 +79,30 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
 
 
-@torch.no_grad()
+class LossModel(nn.Module):
+    """The model and its criterion as one module whose ``forward(x, y)`` returns ``(loss, parts)``: what
+    DistributedDataParallel wraps, since criteria call ``forward_features`` / ``forward_head`` (which DDP's
+    ``forward`` would not see) rather than ``forward``."""
+
+    def __init__(self, model: nn.Module, criterion: nn.Module):
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.criterion(self.model, x, y)
+
+
 def evaluate_top1(model: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device,
                   should_stop: Callable[[], bool] | None = None) -> tuple[float | None, float | None]:
     """Top-1 accuracy and mean cross-entropy over a loader (None, None when it is empty)."""
+    correct, total, loss_sum = evaluate_sums(model, loader, pp, device, should_stop)
+    return (correct / total, loss_sum / total) if total else (None, None)
+
+
+@torch.no_grad()
+def evaluate_sums(model: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[int, int, float]:
+    """(correct, count, summed cross-entropy) over a loader: sums, so that ranks can add theirs up."""
     model.eval()
     correct, total, loss_sum = 0, 0, 0.0
     for x, y in loader:
@@ -87,7 +113,7 @@ def evaluate_top1(model: nn.Module, loader: DataLoader, pp: Preprocessing, devic
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
-    return (correct / total, loss_sum / total) if total else (None, None)
+    return correct, total, loss_sum
 
 
 def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
@@ -113,9 +139,21 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
 def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resume: bool = False,
           ) -> Generator[Event, None, Finished]:
     """Train ``cfg``; yields events, returns :class:`Finished`. See the module docstring."""
-    stop = should_stop or (lambda: False)
+    ctx = ddp.init_from_env(cfg.device)
+    try:
+        gen = _train(cfg, should_stop or (lambda: False), resume, ctx)
+        if ctx.is_main:
+            return (yield from gen)
+        return run_to_end(gen)  # other ranks train silently
+    finally:
+        ddp.close(ctx)
+
+
+def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Context,
+           ) -> Generator[Event, None, Finished]:
     run, state = prepare_run(cfg, resume)
-    device = resolve_device(cfg.device)
+    device = ctx.device
+    rank_batch = ddp.per_rank_batch(cfg.batch_size, ctx)
     seed_everything(cfg.seed)
     report = scan(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     require_trainable(report)
@@ -146,42 +184,44 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
     if uses_channels_last(device):
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, model).to(device)
+    net = ddp.wrap(LossModel(model, criterion), ctx)  # DDP (and SyncBatchNorm on CUDA) when distributed
     optimizer = make_optimizer(cfg, model)
     start_epoch, history = 0, []
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch, history = int(state["epoch"]), runs.read_history(run)[: int(state["epoch"])]
+        start_epoch = int(state["epoch"])
+        history = list(state.get("history") or runs.read_history(run)[:start_epoch])
 
     train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed)
     test_ds = ImageDataset(caches["test"], train=False)
     drop_last = len(train_ds) > cfg.batch_size
-    gen = torch.Generator()
-    train_loader = DataLoader(train_ds, cfg.batch_size, shuffle=True, drop_last=drop_last, generator=gen,
+    sampler = ddp.train_sampler(train_ds, ctx, cfg.seed)
+    train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                               pin_memory=device.type == "cuda")
-    test_loader = DataLoader(test_ds, max(cfg.batch_size, 32), shuffle=False, num_workers=cfg.workers)
+    test_loader = DataLoader(test_ds, max(rank_batch, 32), sampler=ddp.ShardSampler(len(test_ds), ctx),
+                             num_workers=cfg.workers)
     steps = len(train_loader)
     total_steps, warmup = steps * cfg.epochs, int(round(cfg.warmup_epochs * steps))
     amp = amp_dtype(device) if cfg.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
-            "config": cfg.to_dict(), "epochs": cfg.epochs,
+            "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size,
             "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
                      "split_source": report.split_source, "skipped": len(report.skipped)}}
-    yield Started(str(run), describe_device(device), report.classes, len(train_ds), len(test_ds), start_epoch,
-                  cfg.epochs, steps, cfg.to_dict())
+    yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
+                  len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
 
     t_run = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
-        model.train()
-        criterion.train()
+        net.train()
         train_ds.set_epoch(epoch)
-        gen.manual_seed(cfg.seed * 100003 + epoch)
+        sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
-            if stop():
+            if ddp.any_rank(stop(), ctx):
                 raise Cancelled(f"stopped in epoch {epoch + 1}; epochs 1-{epoch} are saved in {run}")
             g = epoch * steps + step
             for group in optimizer.param_groups:
@@ -191,7 +231,7 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
             if uses_channels_last(device):
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, parts = criterion(model, x, y)
+                loss, parts = net(x, y)
             if not torch.isfinite(loss):
                 raise ConfigError(f"the loss became {float(loss)} in epoch {epoch + 1}, step {step + 1}: "
                                   f"lower the learning rates (lr_backbone={cfg.lr_backbone}, lr_head={cfg.lr_head})")
@@ -205,9 +245,16 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * n
             elapsed = time.perf_counter() - t0
-            yield BatchEnd(epoch + 1, step + 1, steps, float(loss.detach()), seen / max(elapsed, 1e-9))
+            yield BatchEnd(epoch + 1, step + 1, steps, float(loss.detach()),
+                           seen * ctx.world_size / max(elapsed, 1e-9))
         train_s = time.perf_counter() - t0
-        top1, test_loss = evaluate_top1(model, test_loader, pp, device, stop)
+        keys = list(sums)  # the same order on every rank: the same code filled it
+        *totals, seen = ddp.all_reduce_sum([sums[k] for k in keys] + [seen], ctx)
+        sums = dict(zip(keys, totals))
+        ddp.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's model (BatchNorm statistics)
+        correct, counted, loss_sum = ddp.all_reduce_sum(
+            evaluate_sums(model, test_loader, pp, device, None if ctx.distributed else stop), ctx)
+        top1, test_loss = (correct / counted, loss_sum / counted) if counted else (None, None)
         seconds = time.perf_counter() - t0
         done_here = epoch + 1 - start_epoch
         eta = (time.perf_counter() - t_run) / done_here * (cfg.epochs - epoch - 1)
@@ -217,11 +264,13 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
         history.append(row)
         metrics = {"epoch": epoch + 1, "test_top1": top1, "test_loss": test_loss,
                    "train_loss": row["loss"], "images_per_s": row["images_per_s"]}
-        runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
-                        {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                         "classes": report.classes})
+        if ctx.is_main:
+            runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
+                            {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                             "classes": report.classes, "history": history})
         yield EpochEnd(epoch + 1, cfg.epochs, {k: v / max(seen, 1) for k, v in sums.items()}, top1, test_loss,
                        row["images_per_s"], seconds, row["lr"], eta)
+    ddp.barrier(ctx)  # rank 0 has written the last epoch before any rank leaves
     final = history[-1] if history else {}
     return Finished(str(run), cfg.epochs, {"test_top1": final.get("test_top1"), "test_loss": final.get("test_loss"),
                                            "images_per_s": final.get("images_per_s")})

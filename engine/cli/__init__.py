@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\nfieldmark: interrupted.", file=sys.stderr)
         return 130
     except EngineError as exc:
-        print(f"fieldmark: error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # the ranks of a distributed job each say which they are
+        who = "fieldmark" if rank == "0" or os.environ.get("WORLD_SIZE", "1") == "1" else f"fieldmark (rank {rank})"
+        print(f"{who}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:
         return 0

@@ -1,9 +1,15 @@
-"""`fieldmark train DATA --out RUN ...`"""
+"""`fieldmark train DATA --out RUN ... [--nproc N]`
+
+Multi-process (DistributedDataParallel) training: ``--nproc N`` starts N local processes through torch's elastic
+launcher (see :mod:`engine.distributed`); ``torchrun --nproc-per-node N -m engine train ...`` does the same and
+spans machines. ``--batch-size`` is the global batch, shared by the processes. Only rank 0 prints.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..config import TrainConfig
 from ..events import BatchEnd, EpochEnd, Message, Progress, Started
@@ -24,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=10, help="default 10")
     p.add_argument("--pretrained", default=None, metavar="NAME|PATH", help=h["pretrained"])
     p.add_argument("--img-size", type=int, default=224, help="default 224")
-    p.add_argument("--batch-size", type=int, default=32, help="default 32")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per step, over all processes (default 32); each of N processes takes 1/N")
     p.add_argument("--lr-backbone", type=float, default=None, help=h["lr_backbone"])
     p.add_argument("--lr-head", type=float, default=None, help=h["lr_head"])
     p.add_argument("--seed", type=int, default=0)
@@ -32,7 +39,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0: in process)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     p.add_argument("--json-events", action="store_true", help="print every event as a JSON line on stdout")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel; one GPU each when there "
+                        "are GPUs, else CPU with gloo). Several machines: torchrun --nproc-per-node N -m engine train")
     p.set_defaults(func=run)
+
+
+#: Options passed on unchanged to the worker processes of --nproc (dest, flag).
+FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("xi", "--xi"), ("mu", "--mu"),
+             ("lam", "--lam"), ("epochs", "--epochs"), ("pretrained", "--pretrained"), ("img_size", "--img-size"),
+             ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
+             ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
+             ("json_events", "--json-events")]
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker: this one without --nproc."""
+    argv = (["-v"] if getattr(args, "verbose", False) else []) + ["train", args.data]
+    for dest, flag in FORWARDED:
+        value = getattr(args, dest)
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv
+
+
+def launch(args: argparse.Namespace, cfg: TrainConfig) -> int:
+    """Check what can be checked once, then run --nproc workers (see engine.distributed.launch_local)."""
+    import torch
+
+    from .. import distributed as ddp
+    from ..device import local_device
+    from ..errors import ConfigError, DataError
+    from ..train import prepare_run
+
+    if ddp.env_rank()[1] > 1:
+        raise ConfigError(f"--nproc {args.nproc} inside a launched job (WORLD_SIZE={ddp.env_rank()[1]}): "
+                          "use either torchrun or --nproc")
+    ddp.per_rank_batch(cfg.batch_size, ddp.Context(torch.device("cpu"), world_size=args.nproc))
+    local_device(args.nproc - 1, cfg.device)
+    if not Path(cfg.data).expanduser().is_dir():
+        raise DataError(f"data folder {cfg.data!r} does not exist or is no folder: check the path")
+    prepare_run(cfg, args.resume)
+    return ddp.launch_local(args.nproc, worker_argv(args), verbose=getattr(args, "verbose", False))
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -43,11 +93,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import is_main_process
+    from ..errors import ConfigError
     from ..events import to_json
-    from ..train import train
+    from ..train import run_to_end, train
 
     cfg = config_from_args(args)
+    if args.nproc != 1:
+        if args.nproc < 1:
+            raise ConfigError(f"--nproc {args.nproc}: give the number of processes, at least 1")
+        return launch(args, cfg)
     gen = train(cfg, resume=args.resume)
+    if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 reports
+        run_to_end(gen)
+        return 0
     bar = None
     try:
         while True:

@@ -1,0 +1,217 @@
+"""Distributed training (engine.distributed + engine.train under DDP): two gloo processes on the loopback.
+
+The reference for "DDP trains the same model" is a single-process run with the same global batch whose
+BatchNorm layers normalise each rank's share of the batch separately (``RankSplitBN``): PyTorch's SyncBatchNorm
+does not run on the CPU, so under gloo each rank normalises its own half, and DDP keeps rank 0's running
+statistics. With that emulation the two runs are the same computation up to float rounding, and the tolerance
+can be tight enough (1e-3 relative) to catch real bugs (a wrong shard, a missing ``set_epoch``, unreduced
+metrics or a wrong per-rank batch all move the losses by percents from the first epoch on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine import distributed as ddp
+from engine import runs
+from engine.cli import main as cli
+from engine.config import TrainConfig
+from engine.errors import ConfigError
+from engine.events import EpochEnd
+from engine.train import run_to_end, train
+
+from ..conftest import ROOT, make_class_folders
+
+WORLD = 2
+ARGS = dict(model="smallnet", method="mcloss", epochs=3, img_size=32, batch_size=8, seed=3)
+
+#: Installed in the workers through PYTHONPATH: logs every write-like file operation under FM_AUDIT_RUN per rank.
+AUDIT = '''
+import os, sys
+_run, _dir, _rank = os.environ.get("FM_AUDIT_RUN"), os.environ.get("FM_AUDIT_DIR"), os.environ.get("RANK")
+if _run and _dir and _rank is not None:
+    _log = os.path.join(_dir, "rank%s.txt" % _rank)
+    _WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+    def _hook(event, args):
+        if event == "open":
+            path, mode, flags = args[0], args[1], args[2]
+            if not ((mode and any(c in mode for c in "wax+")) or (flags or 0) & _WRITE):
+                return
+        elif event in ("os.rename", "os.remove", "os.mkdir"):
+            path = args[1] if event == "os.rename" else args[0]
+        else:
+            return
+        try:
+            path = os.fsdecode(os.fspath(path))
+        except TypeError:
+            return
+        if os.path.abspath(path).startswith(_run):
+            with open(_log, "a") as fh:
+                fh.write(event + " " + path + "\\n")
+    sys.addaudithook(_hook)
+'''
+
+
+class RankSplitBN(nn.BatchNorm2d):
+    """BatchNorm2d that, in training, normalises the samples rank r would hold (``x[r::WORLD]``) on their own and
+    keeps only rank 0's running statistics: what gloo DDP does without SyncBatchNorm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        outs = [super().forward(x[0::WORLD])]
+        for r in range(1, WORLD):
+            outs.append(F.batch_norm(x[r::WORLD], self.running_mean.clone(), self.running_var.clone(), self.weight,
+                                     self.bias, True, self.momentum or 0.0, self.eps))
+        return torch.stack(outs, dim=1).reshape(x.shape)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread, as each DDP worker gets on these 2-core machines (and no spinning under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_class_folders(tmp_path_factory.mktemp("ddp"), classes=3, per_class=10, size=(36, 36))
+
+
+def reference_run(data: Path, out: Path, monkeypatch) -> list[dict]:
+    import engine.train as engine_train
+
+    real = engine_train.create_model
+
+    def split_bn_model(*a, **kw):
+        model = real(*a, **kw)
+        for m in model.modules():
+            if type(m) is nn.BatchNorm2d:
+                m.__class__ = RankSplitBN
+        return model
+
+    monkeypatch.setattr(engine_train, "create_model", split_bn_model)
+    run_to_end(train(TrainConfig(data=str(data), out=str(out), **ARGS)))
+    monkeypatch.setattr(engine_train, "create_model", real)
+    return runs.read_history(out)
+
+
+def launch(data: Path, run: Path, audit: Path, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "engine", "train", str(data), "--out", str(run), "--nproc", str(WORLD),
+            "--json-events", *extra] + [f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(audit), str(ROOT)]), "FM_AUDIT_RUN": str(run),
+           "FM_AUDIT_DIR": str(audit), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, monkeypatch, one_thread):
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    (audit / "sitecustomize.py").write_text(AUDIT)
+    run = tmp_path / "ddp-run"
+    t0 = time.perf_counter()
+
+    # 1. start under DDP and stop the launcher (SIGTERM) once epoch 1 is reported: it stops both workers
+    first = launch(data, run, audit)
+    lines = []
+    for line in first.stdout:
+        lines.append(line)
+        if '"EpochEnd"' in line:
+            first.send_signal(signal.SIGTERM)
+            break
+    rest, err = first.communicate(timeout=120)
+    ev1 = events_of("".join(lines) + rest)
+    assert first.returncode == 128 + signal.SIGTERM, err
+    kept = runs.read_meta(run)["epoch"]  # the run folder stays readable after the stop
+    assert 1 <= kept < ARGS["epochs"]
+
+    # 2. meanwhile (the CPU is free again), the single-process reference with rank-split BatchNorm
+    ref = reference_run(data, tmp_path / "ref", monkeypatch)
+
+    # 3. resume under DDP: every rank reads resume.pt, the run ends with all epochs
+    second = launch(data, run, audit, "--resume")
+    out, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err
+    ev2 = events_of(out)
+    started = [e for e in ev2 if e["type"] == "Started"]
+    assert len(started) == 1 and started[0]["start_epoch"] == kept and "2 processes (gloo)" in started[0]["device"]
+    assert [e["epoch"] for e in ev2 if e["type"] == "EpochEnd"] == list(range(kept + 1, ARGS["epochs"] + 1))
+    assert sum(e["type"] == "Started" for e in ev1) == 1  # rank 1 yields and prints nothing
+
+    hist = runs.read_history(run)
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert runs.read_meta(run)["processes"] == WORLD
+    for mine, theirs in zip(hist, ref):
+        for key in ("loss", "ce", "dis", "div", "test_loss"):
+            assert mine[key] == pytest.approx(theirs[key], rel=1e-3, abs=1e-5), (mine["epoch"], key)
+        assert mine["test_top1"] == pytest.approx(theirs["test_top1"])
+    a, b = runs.load_run(run).model.state_dict(), runs.load_run(tmp_path / "ref").model.state_dict()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k
+
+    # 4. only rank 0 wrote into the run folder
+    assert (audit / "rank0.txt").is_file(), "the audit hook saw no write by rank 0"
+    assert not (audit / "rank1.txt").exists(), (audit / "rank1.txt").read_text()
+    assert time.perf_counter() - t0 < 240
+
+
+def test_global_batch_is_split_and_the_shards_make_the_single_process_batches():
+    cpu = torch.device("cpu")
+    assert ddp.per_rank_batch(32, ddp.Context(cpu, 1, 4)) == 8
+    with pytest.raises(ConfigError, match="batch_size=30 is the global batch.*multiple of 4 \\(e.g. 32\\)"):
+        ddp.per_rank_batch(30, ddp.Context(cpu, 0, 4))
+    items = list(range(23))
+    single = ddp.train_sampler(items, ddp.Context(cpu), seed=5)
+    shards = [ddp.train_sampler(items, ddp.Context(cpu, r, 2), seed=5) for r in range(2)]
+    for epoch in (0, 1):
+        for s in [single, *shards]:
+            s.set_epoch(epoch)
+        order, parts = list(single), [list(s) for s in shards]
+        for step in range(len(items) // 8):  # global batch 8 = 2 x 4
+            glob = sorted(order[step * 8:(step + 1) * 8])
+            assert sorted(parts[0][step * 4:(step + 1) * 4] + parts[1][step * 4:(step + 1) * 4]) == glob
+    single.set_epoch(0)
+    first = list(single)
+    single.set_epoch(1)
+    assert list(single) != first and sorted(first) == items  # reshuffled per epoch, nothing lost
+    test_shards = [list(ddp.ShardSampler(7, ddp.Context(cpu, r, 3))) for r in range(3)]
+    assert sorted(sum(test_shards, [])) == list(range(7))  # each test image counted once, no padding
+
+
+def test_not_distributed_helpers_are_no_ops(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    ctx = ddp.init_from_env("cpu")
+    assert not ctx.distributed and ctx.is_main and ddp.is_main_process()
+    assert ddp.all_reduce_sum([1, 2.5], ctx) == [1.0, 2.5] and ddp.any_rank(True, ctx)
+    net = nn.Linear(2, 2)
+    assert ddp.wrap(net, ctx) is net
+    ddp.close(ctx)
+
+
+def test_nproc_mistakes_are_one_line_errors(data, tmp_path, capsys):
+    base = ["train", str(data), "--out", str(tmp_path / "x"), "--model", "smallnet", "--img-size", "32"]
+    for extra, needle in [(["--batch-size", "7", "--nproc", "2"], "batch_size=7 is the global batch"),
+                          (["--nproc", "0"], "--nproc 0"),
+                          (["--nproc", "2", "--device", "cuda:1"], "cannot be shared")]:
+        assert cli(base + extra) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fieldmark: error:") and needle in err[0], err
+    assert not (tmp_path / "x").exists()
