@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.data import DataReport
+from engine.data import DataReport, Sample
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,14 @@ class DataState:
 
     root: str
     report: DataReport | None
+
+
+@dataclass(frozen=True)
+class SelectionState:
+    """The library's selected images, the current one first (empty when nothing is selected)."""
+
+    samples: tuple[Sample, ...]
+    root: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from engine.errors import EngineError
 from engine.runs import is_run
 
 from . import settings as app_settings
+from .explore.install import install as install_workspaces
 from .library import LibraryPage
 from .logpanel import LogPanel, install_handler
 from .qtcompat import guard_singletons
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         self.train.run_open_requested.connect(self._on_train_run_open_requested)
         self.train.job_changed.connect(self._on_train_job_changed)
         self.theme_changed.connect(self.train.apply_theme)
+        self.workspaces = install_workspaces(self)  # Explore, Compare, Export
 
         self._build_menus()
         self.theme = app_settings.get_str(app_settings.THEME, "light")

@@ -15,7 +15,7 @@ from superqt.utils import create_worker
 from engine.data import DataReport, scan
 from engine.errors import Cancelled, EngineError
 
-from ..state import DataState
+from ..state import DataState, SelectionState
 from .model import SampleFilter, SampleListModel, SampleRole
 from .preview import PreviewPanel
 from .report import ClassPick, ReportPanel
@@ -54,6 +54,7 @@ class LibraryPage(QWidget):
     """Open a folder, show its report, browse and preview its images. ``data_changed`` carries a DataState."""
 
     data_changed = Signal(object)  # DataState
+    selection_changed = Signal(object)  # SelectionState
     scan_failed = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -277,6 +278,7 @@ class LibraryPage(QWidget):
             return
         sample = self.model.data(idx[0], SampleRole)
         self.preview.show_sample(sample, self.model.class_name(sample.label))
+        self.selection_changed.emit(SelectionState((sample,), self.root))
 
     def _update_count(self) -> None:
         shown, total = self.model.rowCount(), self.model.total

@@ -1,0 +1,161 @@
+"""The active run's facts and part-evaluation figures (ALGORITHMS.md §4): its ``evaluation.json`` when present,
+else an Evaluate button that runs :func:`engine.evaluate.evaluate` off the GUI thread with progress."""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+
+from engine.data import DataReport
+from engine.errors import EngineError
+from engine.events import Progress
+
+from .compute import RunInfo, evaluate_job
+from .lane import Lane
+
+log = logging.getLogger(__name__)
+
+ROWS = (("top1", "Top-1 accuracy", "pct"), ("part_hit_rate", "Part hit rate", "pct"),
+        ("keypoint_error", "Keypoint error", "num"), ("nmi", "NMI", "num"), ("ari", "ARI", "num"),
+        ("regions_per_class", "Regions per class", "num"), ("mark_recall", "Field-mark recall", "pct"))
+
+
+@dataclass(frozen=True)
+class EvaluationState:
+    """The figures shown for a run (None: none yet)."""
+
+    run: str
+    figures: dict[str, Any] | None
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if not isinstance(value, (int, float)):
+        return "—"
+    return f"{100 * value:.1f} %" if kind == "pct" else f"{value:.3f}"
+
+
+def figures_html(figures: dict[str, Any]) -> str:
+    """A small table of the figures, with the random baseline beside them when present."""
+    base = (figures.get("baselines") or {}).get("random") or {}
+    rows = "".join(f"<tr><td>{label}</td><td align='right'><b>{_fmt(figures.get(key), kind)}</b></td>"
+                   f"<td align='right' style='color:gray'>{_fmt(base.get(key), kind) if key in base else ''}</td></tr>"
+                   for key, label, kind in ROWS if key in figures)
+    head = "<tr><td></td><td align='right'>run</td><td align='right' style='color:gray'>random</td></tr>"
+    return f"<table cellspacing='3'>{head}{rows}</table>"
+
+
+class EvaluationPanel(QGroupBox):
+    """Shows a run's figures; ``evaluation_changed`` carries an :class:`EvaluationState` when they change."""
+
+    evaluation_changed = Signal(object)  # EvaluationState
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Run", parent)
+        self.lane = Lane(self, "evaluate")
+        self.info: RunInfo | None = None
+        self.report: DataReport | None = None
+        self.figures: dict[str, Any] | None = None
+        self.summary = QLabel("No run is open: train one, or File ▸ Open Run…", self)
+        self.summary.setWordWrap(True)
+        self.table = QLabel("", self)
+        self.table.setWordWrap(True)
+        self.evaluate_button = QPushButton("Evaluate", self)
+        self.evaluate_button.setToolTip("Measure the run's parts against the keypoints of the test split")
+        self.evaluate_button.clicked.connect(self._on_evaluate_button_clicked)
+        self.progress = QProgressBar(self)
+        self.progress.setVisible(False)
+        self.status = QLabel("", self)
+        self.status.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.evaluate_button)
+        row.addWidget(self.progress, 1)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.table)
+        lay.addLayout(row)
+        lay.addWidget(self.status)
+        self._update()
+
+    def set_run(self, info: RunInfo | None) -> None:
+        self.lane.cancel()
+        self.info = info
+        self.figures = info.evaluation if info else None
+        self.status.setText("")
+        self.progress.setVisible(False)
+        self._update()
+        self.evaluation_changed.emit(EvaluationState(info.path if info else "", self.figures))
+
+    def set_report(self, report: DataReport | None) -> None:
+        self.report = report
+        self._update()
+
+    def can_evaluate(self) -> tuple[bool, str]:
+        if self.info is None:
+            return False, "No run is open."
+        if self.report is None:
+            return False, "Open the run's data folder in the Library to evaluate it."
+        if not self.report.has_parts:
+            return False, "Evaluation needs part keypoints (a CUB-layout folder such as toy birds)."
+        if list(self.report.classes) != list(self.info.classes):
+            return False, "The open data set has other classes than the run: open the run's data to evaluate."
+        return True, ""
+
+    def _update(self) -> None:
+        info = self.info
+        if info is None:
+            self.summary.setText("No run is open: train one, or File ▸ Open Run…")
+        else:
+            top1 = info.metrics.get("test_top1")
+            acc = f" · test top-1 {100 * top1:.1f} %" if isinstance(top1, (int, float)) else ""
+            self.summary.setText(f"<b>{html.escape(info.path.rsplit('/', 1)[-1])}</b><br>{info.model} · "
+                                 f"{info.method} · {len(info.classes)} classes{acc}")
+        self.table.setText(figures_html(self.figures) if self.figures else "")
+        self.table.setVisible(bool(self.figures))
+        ok, why = self.can_evaluate()
+        running = not self.lane.is_idle()
+        self.evaluate_button.setEnabled(ok and not running)
+        self.evaluate_button.setText("Evaluate again" if self.figures else "Evaluate")
+        self.evaluate_button.setToolTip(why or "Measure the run's parts against the keypoints of the test split")
+
+    @Slot()
+    def _on_evaluate_button_clicked(self) -> None:
+        ok, why = self.can_evaluate()
+        if not ok or self.info is None or self.report is None:
+            self.status.setText(why)
+            return
+        run = self.info.path
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.status.setText("Evaluating…")
+        self.lane.submit(evaluate_job, run, self.report,
+                         on_returned=lambda figures: self._on_lane_returned(run, figures),
+                         on_errored=self._on_lane_errored, on_yielded=self._on_lane_yielded,
+                         on_finished=self._update)
+        self._update()
+
+    def _on_lane_yielded(self, event: Progress) -> None:
+        if isinstance(event, Progress) and event.total:
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.done)
+            self.status.setText(f"Evaluating: {event.stage} {event.done}/{event.total}")
+
+    def _on_lane_returned(self, run: str, figures: dict[str, Any]) -> None:
+        self.progress.setVisible(False)
+        self.status.setText("Saved as evaluation.json in the run folder.")
+        if self.info is not None and self.info.path == run:
+            self.figures = figures
+        self._update()
+        self.evaluation_changed.emit(EvaluationState(run, figures))
+
+    def _on_lane_errored(self, exc: BaseException) -> None:
+        self.progress.setVisible(False)
+        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        log.error("evaluation failed: %s", text)
+        self.status.setText(f"Evaluation failed: {text}")
+        self._update()
+

@@ -1,0 +1,375 @@
+"""The Explore workspace: the active run's maps for the library's selected image.
+
+The image with its top-k predictions; a class to explain; a method (only those the run's model supports); a strip
+of the class's maps (MC-Loss ξ channels, TASN attention, CAM, Grad-CAM, Guided Grad-CAM) as thumbnails; the picked
+map overlaid with its part's peak and box and the part's crop at full resolution; TASN's resampled views of the
+image for that map with a linked cursor. Maps are computed on a worker lane (:mod:`app.explore.lane`), cached per
+(run, image, method, class), and a new selection makes older requests stale. Arrow keys step through the images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QSize, Qt, Signal, Slot
+from PySide6.QtGui import QIcon, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSlider,
+                               QSplitter, QVBoxLayout, QWidget)
+
+from engine.data import DataReport, Sample
+from engine.errors import EngineError
+
+from ..state import DataState, RunRef, SelectionState
+from .compute import METHOD_LABELS, THUMB, MapRequest, MapResult, ModelCache, RunInfo, compute_maps, load_run_info
+from .evaluation import EvaluationPanel
+from .image_view import COLORMAPS, MapImageView, colorize, to_pixmap
+from .lane import Lane
+from .resampled import CursorState, ResampledPanel
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 48
+CROP_MIN = 160  # small crops are enlarged to this side for display (never shrunk)
+
+
+@dataclass(frozen=True)
+class MapsState:
+    """What Explore shows: run, image, method, class and the picked map (-1: none)."""
+
+    run: str
+    path: str
+    method: str
+    class_index: int
+    map_index: int
+
+
+@dataclass(frozen=True)
+class StepRequest:
+    """Show the image ``delta`` places away in the library (arrow keys)."""
+
+    delta: int
+
+
+class ExplorePage(QWidget):
+    """Explore the active run's maps on the selected image."""
+
+    maps_changed = Signal(object)  # MapsState
+    step_requested = Signal(object)  # StepRequest
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.lane = Lane(self, "explore")
+        self.models = ModelCache()  # used by the lane's thread only
+        self.info: RunInfo | None = None
+        self.run_path = ""
+        self.report: DataReport | None = None
+        self.sample: Sample | None = None
+        self.class_choice: int | None = None  # None: the predicted class
+        self.result: MapResult | None = None
+        self.map_index = -1
+        self._cache: OrderedDict[tuple[str, str, str, int], MapResult] = OrderedDict()
+        self._predicted: dict[tuple[str, str], int] = {}
+
+        self.method_box = QComboBox(self)
+        self.method_box.currentIndexChanged.connect(self._on_method_box_current_index_changed)
+        self.class_box = QComboBox(self)
+        self.class_box.setMinimumContentsLength(18)
+        self.class_box.activated.connect(self._on_class_box_activated)
+        self.cmap_box = QComboBox(self)
+        self.cmap_box.addItems(list(COLORMAPS))
+        self.cmap_box.currentTextChanged.connect(self._on_cmap_box_current_text_changed)
+        self.opacity = QSlider(Qt.Orientation.Horizontal, self)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(65)
+        self.opacity.setFixedWidth(120)
+        self.opacity.valueChanged.connect(self._on_opacity_value_changed)
+        self.keypoints_box = QCheckBox("Keypoints", self)
+        self.keypoints_box.setToolTip("Show the data set's ground-truth part keypoints")
+        self.keypoints_box.toggled.connect(self._on_keypoints_box_toggled)
+        self.status = QLabel("", self)
+        self.status.setObjectName("exploreStatus")
+        bar = QHBoxLayout()
+        bar.setContentsMargins(6, 6, 6, 0)
+        for text, w in (("Method", self.method_box), ("Class", self.class_box), ("Colours", self.cmap_box),
+                        ("Opacity", self.opacity)):
+            bar.addWidget(QLabel(text, self))
+            bar.addWidget(w)
+        bar.addWidget(self.keypoints_box)
+        bar.addWidget(self.status, 1)
+
+        self.image_view = MapImageView(self)
+        self.image_view.set_opacity(self.opacity.value() / 100)
+        self.image_view.scene().sigMouseMoved.connect(self._on_image_view_mouse_moved)
+        self.predictions = QListWidget(self)
+        self.predictions.setObjectName("predictions")
+        self.predictions.setMaximumHeight(118)
+        self.predictions.itemClicked.connect(self._on_predictions_item_clicked)
+        self.crop_label = QLabel(self)
+        self.crop_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.crop_label.setMinimumSize(CROP_MIN, CROP_MIN)
+        self.crop_caption = QLabel("", self)
+        self.crop_caption.setWordWrap(True)
+        self.evaluation = EvaluationPanel(self)
+        side = QWidget(self)
+        sl = QVBoxLayout(side)
+        sl.setContentsMargins(0, 0, 0, 0)
+        for title, w in (("Predictions", self.predictions), ("Part crop", self.crop_label)):
+            t = QLabel(title, side)
+            t.setObjectName("sectionTitle")
+            sl.addWidget(t)
+            sl.addWidget(w)
+        sl.addWidget(self.crop_caption)
+        sl.addWidget(self.evaluation)
+        sl.addStretch(1)
+
+        self.strip = QListWidget(self)
+        self.strip.setObjectName("mapStrip")
+        self.strip.setViewMode(QListWidget.ViewMode.IconMode)
+        self.strip.setFlow(QListWidget.Flow.LeftToRight)
+        self.strip.setWrapping(False)
+        self.strip.setMovement(QListWidget.Movement.Static)
+        self.strip.setIconSize(QSize(THUMB, THUMB))
+        self.strip.setFixedHeight(THUMB + 46)
+        self.strip.currentRowChanged.connect(self._on_strip_current_row_changed)
+        self.resampled = ResampledPanel(self)
+        self.resampled.cursor_changed.connect(self._on_resampled_cursor_changed)
+
+        top = QSplitter(Qt.Orientation.Horizontal, self)
+        top.addWidget(self.image_view)
+        top.addWidget(side)
+        top.setStretchFactor(0, 1)
+        top.setSizes([800, 320])
+        main = QSplitter(Qt.Orientation.Vertical, self)
+        main.addWidget(top)
+        main.addWidget(self.strip)
+        main.addWidget(self.resampled)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(2, 2)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(bar)
+        lay.addWidget(main, 1)
+        for key, delta in ((Qt.Key.Key_Left, -1), (Qt.Key.Key_Up, -1), (Qt.Key.Key_Right, 1), (Qt.Key.Key_Down, 1)):
+            sc = QShortcut(QKeySequence(key), self, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(lambda d=delta: self.step_requested.emit(StepRequest(d)))
+        self._set_status("Open a run (Train, or File ▸ Open Run…) and pick an image in the Library.")
+        self._set_controls_enabled(False)
+
+    # -- inputs ----------------------------------------------------------------------------------------------
+    def set_run(self, ref: RunRef | None) -> None:
+        """Explore ``ref``'s model: load it on the lane, then fill the method and class choices."""
+        self.info = None
+        self.run_path = ref.path if ref else ""
+        self.result = None
+        self._set_controls_enabled(False)
+        self.evaluation.set_run(None)
+        if ref is None:
+            return
+        self._set_status(f"Loading {ref.name}…")
+        path = ref.path
+        self.lane.submit(load_run_info, path, self.models, on_returned=self._on_lane_run_loaded,
+                         on_errored=lambda exc: self._show_error(f"Cannot load the run {path}", exc))
+
+    def set_data(self, report: DataReport | None) -> None:
+        self.report = report
+        self.keypoints_box.setEnabled(bool(report and report.has_parts))
+        self.evaluation.set_report(report)
+
+    def set_selection(self, samples: tuple[Sample, ...]) -> None:
+        """Explore the first of the selected samples (a new image: its predicted class)."""
+        sample = samples[0] if samples else None
+        if sample is not None and self.sample is not None and sample.path == self.sample.path:
+            return
+        self.sample = sample
+        self.class_choice = None
+        self.request()
+
+    # -- requests --------------------------------------------------------------------------------------------
+    def request(self) -> None:
+        """Show the maps for the current (run, image, method, class): from the cache, else from the lane."""
+        if self.info is None or self.sample is None:
+            return
+        method = self.method_box.currentData()
+        if not method:
+            return
+        cls = self.class_choice
+        if cls is None:
+            cls = self._predicted.get((self.info.path, self.sample.path))
+        key = (self.info.path, self.sample.path, method, cls) if cls is not None else None
+        if key is not None and key in self._cache:
+            self.lane.cancel()
+            self._cache.move_to_end(key)
+            self._set_status("")
+            self._show(self._cache[key])
+            return
+        req = MapRequest(self.info.path, self.sample.path, method, self.class_choice)
+        self._set_status(f"Computing {METHOD_LABELS.get(method, method)} maps…")
+        self.lane.submit(compute_maps, req, self.models, on_returned=self._on_lane_maps_returned,
+                         on_errored=lambda exc: self._show_error("Cannot compute the maps", exc))
+
+    @Slot(object)
+    def _on_lane_run_loaded(self, info: RunInfo) -> None:
+        if info.path != self.run_path:
+            return
+        self.info = info
+        self.method_box.blockSignals(True)
+        self.method_box.clear()
+        for m in info.methods:
+            self.method_box.addItem(METHOD_LABELS.get(m, m), m)
+        self.method_box.setCurrentIndex(max(0, self.method_box.findData(info.default_method)))
+        self.method_box.blockSignals(False)
+        self.class_box.clear()
+        self.class_box.addItems(list(info.classes))
+        self.evaluation.set_run(info)
+        self._set_controls_enabled(True)
+        self._set_status("" if self.sample else "Pick an image in the Library.")
+        self.request()
+
+    @Slot(object)
+    def _on_lane_maps_returned(self, result: MapResult) -> None:
+        self._cache[(result.run, result.path, result.method, result.class_index)] = result
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        self._predicted[(result.run, result.path)] = result.predicted
+        cur = self.sample
+        if self.info is None or cur is None or (result.run, result.path) != (self.info.path, cur.path):
+            return
+        self._set_status("")
+        self._show(result)
+
+    # -- showing ---------------------------------------------------------------------------------------------
+    def _show(self, result: MapResult) -> None:
+        new_image = self.result is None or self.result.path != result.path or self.result.run != result.run
+        self.result = result
+        if new_image:
+            self.image_view.set_image(result.image, result.image_size)
+            self._show_keypoints()
+        classes = self.info.classes if self.info else ()
+        self.predictions.clear()
+        for i, p in result.top_k():
+            item = QListWidgetItem(f"{classes[i] if i < len(classes) else i}   {100 * p:.1f} %")
+            item.setData(Qt.ItemDataRole.UserRole, i)
+            self.predictions.addItem(item)
+            if i == result.class_index:
+                item.setSelected(True)
+        self.class_box.setCurrentIndex(result.class_index)
+        keep = self.map_index if 0 <= self.map_index < len(result.names) else 0
+        self.strip.blockSignals(True)
+        self.strip.clear()
+        for name, thumb in zip(result.names, result.thumbs):
+            self.strip.addItem(QListWidgetItem(QIcon(to_pixmap(colorize(thumb, self.image_view.colormap))), name))
+        self.strip.setCurrentRow(keep)
+        self.strip.blockSignals(False)
+        self.show_map(keep)
+
+    def show_map(self, index: int) -> None:
+        """Overlay map ``index`` of the shown result, mark its part, show its crop and resampled views."""
+        r = self.result
+        if r is None or not 0 <= index < len(r.names):
+            return
+        self.map_index = index
+        if self.strip.currentRow() != index:
+            self.strip.blockSignals(True)
+            self.strip.setCurrentRow(index)
+            self.strip.blockSignals(False)
+        self.image_view.set_overlay(r.maps[index])
+        part = r.parts[index]
+        self.image_view.set_part(part)
+        crop = r.crops[index]
+        pm = to_pixmap(crop)
+        if max(crop.shape[:2]) < CROP_MIN:
+            pm = pm.scaled(CROP_MIN, CROP_MIN, Qt.AspectRatioMode.KeepAspectRatio,
+                           Qt.TransformationMode.FastTransformation)
+        self.crop_label.setPixmap(pm)
+        x0, y0, x1, y1 = part.box
+        dup = f" · repeats part {part.duplicate_of + 1}" if part.duplicate_of is not None else ""
+        self.crop_caption.setText(f"{r.names[index]} · score {part.score:.3g} ({100 * part.score_norm:.0f} % of "
+                                  f"the strongest) · peak ({part.peak[0]:.0f}, {part.peak[1]:.0f}) · crop "
+                                  f"{crop.shape[1]}×{crop.shape[0]} px{dup}")
+        self.resampled.set_views(r.image, r.views[index])
+        self.maps_changed.emit(MapsState(r.run, r.path, r.method, r.class_index, index))
+
+    def _show_keypoints(self) -> None:
+        s = self.sample
+        on = self.keypoints_box.isChecked() and s is not None and s.parts is not None
+        self.image_view.set_keypoints(s.keypoints() if on and s is not None else None,
+                                      self.report.part_names if self.report else None)
+
+    def _set_status(self, text: str) -> None:
+        self.status.setText(text)
+
+    def _set_controls_enabled(self, on: bool) -> None:
+        for w in (self.method_box, self.class_box):
+            w.setEnabled(on)
+
+    def _show_error(self, title: str, exc: BaseException) -> None:
+        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        log.error("%s: %s", title, text)
+        self._set_status(f"{title}: {text}")
+
+    def shutdown(self) -> None:
+        self.lane.shutdown()
+        self.evaluation.lane.shutdown()
+
+    # -- slots -----------------------------------------------------------------------------------------------
+    @Slot(object)
+    def _on_window_active_run_changed(self, ref: RunRef) -> None:
+        self.set_run(ref)
+
+    @Slot(object)
+    def _on_window_data_changed(self, state: DataState) -> None:
+        self.set_data(state.report)
+
+    @Slot(object)
+    def _on_library_selection_changed(self, state: SelectionState) -> None:
+        self.set_selection(state.samples)
+
+    @Slot(int)
+    def _on_method_box_current_index_changed(self, _index: int) -> None:
+        self.request()
+
+    @Slot(int)
+    def _on_class_box_activated(self, index: int) -> None:
+        self.class_choice = index
+        self.request()
+
+    @Slot(QListWidgetItem)
+    def _on_predictions_item_clicked(self, item: QListWidgetItem) -> None:
+        self.class_choice = int(item.data(Qt.ItemDataRole.UserRole))
+        self.class_box.setCurrentIndex(self.class_choice)
+        self.request()
+
+    @Slot(int)
+    def _on_strip_current_row_changed(self, row: int) -> None:
+        self.show_map(row)
+
+    @Slot(str)
+    def _on_cmap_box_current_text_changed(self, name: str) -> None:
+        self.image_view.set_colormap(name)
+        if self.result is not None:
+            for i, thumb in enumerate(self.result.thumbs):
+                self.strip.item(i).setIcon(QIcon(to_pixmap(colorize(thumb, name))))
+
+    @Slot(int)
+    def _on_opacity_value_changed(self, value: int) -> None:
+        self.image_view.set_opacity(value / 100)
+
+    @Slot(bool)
+    def _on_keypoints_box_toggled(self, _on: bool) -> None:
+        self._show_keypoints()
+
+    @Slot(object)
+    def _on_image_view_mouse_moved(self, pos: QPointF) -> None:
+        if self.result is None:
+            return
+        p = self.image_view.view.mapSceneToView(pos)
+        h, w = self.result.image_size
+        if -0.5 <= p.x() < w - 0.5 and -0.5 <= p.y() < h - 0.5:
+            self.resampled.point_at("original", (p.x(), p.y()))
+
+    @Slot(object)
+    def _on_resampled_cursor_changed(self, state: CursorState) -> None:
+        self.image_view.set_cursor(state.original)
