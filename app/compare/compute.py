@@ -82,7 +82,7 @@ class ClassParts:
     images: int
 
 
-def test_samples(report: DataReport, label: int | None = None) -> list[Sample]:
+def labelled_test_samples(report: DataReport, label: int | None = None) -> list[Sample]:
     """The labelled test images (all labelled images when the data has no test split), of one class or all."""
     labelled = [s for s in report.samples if s.label >= 0]
     test = [s for s in labelled if s.split == "test"] or labelled
@@ -128,7 +128,7 @@ def confusion_job(run_path: str, report: DataReport, models: ModelCache,
     run = models.get(run_path)
     _check(run, report)
     pp = Preprocessing.from_dict(run.preprocessing)
-    samples = test_samples(report)
+    samples = labelled_test_samples(report)
     c = len(run.classes)
     matrix = np.zeros((c, c), np.int64)
     psum = np.zeros((c, c), np.float64)
@@ -166,7 +166,7 @@ def class_parts_job(run_path: str, report: DataReport, classes: Sequence[int], t
     _check(run, report)
     pp = Preprocessing.from_dict(run.preprocessing)
     method = parts_method(run.model)
-    per_class = {c: test_samples(report, c) for c in classes}
+    per_class = {c: labelled_test_samples(report, c) for c in classes}
     total = sum(len(v) for v in per_class.values())
     done = 0
     out = []
