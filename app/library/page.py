@@ -101,6 +101,8 @@ class LibraryPage(QWidget):
         self.grid.setObjectName("thumbGrid")
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)  # lay out 20,000 items in slices, never at once
+        self.grid.setBatchSize(500)
         self.grid.setMovement(QListView.Movement.Static)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
         self.grid.setIconSize(QSize(THUMB, THUMB))

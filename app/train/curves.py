@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import pyqtgraph as pg
+from PySide6.QtCore import QTimer, Slot
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from engine.events import BatchEnd, EpochEnd
@@ -17,10 +18,15 @@ log = logging.getLogger(__name__)
 PART_COLORS = {"loss": "#2f6fbd", "ce": "#e07b39", "dis": "#3fa34d", "div": "#b04fc4", "regions": "#8c8c8c"}
 OTHER_COLORS = ["#c9a227", "#1aa3a3", "#d0465a"]
 BATCH_EVERY = 1  # keep every n-th batch point (raised as the run grows, to keep drawing cheap)
+REDRAW_MS = 150  # events only mark the plots dirty; one timer redraws them (a paint costs 10-20 ms)
 
 
 class TrainCurves(QWidget):
-    """Three plots fed by engine events (:meth:`add_batch`, :meth:`add_epoch`) or a run's history."""
+    """Three plots fed by engine events (:meth:`add_batch`, :meth:`add_epoch`) or a run's history.
+
+    Events only append to lists; a coalescing timer redraws at most every ``REDRAW_MS``, so a burst of batch
+    events never turns into a burst of repaints. (No grid: pyqtgraph's translucent grid doubles a paint's cost.)
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -31,7 +37,6 @@ class TrainCurves(QWidget):
         self.acc_plot = self.graphics.addPlot(title="Test top-1 (%)")
         self.speed_plot = self.graphics.addPlot(title="Images / s")
         for p in self.plots:
-            p.showGrid(x=True, y=True, alpha=0.2)
             p.setLabel("bottom", "epoch")
             p.setMenuEnabled(False)
         self.acc_plot.setYRange(0, 100, padding=0.02)
@@ -41,6 +46,11 @@ class TrainCurves(QWidget):
         self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2), symbol="o", symbolSize=5,
                                                 symbolBrush="#e07b39")
         self.part_curves: dict[str, pg.PlotDataItem] = {}
+        self._spare: dict[str, pg.PlotDataItem] = {k: self._make_curve(k) for k in PART_COLORS}
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self._redraw)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.graphics)
@@ -60,13 +70,22 @@ class TrainCurves(QWidget):
         self.batch_y: list[float] = []
         self._batch_every = BATCH_EVERY
         self._batch_seen = 0
+        legend = self.loss_plot.legend
         for name, curve in list(self.part_curves.items()):
-            self.loss_plot.removeItem(curve)
-            legend = self.loss_plot.legend
-            if legend is not None:
-                legend.removeItem(curve)
+            legend.removeItem(curve)
+            curve.setData([], [])
+            self._spare[name] = curve
         self.part_curves.clear()
         self._redraw()
+
+    def _make_curve(self, key: str) -> pg.PlotDataItem:
+        """A loss-part curve, created ahead (creating one costs tens of ms) and put in the legend when used."""
+        color = PART_COLORS.get(key) or OTHER_COLORS[len(self.part_curves) % len(OTHER_COLORS)]
+        return self.loss_plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color)
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
 
     @property
     def epoch_count(self) -> int:
@@ -82,12 +101,12 @@ class TrainCurves(QWidget):
         if len(self.batch_x) > 2000:
             self.batch_x, self.batch_y = self.batch_x[::2], self.batch_y[::2]
             self._batch_every *= 2
-        self.batch_curve.setData(self.batch_x, self.batch_y)
+        self._schedule()
 
     def add_epoch(self, ev: EpochEnd) -> None:
         """Add one finished epoch."""
         self._add_row(ev.epoch, ev.train, ev.test_top1, ev.images_per_s)
-        self._redraw()
+        self._schedule()
 
     def set_history(self, rows: list[dict[str, Any]]) -> None:
         """Show a run's saved history (``metrics.jsonl`` rows)."""
@@ -110,17 +129,17 @@ class TrainCurves(QWidget):
             self.top1.append((float(epoch), 100.0 * float(top1)))
         self.speed.append(float(speed))
 
+    @Slot()
     def _redraw(self) -> None:
+        self._timer.stop()
         for k, values in self.parts.items():
             curve = self.part_curves.get(k)
             if curve is None:
-                color = PART_COLORS.get(k) or OTHER_COLORS[len(self.part_curves) % len(OTHER_COLORS)]
-                curve = self.loss_plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5,
-                                            symbolBrush=color, name=k)
+                curve = self._spare.pop(k, None) or self._make_curve(k)
+                self.loss_plot.legend.addItem(curve, k)
                 self.part_curves[k] = curve
             curve.setData(self.epochs, values, connect="finite")
-        if not self.batch_x:
-            self.batch_curve.setData([], [])
+        self.batch_curve.setData(self.batch_x, self.batch_y)
         self.acc_curve.setData([e for e, _ in self.top1], [a for _, a in self.top1])
         self.speed_curve.setData(self.epochs, self.speed)
 

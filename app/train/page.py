@@ -235,7 +235,6 @@ class TrainPage(QWidget):
             top1 = f"{ev.test_top1 * 100:.1f}%" if ev.test_top1 is not None else "–"
             log.info("epoch %d/%d: loss %.4f, test top-1 %s, %.1f img/s", ev.epoch, ev.epochs,
                      ev.train.get("loss", float("nan")), top1, ev.images_per_s)
-            self.runs.refresh()
         elif isinstance(ev, Progress):
             self.progress.setRange(0, max(ev.total, 1))
             self.progress.setValue(ev.done)

@@ -1,0 +1,140 @@
+"""Fixtures for the desktop app's tests: offscreen Qt, private settings, no leaked windows, tiny data."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
+
+if importlib.util.find_spec("PySide6") is None or importlib.util.find_spec("pytestqt") is None:
+    collect_ignore_glob = ["test_*.py"]  # the engine's tests run without Qt; these need it
+else:
+    import cv2
+    import numpy as np
+    import pytest
+    from PySide6.QtCore import QSettings, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from app.qtcompat import guard_singletons
+
+    guard_singletons()  # PySide6 6.12 on Python 3.11 (see app/qtcompat.py): pytest-qt calls Qt thousands of times
+
+    @pytest.fixture(autouse=True)
+    def private_settings(tmp_path_factory, monkeypatch):
+        """Point every QSettings at a temporary folder, so a test never reads or writes the user's."""
+        from app import settings as app_settings
+
+        folder = tmp_path_factory.mktemp("settings")
+        QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(folder))
+        app_settings.use_settings_file(folder / "fieldmark.ini")
+        monkeypatch.setenv("HOME", str(folder / "home"))
+        yield folder / "fieldmark.ini"
+        app_settings.use_settings_file(None)
+
+    @pytest.fixture(autouse=True)
+    def no_leaked_windows(qapp):
+        """Fail a test that leaves a visible top-level window behind (and close it)."""
+        before = {id(w) for w in QApplication.topLevelWidgets() if w.isVisible()}
+        yield
+        QApplication.processEvents()
+        leaked = [w for w in QApplication.topLevelWidgets() if w.isVisible() and id(w) not in before]
+        for w in leaked:
+            w.close()
+        if leaked:
+            pytest.fail(f"test leaked top-level windows: {[type(w).__name__ for w in leaked]}")
+
+    @pytest.fixture
+    def window(qtbot):
+        """The real main window, shown; closed (and its training child stopped) at the end."""
+        from app.window import MainWindow
+
+        w = MainWindow()
+        w.confirm_close = False
+        qtbot.addWidget(w)
+        w.show()
+        qtbot.waitExposed(w)
+        yield w
+        if w.train.job.is_running():
+            w.train.job.kill()
+            w.train.job.wait(15000)
+            qtbot.waitUntil(lambda: not w.train.job.is_running(), timeout=15000)
+        w.close()
+
+    def make_images(root: Path, classes=("alpha", "bravo", "charlie"), per_class: int = 5, size=(40, 48),
+                    seed: int = 0) -> Path:
+        """Tiny JPEGs, one colour family per class, in ROOT/<class>/."""
+        rng = np.random.default_rng(seed)
+        for k, name in enumerate(classes):
+            d = root / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                img = rng.integers(0, 60, (*size, 3), dtype=np.uint8)
+                img[..., k % 3] += 150
+                cv2.imwrite(str(d / f"{name}_{i:02d}.jpg"), img)
+        return root
+
+    @pytest.fixture
+    def data_dir(tmp_path) -> Path:
+        """3 classes x 5 tiny JPEGs, plus a zero-byte .jpg and a text file named .jpg (both to be skipped)."""
+        root = make_images(tmp_path / "birds")
+        (root / "alpha" / "empty.jpg").write_bytes(b"")
+        (root / "bravo" / "notes.jpg").write_text("not a picture, just text\n")
+        return root
+
+    class StallProbe:
+        """A 10 ms QTimer that records the longest gap between its ticks (the event loop's worst stall).
+
+        ``max_gap`` is wall-clock time; ``max_busy`` is the GUI thread's own CPU time within the worst gap, which
+        tells work done on the GUI thread (a real freeze) from a process the OS could not schedule in time."""
+
+        def __init__(self) -> None:
+            self.timer = QTimer()
+            self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+            self.timer.setInterval(10)
+            self.timer.timeout.connect(self._tick)
+            self.start()
+            self.timer.stop()
+
+        def _tick(self) -> None:
+            now, cpu = time.perf_counter(), time.thread_time()
+            if self.last:
+                self.max_gap = max(self.max_gap, now - self.last)
+                self.max_busy = max(self.max_busy, cpu - self.last_cpu)
+            self.last, self.last_cpu = now, cpu
+            self.ticks += 1
+
+        def start(self) -> "StallProbe":
+            self.last, self.last_cpu, self.max_gap, self.max_busy, self.ticks = 0.0, 0.0, 0.0, 0.0, 0
+            self.timer.start()
+            return self
+
+        def assert_responsive(self, limit: float = 0.1) -> None:
+            """The GUI thread never worked ``limit`` s without returning to the event loop, and (unless other
+            jobs overload the machine, which no process can help) no tick came ``limit`` s late."""
+            self.timer.stop()
+            assert self.ticks > 10, "the probe did not run"
+            assert self.max_busy < limit, f"the GUI thread worked {self.max_busy * 1000:.0f} ms without a break"
+            if self.overloaded():
+                warnings.warn(f"machine overloaded (load {os.getloadavg()[0]:.1f}): wall-clock stall "
+                              f"{self.max_gap * 1000:.0f} ms not asserted", stacklevel=2)
+            else:
+                assert self.max_gap < limit, f"the GUI event loop stalled for {self.max_gap * 1000:.0f} ms"
+
+        def overloaded(self) -> bool:
+            """True when the machine's load is far above its cores (other jobs starve this process)."""
+            return os.getloadavg()[0] > 2 * (os.cpu_count() or 1)
+
+        def stop(self) -> float:
+            self.timer.stop()
+            return self.max_gap
+
+    @pytest.fixture
+    def stall_probe():
+        probe = StallProbe()
+        yield probe
+        probe.timer.stop()
