@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -52,9 +53,27 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+NOT_A_FILE = "not a regular file (a named pipe, device or socket)"
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for reading, refusing anything but a regular file: a named pipe called x.jpg would block a
+    plain ``open`` forever (O_NONBLOCK makes that open return, and the mode check then refuses it)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DecodeError(path, UNREADABLE, NOT_A_FILE)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             return fh.read()
     except OSError as exc:
         raise DecodeError(path, UNREADABLE, exc.strerror or str(exc)) from exc
@@ -64,10 +83,13 @@ def check_file(path: str | os.PathLike) -> str:
     """Cheap structural check without decoding pixels. Returns the format, raises DecodeError."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise DecodeError(path, UNREADABLE, NOT_A_FILE)
+        size = st.st_size
         if size == 0:
             raise DecodeError(path, ZERO_BYTES)
-        with open(path, "rb") as fh:
+        with _open_regular(path) as fh:
             head = fh.read(32)
             fmt = sniff_format(head)
             if fmt is None:

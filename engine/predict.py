@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -30,9 +31,9 @@ def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Skipped]]:
         p = Path(item).expanduser()
         if p.is_dir():
             paths.extend(walk_images(p, skipped))
-        elif p.is_file():
-            paths.append(p)
-        elif not p.exists():
+        elif p.is_file() or os.path.lexists(p):
+            paths.append(p)  # a broken link or a named pipe too: decoding reports it as unreadable, and goes on
+        else:
             raise DataError(f"{item!r} does not exist: give image files or folders")
     if not paths:
         raise DataError(f"no image found in {', '.join(map(repr, items))}: give .jpg/.png files or folders of them")

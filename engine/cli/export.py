@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    for f in summary.failed:
+    for f in report.skipped + summary.failed:  # what the scan refused, then what failed to decode
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"
           + (f"; {summary.resumed} were already done" if summary.resumed else ""))
