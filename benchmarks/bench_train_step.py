@@ -1,0 +1,81 @@
+"""Training step with the mutual-channel loss (Chang et al., IEEE TIP 2020) against plain cross-entropy.
+
+Same model (mobilenet_v2 part network, ``part_channels="auto"``, 16 classes, ξ = 3), same batch, same optimizer;
+one step is the training loop's: criterion forward, ``zero_grad``, backward, SGD step, and the ``float()`` of the
+logged terms. The two steps alternate (CE, MC, CE, MC, ...) after a warm-up and the medians are compared.
+Goal: an MC-Loss step costs at most 1.05× a cross-entropy step.
+
+``python benchmarks/bench_train_step.py [--quick]`` prints the table; ``run()`` returns the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmarks.common import format_table, interleaved_medians, machine_line, median, row
+from engine.device import resolve_device
+from engine.losses import CECriterion, MCLossCriterion
+from engine.models import create_model
+
+GOAL = 1.05
+
+
+def make_step(model: nn.Module, criterion: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+              y: torch.Tensor) -> Callable[[], None]:
+    """One training step as engine.train runs it (without the lr schedule and the AMP scaler, no-ops on CPU)."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
+    def step() -> None:
+        loss, parts = criterion(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        float(loss.detach())
+        for v in parts.values():
+            float(v)
+        sync()
+
+    return step
+
+
+def run(quick: bool = False, device: str = "auto", batch: int | None = None, size: int | None = None,
+        repeats: int | None = None) -> list[dict]:
+    """Median seconds of a CE step and an MC-Loss step; rows of {name, seconds, ratio, goal, met}."""
+    batch = batch or (8 if quick else 16)
+    size = size or (128 if quick else 224)
+    repeats = repeats or (3 if quick else 7)
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    classes = 16
+    model = create_model("mobilenet_v2", classes, xi=3, pretrained=None, part_channels="auto").to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    x = torch.randn(batch, 3, size, size, device=dev)
+    y = torch.arange(batch, device=dev) % classes
+    ce = CECriterion().to(dev).train()
+    mc = MCLossCriterion(model.groups, mu=0.005, lam=10.0).to(dev).train()
+    t_ce, t_mc = interleaved_medians([make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y)],
+                                     repeats=repeats, warmup=1 if quick else 2)
+    ce_s, mc_s = median(t_ce), median(t_mc)
+    ratio = mc_s / ce_s
+    what = f"mobilenet_v2 B={batch} {size}px, {sum(model.groups)} part channels, {dev.type}"
+    return [
+        row(f"train step CE ({what})", ce_s, 1.0, None, None,
+            measured=f"{ce_s * 1e3:.0f} ms ({batch / ce_s:.1f} img/s)"),
+        row("train step MC-Loss (x CE step)", mc_s, ratio, f"<= {GOAL}", ratio <= GOAL,
+            measured=f"{mc_s * 1e3:.0f} ms ({batch / mc_s:.1f} img/s)",
+            note=f"medians of {repeats} interleaved steps; CE spread {min(t_ce) * 1e3:.0f}-{max(t_ce) * 1e3:.0f} ms, "
+                 f"MC {min(t_mc) * 1e3:.0f}-{max(t_mc) * 1e3:.0f} ms"),
+    ]
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    print(machine_line())
+    print(format_table(run(quick=a.quick, device=a.device)))
