@@ -7,6 +7,7 @@ workspaces (the open data set, the active run) and announces it with ``data_chan
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer, Signal, Slot
@@ -205,7 +206,7 @@ class MainWindow(QMainWindow):
     def open_run(self, path: str, open_data: bool = True) -> RunRef | None:
         """Make the run at ``path`` the active run; also open its data folder when nothing is open."""
         try:
-            ref = RunRef.from_folder(path)
+            ref = RunRef.from_folder(os.path.abspath(os.path.expanduser(path)))
         except EngineError as exc:
             self.show_error("Cannot open the run", str(exc))
             return None

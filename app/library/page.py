@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -164,7 +165,7 @@ class LibraryPage(QWidget):
         self._abort = threading.Event()
         progress = _ScanProgress(self._abort)
         progress.progress_changed.connect(self.busy.setValue)
-        self.root = str(Path(folder).expanduser())
+        self.root = os.path.abspath(os.path.expanduser(folder))
         self.path_label.setText(f"Scanning {self.root} …")
         self.busy.setRange(0, 100)
         self.busy.setValue(0)

@@ -87,6 +87,7 @@ class ReportPanel(QWidget):
         split.addWidget(skipped_box)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        self.splitter = split
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addWidget(self.summary)
@@ -125,6 +126,9 @@ class ReportPanel(QWidget):
             self.classes.setItem(row, 3, _item(c["train"] + c["test"], True))
         self.skipped_title.setText(f"Skipped files ({len(report.skipped)})" if report.skipped
                                    else "Skipped files (none)")
+        total = sum(self.splitter.sizes()) or 400
+        low = 90 if not report.skipped else min(total // 2, 60 + 22 * len(report.skipped))
+        self.splitter.setSizes([total - low, low])  # the classes get the room the skipped files do not need
         self.skipped.setRowCount(len(report.skipped))
         root = report.root.rstrip("/") + "/"
         for row, sk in enumerate(report.skipped):
@@ -133,7 +137,9 @@ class ReportPanel(QWidget):
             item.setToolTip(sk.path)
             self.skipped.setItem(row, 0, item)
             self.skipped.setItem(row, 1, _item(sk.reason))
-            self.skipped.setItem(row, 2, _item(sk.detail))
+            detail = _item(sk.detail)
+            detail.setToolTip(sk.detail)
+            self.skipped.setItem(row, 2, detail)
 
     def clear_class_pick(self) -> None:
         self.classes.blockSignals(True)

@@ -32,15 +32,16 @@ class TrainCurves(QWidget):
         super().__init__(parent)
         self.graphics = pg.GraphicsLayoutWidget(self)
         self.graphics.setBackground(None)
-        self.loss_plot = self.graphics.addPlot(title="Training loss")
-        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
-        self.acc_plot = self.graphics.addPlot(title="Test top-1 (%)")
-        self.speed_plot = self.graphics.addPlot(title="Images / s")
+        self.loss_plot = self.graphics.addPlot(row=0, col=0, title="Training loss")
+        self.acc_plot = self.graphics.addPlot(row=0, col=1, title="Test top-1 (%)")
+        self.speed_plot = self.graphics.addPlot(row=0, col=2, title="Images / s")
+        self.legend = pg.LegendItem(labelTextSize="8pt", colCount=6, horSpacing=14)  # one row under the plots
+        self.graphics.addItem(self.legend, row=1, col=0, colspan=3)
         for p in self.plots:
             p.setLabel("bottom", "epoch")
             p.setMenuEnabled(False)
         self.acc_plot.setYRange(0, 100, padding=0.02)
-        self.batch_curve = self.loss_plot.plot(pen=pg.mkPen("#9aa5b1", width=1), name="batch")
+        self.batch_curve = self.loss_plot.plot(pen=pg.mkPen("#9aa5b1", width=1))  # per batch, faint
         self.acc_curve = self.acc_plot.plot(pen=pg.mkPen("#3fa34d", width=2), symbol="o", symbolSize=6,
                                             symbolBrush="#3fa34d")
         self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2), symbol="o", symbolSize=5,
@@ -70,9 +71,8 @@ class TrainCurves(QWidget):
         self.batch_y: list[float] = []
         self._batch_every = BATCH_EVERY
         self._batch_seen = 0
-        legend = self.loss_plot.legend
         for name, curve in list(self.part_curves.items()):
-            legend.removeItem(curve)
+            self.legend.removeItem(curve)
             curve.setData([], [])
             self._spare[name] = curve
         self.part_curves.clear()
@@ -136,7 +136,7 @@ class TrainCurves(QWidget):
             curve = self.part_curves.get(k)
             if curve is None:
                 curve = self._spare.pop(k, None) or self._make_curve(k)
-                self.loss_plot.legend.addItem(curve, k)
+                self.legend.addItem(curve, k)
                 self.part_curves[k] = curve
             curve.setData(self.epochs, values, connect="finite")
         self.batch_curve.setData(self.batch_x, self.batch_y)
@@ -151,6 +151,4 @@ class TrainCurves(QWidget):
                 axis.setPen(pg.mkPen(theme.foreground))
                 axis.setTextPen(pg.mkPen(theme.foreground))
             p.setTitle(p.titleLabel.text, color=theme.foreground, size="10pt")
-        legend = self.loss_plot.legend
-        if legend is not None:
-            legend.setLabelTextColor(theme.foreground)
+        self.legend.setLabelTextColor(theme.foreground)

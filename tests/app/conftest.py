@@ -121,7 +121,8 @@ else:
             assert self.max_busy < limit, f"the GUI thread worked {self.max_busy * 1000:.0f} ms without a break"
             if self.overloaded():
                 warnings.warn(f"machine overloaded (load {os.getloadavg()[0]:.1f}): wall-clock stall "
-                              f"{self.max_gap * 1000:.0f} ms not asserted", stacklevel=2)
+                              f"{self.max_gap * 1000:.0f} ms not asserted (GUI thread busy at most "
+                              f"{self.max_busy * 1000:.0f} ms)", stacklevel=2)
             else:
                 assert self.max_gap < limit, f"the GUI event loop stalled for {self.max_gap * 1000:.0f} ms"
 
