@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 
 TILE = 224
+#: The widest a tile gets: a 20000 x 2 px photo scaled to TILE px high would be a 2-million-pixel-wide strip.
+MAX_TILE_WIDTH = 4 * TILE
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -53,9 +55,15 @@ def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 25
 
 
 def _fit(img: np.ndarray) -> tuple[np.ndarray, float]:
-    scale = TILE / img.shape[0]
-    size = (max(1, round(img.shape[1] * scale)), TILE)
+    """``img`` scaled to TILE px high, or less when it would get wider than MAX_TILE_WIDTH; and the scale."""
+    scale = min(TILE / img.shape[0], MAX_TILE_WIDTH / img.shape[1])
+    size = (max(1, round(img.shape[1] * scale)), max(1, round(img.shape[0] * scale)))
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR), scale
+
+
+def _pad(tile: np.ndarray) -> np.ndarray:
+    """A tile padded (dark, below) to TILE px high, for a very wide photo whose fit is lower."""
+    return np.pad(tile, ((0, TILE - tile.shape[0]), (0, 0), (0, 0)), constant_values=32)
 
 
 def _jet(m: np.ndarray) -> np.ndarray:
@@ -67,7 +75,7 @@ def draw_strip(image: np.ndarray, mapset, parts, title: str) -> np.ndarray:
     """The overlay strip (RGB uint8) of one MapSet on ``image`` (the image the maps were computed on)."""
     base, s = _fit(image)
     tiles = []
-    legend = base.copy()
+    legend = _pad(base.copy())
     for k, part in enumerate(parts):
         c = PALETTE[k % len(PALETTE)]
         x0, y0, x1, y1 = (int(round((v + 0.5) * s)) for v in part.box)
@@ -78,7 +86,7 @@ def draw_strip(image: np.ndarray, mapset, parts, title: str) -> np.ndarray:
     tiles.append(legend)
     for k, part in enumerate(parts):
         m = cv2.resize(mapset.maps[k], (base.shape[1], base.shape[0]), interpolation=cv2.INTER_LINEAR)
-        tile = cv2.addWeighted(base, 0.5, _jet(m), 0.5, 0)
+        tile = _pad(cv2.addWeighted(base, 0.5, _jet(m), 0.5, 0))
         c = PALETTE[k % len(PALETTE)]
         cv2.circle(tile, (int(round((part.peak[0] + 0.5) * s)), int(round((part.peak[1] + 0.5) * s))), 4, c, 2)
         lo, hi = mapset.raw_ranges[k]

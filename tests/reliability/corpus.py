@@ -93,8 +93,9 @@ def build_corpus(root: Path, per_class: int = 6) -> Corpus:
     wide[:, ::500] = 255
     cv2.imwrite(str(a / "wide 20000px.jpg"), wide, [cv2.IMWRITE_JPEG_QUALITY, 60])
     cv2.imwrite(str(a / "tiny.png"), np.full((1, 1, 3), 200, np.uint8))
+    cv2.imwrite(str(a / "sliver.png"), (rng.random((2, 20000, 3)) * 255).astype(np.uint8))  # 10000:1
     c.odd += ["alpha/cmyk.jpg", "alpha/deep16.png", "alpha/gray.png", "alpha/alpha.png", "alpha/wide 20000px.jpg",
-              "alpha/tiny.png"]
+              "alpha/tiny.png", "alpha/sliver.png"]
 
     # broken: each must be reported with its reason and skipped
     good = cv2.imencode(".jpg", _img(rng, 32, 32, 1))[1].tobytes()

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine import runs
+from engine.cli.explain import MAX_TILE_WIDTH, TILE
 from engine.data import scan
+from engine.imageio import read_image
 
 from .conftest import run_cli
 from .corpus import IS_ROOT
@@ -71,8 +73,9 @@ def test_explain_every_file(corpus, corpus_run, tmp_path):
     assert sorted(rel(corpus, r["image"]) for r in records) == sorted(corpus.usable())
     for r in records:
         m = r["maps"][0]
-        assert (out / m["png"]).stat().st_size > 0 and (out / m["npy"]).stat().st_size > 0
-        assert all(p["peak"] is not None for p in m["parts"])
+        assert (out / m["npy"]).stat().st_size > 0 and all(p["peak"] is not None for p in m["parts"])
+        strip = read_image(out / m["png"])  # bounded whatever the photo's shape (a 20000 x 2 sliver included)
+        assert strip.shape[0] == TILE + 20 and strip.shape[1] <= (len(m["parts"]) + 1) * (MAX_TILE_WIDTH + 2) + 46
     wide = next(r for r in records if r["image"].endswith("wide 20000px.jpg"))
     assert max(wide["size"]) <= 4096  # reduced on decoding, never a 20000 px array
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
