@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -31,7 +32,7 @@ from .data import require_trainable, scan
 from .data.loader import ImageCache, ImageDataset
 from .data.transforms import Preprocessing, normalize
 from .device import amp_dtype, describe_device, uses_channels_last
-from .errors import Cancelled, CheckpointError, ConfigError
+from .errors import Cancelled, CheckpointError, ConfigError, EngineError
 from .events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
 from .losses import CECriterion, MCLossCriterion
 from .models import create_model
@@ -149,6 +150,17 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
         ddp.close(ctx)
 
 
+def check_writable(run: Path) -> None:
+    """Fail before training rather than at the end of the first epoch when the run folder cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run folder {str(run)!r} ({exc.strerror or exc}): choose an --out "
+                          "folder you can write to") from exc
+
+
 def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Context,
            ) -> Generator[Event, None, Finished]:
     run, state = prepare_run(cfg, resume)
@@ -157,6 +169,8 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
     seed_everything(cfg.seed)
     report = scan(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     require_trainable(report)
+    if ctx.is_main:
+        check_writable(run)
     for note in report.notes:
         yield Message("info", note)
     if report.skipped:
@@ -265,9 +279,14 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
         metrics = {"epoch": epoch + 1, "test_top1": top1, "test_loss": test_loss,
                    "train_loss": row["loss"], "images_per_s": row["images_per_s"]}
         if ctx.is_main:
-            runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
-                            {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                             "classes": report.classes, "history": history})
+            try:
+                runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
+                                {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
+                                 "classes": report.classes, "history": history})
+            except OSError as exc:
+                raise EngineError(f"cannot save epoch {epoch + 1} in {str(run)!r} ({exc.strerror or exc}): free "
+                                  "some space, then run the same command with --resume to go on from the last "
+                                  "saved epoch") from exc
         yield EpochEnd(epoch + 1, cfg.epochs, {k: v / max(seen, 1) for k, v in sums.items()}, top1, test_loss,
                        row["images_per_s"], seconds, row["lr"], eta)
     ddp.barrier(ctx)  # rank 0 has written the last epoch before any rank leaves

@@ -107,6 +107,19 @@ def draw_strip(image: np.ndarray, mapset, parts, title: str) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Explain the images; a folder that cannot be written ends as one line (every file is written atomically:
+    what is there is whole)."""
+    from ..errors import EngineError
+
+    try:
+        return _explain(args)
+    except OSError as exc:
+        where = f", {exc.filename}" if exc.filename else ""
+        raise EngineError(f"cannot write the maps to {str(Path(args.out).expanduser())!r} ({exc.strerror or exc}"
+                          f"{where}): choose a folder you can write to, or free some space") from exc
+
+
+def _explain(args: argparse.Namespace) -> int:
     import torch
 
     from ..data.transforms import Preprocessing

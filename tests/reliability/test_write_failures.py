@@ -1,6 +1,7 @@
-"""`fieldmark export` into a folder it cannot write, and onto a file system that fills up: exit status 2, one line
-naming the folder and the cause, and nothing half-written left behind (no temporary file, no torn crop, no torn
-CSV; every crop on disk is complete and recorded, so running the command again resumes).
+"""`fieldmark export` (and `train`, `explain`) into a folder it cannot write, and onto a file system that fills
+up: exit status 2, one line naming the folder and the cause, and nothing half-written left behind (no temporary
+file, no torn crop, no torn CSV; every crop on disk is complete and recorded, so running the command again
+resumes; a run folder keeps its last complete epoch, and --resume finishes it).
 
 Real conditions where this machine allows them (a read-only tmpfs, and a 256 KiB tmpfs, mounted as root), and,
 always, the same failures injected into the writes (PermissionError from mkdir/open; ENOSPC half-way through a
@@ -22,7 +23,10 @@ import pytest
 from engine.export_files import STATE
 from engine.imageio import read_image
 
-from .conftest import run_cli
+from engine import runs
+
+from ..conftest import make_class_folders
+from .conftest import TINY, run_cli
 
 
 @contextlib.contextmanager
@@ -160,8 +164,9 @@ def test_disk_full_injected_then_resume(where, corpus, corpus_run, tmp_path, mon
     """ENOSPC in the middle of a crop (after some batches were done), or in the middle of parts.csv."""
     run, _ = corpus_run
     out = tmp_path / "parts"
-    state = {"budget": 40_000 if where == "crops" else 0}
+    state = {"budget": 1000}
     real_fdopen = os.fdopen
+    records = out / STATE / "done.jsonl"
 
     def fdopen(fd, *a, **kw):
         fh = real_fdopen(fd, *a, **kw)
@@ -170,6 +175,8 @@ def test_disk_full_injected_then_resume(where, corpus, corpus_run, tmp_path, mon
         target = os.readlink(f"/proc/self/fd/{fd}")
         if where == "csv" and ".parts.csv." not in target:
             return fh
+        if where == "crops" and not (records.exists() and records.stat().st_size):
+            return fh  # the disk fills up once the first batch is recorded
         return _FillingUp(fh, state, target)
 
     monkeypatch.setattr(os, "fdopen", fdopen)
@@ -181,3 +188,66 @@ def test_disk_full_injected_then_resume(where, corpus, corpus_run, tmp_path, mon
     again = export(run, corpus.root, out)
     assert again.code == 0, again.err
     assert_no_partial_files(out)
+
+
+# ---------------------------------------------------------------------------------------- train and explain
+def assert_one_line(result, *needles: str) -> None:
+    """Exit 2 and one error line, the last (training prints its progress before it)."""
+    lines = result.err_lines()
+    errors = [line for line in lines if line.startswith("fieldmark")]
+    assert result.code == 2, (result.code, result.err)
+    assert len(errors) == 1 and lines[-1] == errors[0] and errors[0].startswith("fieldmark: error:"), lines
+    assert all(n in errors[0] for n in needles), errors[0]
+
+
+def test_train_and_explain_into_a_read_only_mount(corpus, corpus_run, tmp_path):
+    run, _ = corpus_run
+    data = make_class_folders(tmp_path / "data", classes=2, per_class=3, size=(36, 36))
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
+        assert_one_line(run_cli("train", data, "--out", ro / "run", "--epochs", "1", *TINY),
+                        str(ro / "run"), "Read-only file system")
+        assert_one_line(run_cli("explain", run, corpus.root / "alpha" / "alpha_0.jpg", "--out", ro / "maps"),
+                        str(ro / "maps"), "Read-only file system")
+
+
+def _fail_writes_under(monkeypatch, root: Path, after: int) -> None:
+    """Every atomic write below ``root`` after the first ``after`` ones fails half-way with ENOSPC."""
+    real_fdopen = os.fdopen
+    state = {"files": 0, "budget": 0}
+
+    def fdopen(fd, *a, **kw):
+        fh = real_fdopen(fd, *a, **kw)
+        if not _under(fd, root):
+            return fh
+        state["files"] += 1
+        if state["files"] <= after:
+            return fh
+        state["budget"] = 10
+        return _FillingUp(fh, state, os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def test_train_disk_full_at_a_save_then_resume(tmp_path, monkeypatch):
+    data = make_class_folders(tmp_path / "data", classes=2, per_class=4, size=(36, 36))
+    run = tmp_path / "run"
+    argv = ["train", data, "--out", run, "--epochs", "3", *TINY]
+    with monkeypatch.context() as m:
+        _fail_writes_under(m, run, after=5)  # epoch 1's four files and epoch 2's resume.pt go through
+        assert_one_line(run_cli(*argv), "cannot save epoch 2", str(run), "No space left on device", "--resume")
+    assert not list(run.glob(".*.tmp"))
+    assert runs.read_meta(run)["epoch"] == 1 and runs.load_run(run)
+    done = run_cli(*argv, "--resume")
+    assert done.code == 0, done.err
+    assert [h["epoch"] for h in runs.read_history(run)] == [1, 2, 3]
+
+
+def test_explain_disk_full_injected(corpus, corpus_run, tmp_path, monkeypatch):
+    run, _ = corpus_run
+    out = tmp_path / "maps"
+    _fail_writes_under(monkeypatch, out, after=4)
+    images = [corpus.root / "alpha" / f"alpha_{i}.jpg" for i in range(3)]
+    assert_one_line(run_cli("explain", run, *images, "--out", out), str(out), "No space left on device")
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    for npy in out.glob("*.npy"):
+        assert npy.stat().st_size > 128
