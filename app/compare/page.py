@@ -138,6 +138,9 @@ class ComparePage(QWidget):
 
         self.pairs = QListWidget(self)
         self.pairs.setObjectName("confusablePairs")
+        self.pairs.setAlternatingRowColors(True)
+        self.pairs.setSpacing(1)
+        self.pairs.setToolTip("Class pairs the run confuses most on the test split: click one to compare it")
         self.pairs.itemClicked.connect(self._on_pairs_item_clicked)
         self.confusion_status = QLabel("", self)
         self.confusion_status.setWordWrap(True)

@@ -71,6 +71,9 @@ class EvaluationPanel(QGroupBox):
         self.progress.setVisible(False)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)
+        self.hint = QLabel("", self)
+        self.hint.setWordWrap(True)
+        self.hint.setObjectName("hintLabel")
         row = QHBoxLayout()
         row.addWidget(self.evaluate_button)
         row.addWidget(self.progress, 1)
@@ -79,6 +82,7 @@ class EvaluationPanel(QGroupBox):
         lay.addWidget(self.table)
         lay.addLayout(row)
         lay.addWidget(self.status)
+        lay.addWidget(self.hint)
         self._update()
 
     def set_run(self, info: RunInfo | None) -> None:
@@ -121,6 +125,8 @@ class EvaluationPanel(QGroupBox):
         self.evaluate_button.setEnabled(ok and not running)
         self.evaluate_button.setText("Evaluate again" if self.figures else "Evaluate")
         self.evaluate_button.setToolTip(why or "Measure the run's parts against the keypoints of the test split")
+        self.hint.setText(why if info is not None else "")
+        self.hint.setVisible(bool(why) and info is not None)
 
     @Slot()
     def _on_evaluate_button_clicked(self) -> None:

@@ -13,11 +13,10 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import numpy as np
 from PySide6.QtCore import QPointF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QSlider,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QScrollArea,
+                               QSlider, QSplitter, QVBoxLayout, QWidget)
 
 from engine.data import DataReport, Sample
 from engine.errors import EngineError
@@ -105,7 +104,7 @@ class ExplorePage(QWidget):
         self.image_view.scene().sigMouseMoved.connect(self._on_image_view_mouse_moved)
         self.predictions = QListWidget(self)
         self.predictions.setObjectName("predictions")
-        self.predictions.setMaximumHeight(118)
+        self.predictions.setFixedHeight(5 * 20 + 8)
         self.predictions.itemClicked.connect(self._on_predictions_item_clicked)
         self.crop_label = QLabel(self)
         self.crop_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -115,7 +114,7 @@ class ExplorePage(QWidget):
         self.evaluation = EvaluationPanel(self)
         side = QWidget(self)
         sl = QVBoxLayout(side)
-        sl.setContentsMargins(0, 0, 0, 0)
+        sl.setContentsMargins(4, 0, 6, 0)
         for title, w in (("Predictions", self.predictions), ("Part crop", self.crop_label)):
             t = QLabel(title, side)
             t.setObjectName("sectionTitle")
@@ -124,6 +123,11 @@ class ExplorePage(QWidget):
         sl.addWidget(self.crop_caption)
         sl.addWidget(self.evaluation)
         sl.addStretch(1)
+        side_scroll = QScrollArea(self)
+        side_scroll.setWidgetResizable(True)
+        side_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        side_scroll.setWidget(side)
+        side_scroll.setMinimumWidth(280)
 
         self.strip = QListWidget(self)
         self.strip.setObjectName("mapStrip")
@@ -133,21 +137,24 @@ class ExplorePage(QWidget):
         self.strip.setMovement(QListWidget.Movement.Static)
         self.strip.setIconSize(QSize(THUMB, THUMB))
         self.strip.setFixedHeight(THUMB + 46)
+        self.strip.setToolTip("The maps of the class: click one to overlay it")
         self.strip.currentRowChanged.connect(self._on_strip_current_row_changed)
         self.resampled = ResampledPanel(self)
         self.resampled.cursor_changed.connect(self._on_resampled_cursor_changed)
 
-        top = QSplitter(Qt.Orientation.Horizontal, self)
-        top.addWidget(self.image_view)
-        top.addWidget(side)
-        top.setStretchFactor(0, 1)
-        top.setSizes([800, 320])
-        main = QSplitter(Qt.Orientation.Vertical, self)
-        main.addWidget(top)
-        main.addWidget(self.strip)
-        main.addWidget(self.resampled)
-        main.setStretchFactor(0, 3)
-        main.setStretchFactor(2, 2)
+        left = QSplitter(Qt.Orientation.Vertical, self)  # maps strip, the photo, its resampled views
+        left.addWidget(self.strip)
+        left.addWidget(self.image_view)
+        left.addWidget(self.resampled)
+        left.setCollapsible(0, False)
+        left.setStretchFactor(1, 3)
+        left.setStretchFactor(2, 2)
+        left.setSizes([THUMB + 46, 420, 280])
+        main = QSplitter(Qt.Orientation.Horizontal, self)
+        main.addWidget(left)
+        main.addWidget(side_scroll)
+        main.setStretchFactor(0, 1)
+        main.setSizes([1100, 330])
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(bar)
@@ -255,6 +262,8 @@ class ExplorePage(QWidget):
             self.predictions.addItem(item)
             if i == result.class_index:
                 item.setSelected(True)
+        lst = self.predictions
+        lst.setFixedHeight(lst.sizeHintForRow(0) * max(1, lst.count()) + 2 * lst.frameWidth() + 4)
         self.class_box.setCurrentIndex(result.class_index)
         keep = self.map_index if 0 <= self.map_index < len(result.names) else 0
         self.strip.blockSignals(True)

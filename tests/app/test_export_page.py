@@ -82,4 +82,4 @@ def test_export_refuses_a_foreign_folder(export, qtbot, tmp_path):
     with qtbot.waitSignal(page.export_changed, timeout=SLOW, check_params_cb=lambda s: s.status == FAILED):
         click(qtbot, page.export_button)
     assert "not empty" in page.summary.text()
-    assert page.export_button.isEnabled()
+    qtbot.waitUntil(page.export_button.isEnabled, timeout=5000)  # once the worker has wound up
