@@ -293,7 +293,8 @@ class ComparePage(QWidget):
                                    f"{100 * pair.soft:.1f} % probability to each other")
             item.setData(Qt.ItemDataRole.UserRole, pair)
             self.pairs.addItem(item)
-        self.confusion_status.setText(f"{confusion.images} test images, top-1 {100 * confusion.accuracy:.1f} %")
+        self.confusion_status.setText(f"{confusion.images} test images, top-1 {100 * confusion.accuracy:.1f} % "
+                                      "(whole photos resized, as the maps see them)")
         if confusion.pairs and not self._picked:
             self.pairs.setCurrentRow(0)
             top = confusion.pairs[0]
