@@ -193,6 +193,7 @@ def wrap(module: nn.Module, ctx: Context) -> nn.Module:
 
 
 def describe(ctx: Context, device_text: str) -> str:
+    """The device line of the Started event: the device itself, or "2 processes (gloo), rank 0 on CPU ..."."""
     if not ctx.distributed:
         return device_text
     return f"{ctx.world_size} processes ({ctx.backend}), rank 0 on {device_text}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -109,9 +110,21 @@ def reference_run(data: Path, out: Path, monkeypatch) -> list[dict]:
     return runs.read_history(out)
 
 
-def launch(data: Path, run: Path, audit: Path, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "engine", "train", str(data), "--out", str(run), "--nproc", str(WORLD),
-            "--json-events", *extra] + [f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(data: Path, run: Path, audit: Path, *extra: str, torchrun: bool = False) -> subprocess.Popen:
+    """`fieldmark train ... --nproc 2` (our launcher), or torchrun on 127.0.0.1 and a free port."""
+    train = ["train", str(data), "--out", str(run), "--json-events", *extra,
+             *[f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]]
+    if torchrun:
+        argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={WORLD}",
+                "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "engine", *train]
+    else:
+        argv = [sys.executable, "-m", "engine", *train, "--nproc", str(WORLD)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(audit), str(ROOT)]), "FM_AUDIT_RUN": str(run),
            "FM_AUDIT_DIR": str(audit), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -128,7 +141,8 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     run = tmp_path / "ddp-run"
     t0 = time.perf_counter()
 
-    # 1. start under DDP and stop the launcher (SIGTERM) once epoch 1 is reported: it stops both workers
+    # 1. start with `fieldmark train --nproc 2`; stop the launcher (SIGTERM) once epoch 1 is reported: it stops
+    #    both workers
     first = launch(data, run, audit)
     lines = []
     for line in first.stdout:
@@ -145,8 +159,8 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     # 2. meanwhile (the CPU is free again), the single-process reference with rank-split BatchNorm
     ref = reference_run(data, tmp_path / "ref", monkeypatch)
 
-    # 3. resume under DDP: every rank reads resume.pt, the run ends with all epochs
-    second = launch(data, run, audit, "--resume")
+    # 3. resume under torchrun (static rendezvous on the loopback): every rank reads resume.pt, the run ends
+    second = launch(data, run, audit, "--resume", torchrun=True)
     out, err = second.communicate(timeout=180)
     assert second.returncode == 0, err
     ev2 = events_of(out)
