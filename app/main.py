@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", metavar="INI", help="keep settings in this INI file instead of the user's")
     p.add_argument("--theme", choices=["light", "dark"], help="start with this theme")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--quit-after", type=int, metavar="MS", help="close the window and quit with status 0 after MS "
+                                                               "milliseconds (smoke tests of the packaged app)")
     return p
 
 
@@ -89,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         window.open_path(str(Path(args.path).expanduser()))
     else:
         _open_default(window)
+    if args.quit_after is not None:  # packaging/smoke_test.sh: start, open, quit without a user
+        from PySide6.QtCore import QTimer
+
+        def _quit() -> None:
+            log.info("quitting after %d ms (--quit-after)", args.quit_after)
+            window.close()
+            app.quit()
+
+        QTimer.singleShot(max(0, args.quit_after), _quit)
     return int(app.exec())
 
 

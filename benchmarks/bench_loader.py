@@ -11,7 +11,7 @@ Both sides build the same model with :func:`engine.models.create_model` (mobilen
 ImageNet weights of ``../shared/weights`` when present), the same criterion (MC-Loss), the same optimizer and
 learning-rate schedule and the same number of steps, so equal accuracy follows from equal work; the test top-1 of
 each after the same epochs is reported to show it. Data: ``../shared/data/birds-dev`` (real photos, all 470
-training images, 10 test images per species) when present, else generated 400×300 JPEG photos.
+training images, 8 test images per species) when present, else generated 400×300 JPEG photos.
 Goal: Fieldmark's images/s ≥ 1.0× the plain loop's, at test top-1 within 5 points.
 """
 
@@ -156,7 +156,7 @@ def run(quick: bool = False, device: str = "auto", epochs: int | None = None, im
     with tempfile.TemporaryDirectory(prefix="fm-bench-loader-") as tmp:
         root = Path(tmp) / "data"
         if use_birds:
-            birds_folder(root, test_per_class=10)
+            birds_folder(root, test_per_class=8)
             data = "birds-dev (real photos)"
         elif quick:
             make_class_folders(root, 4, 32, 400, 300, test_fraction=0.5)

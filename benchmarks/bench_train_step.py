@@ -47,7 +47,7 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
     """Median seconds of a CE step and an MC-Loss step; rows of {name, seconds, ratio, goal, met}."""
     batch = batch or (8 if quick else 16)
     size = size or (128 if quick else 224)
-    repeats = repeats or (3 if quick else 7)
+    repeats = repeats or (3 if quick else 5)
     dev = resolve_device(device)
     torch.manual_seed(0)
     classes = 16
@@ -58,7 +58,7 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
     ce = CECriterion().to(dev).train()
     mc = MCLossCriterion(model.groups, mu=0.005, lam=10.0).to(dev).train()
     t_ce, t_mc = interleaved_medians([make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y)],
-                                     repeats=repeats, warmup=1 if quick else 2)
+                                     repeats=repeats, warmup=1)
     ce_s, mc_s = median(t_ce), median(t_mc)
     ratio = mc_s / ce_s
     what = f"mobilenet_v2 B={batch} {size}px, {sum(model.groups)} part channels, {dev.type}"

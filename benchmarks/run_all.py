@@ -88,6 +88,18 @@ def run_module(name: str, quick: bool, device: str) -> tuple[list[dict], float]:
     return rows, time.perf_counter() - start
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the export, loader workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load() -> str:
+    return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table; exit code 0 even when a goal is missed (they are reports)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -115,13 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         rows += got
         timings[name] = seconds
     total = time.perf_counter() - t0
+    cpu = _cpu_seconds()
     print(format_table(rows))
     print(f"\n{'quick' if args.quick else 'full'} run, {total:.0f} s in all ("
-          + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + ")")
+          + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + f"); CPU time {cpu:.0f} s (this process and its children), load now {_load()}")
     missed = [r["name"] for r in rows if r.get("met") is False]
     print("goals missed: " + ("; ".join(missed) if missed else "none"))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "quick": args.quick, "total_seconds": total,
+        Path(args.json).write_text(json.dumps({"machine": machine, "quick": args.quick, "total_seconds": total, "cpu_seconds": cpu,
                                                "module_seconds": timings, "rows": rows}, indent=1, default=str))
     return 0
 
