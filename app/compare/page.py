@@ -116,6 +116,7 @@ class ComparePage(QWidget):
         self.b_box = QComboBox(self)
         for box in (self.a_box, self.b_box):
             box.setMinimumContentsLength(20)
+            box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             box.activated.connect(self._on_class_box_activated)
         self.top_n = QSpinBox(self)
         self.top_n.setRange(1, 24)

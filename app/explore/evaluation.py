@@ -20,9 +20,12 @@ from .lane import Lane
 
 log = logging.getLogger(__name__)
 
+# (key, label, format): fractions shown as percentages; the engine gives keypoint error in % of the bird box
+# and NMI / ARI × 100 already (ALGORITHMS.md §4)
 ROWS = (("top1", "Top-1 accuracy", "pct"), ("part_hit_rate", "Part hit rate", "pct"),
-        ("keypoint_error", "Keypoint error", "num"), ("nmi", "NMI", "num"), ("ari", "ARI", "num"),
-        ("regions_per_class", "Regions per class", "num"), ("mark_recall", "Field-mark recall", "pct"))
+        ("keypoint_error", "Keypoint error (% of box)", "f1"), ("nmi", "NMI (×100)", "f1"),
+        ("ari", "ARI (×100)", "f1"), ("regions_per_class", "Regions per class", "f2"),
+        ("mark_recall", "Field-mark recall", "pct"))
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class EvaluationState:
 def _fmt(value: Any, kind: str) -> str:
     if not isinstance(value, (int, float)):
         return "—"
-    return f"{100 * value:.1f} %" if kind == "pct" else f"{value:.3f}"
+    if kind == "pct":
+        return f"{100 * value:.1f} %"
+    return f"{value:.{int(kind[1:])}f}"
 
 
 def figures_html(figures: dict[str, Any]) -> str:

@@ -76,6 +76,7 @@ class ExplorePage(QWidget):
         self.method_box.currentIndexChanged.connect(self._on_method_box_current_index_changed)
         self.class_box = QComboBox(self)
         self.class_box.setMinimumContentsLength(18)
+        self.class_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.class_box.activated.connect(self._on_class_box_activated)
         self.cmap_box = QComboBox(self)
         self.cmap_box.addItems(list(COLORMAPS))
@@ -105,6 +106,8 @@ class ExplorePage(QWidget):
         self.predictions = QListWidget(self)
         self.predictions.setObjectName("predictions")
         self.predictions.setFixedHeight(5 * 20 + 8)
+        self.predictions.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.predictions.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.predictions.itemClicked.connect(self._on_predictions_item_clicked)
         self.crop_label = QLabel(self)
         self.crop_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -259,6 +262,7 @@ class ExplorePage(QWidget):
         for i, p in result.top_k():
             item = QListWidgetItem(f"{classes[i] if i < len(classes) else i}   {100 * p:.1f} %")
             item.setData(Qt.ItemDataRole.UserRole, i)
+            item.setToolTip(item.text())
             self.predictions.addItem(item)
             if i == result.class_index:
                 item.setSelected(True)
