@@ -122,7 +122,8 @@ def launch(data: Path, run: Path, audit: Path, *extra: str, torchrun: bool = Fal
              *[f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]]
     if torchrun:
         argv = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={WORLD}",
-                "--master-addr=127.0.0.1", f"--master-port={free_port()}", "-m", "engine", *train]
+                "--master-addr=127.0.0.1", f"--master-port={free_port()}", f"--log-dir={audit / 'torchrun'}",
+                "-m", "engine", *train]
     else:
         argv = [sys.executable, "-m", "engine", *train, "--nproc", str(WORLD)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(audit), str(ROOT)]), "FM_AUDIT_RUN": str(run),
