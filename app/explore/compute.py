@@ -108,6 +108,13 @@ class MapResult:
     def predicted(self) -> int:
         return int(np.argmax(self.probs)) if self.probs.size else -1
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays (the cache's budget counts it)."""
+        arrays = [self.image, self.probs, self.maps, self.thumbs, *self.crops]
+        arrays += [a for v in self.views for a in (v.structure, v.detail, v.structure_grid, v.detail_grid)]
+        return int(sum(a.nbytes for a in arrays))
+
     def top_k(self, k: int = TOP_K) -> list[tuple[int, float]]:
         order = np.argsort(-self.probs)[:k]
         return [(int(i), float(self.probs[i])) for i in order]

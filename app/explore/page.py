@@ -30,8 +30,9 @@ from .resampled import CursorState, ResampledPanel
 
 log = logging.getLogger(__name__)
 
-CACHE_SIZE = 48
-CROP_MIN = 160  # small crops are enlarged to this side for display (never shrunk)
+CACHE_SIZE = 48  # results kept per page, within CACHE_BYTES
+CACHE_BYTES = 384 * 2**20
+CROP_MIN, CROP_MAX = 160, 300  # display sides: small crops are enlarged (pixels kept sharp), large ones fitted
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,8 @@ class ExplorePage(QWidget):
     @Slot(object)
     def _on_lane_maps_returned(self, result: MapResult) -> None:
         self._cache[(result.run, result.path, result.method, result.class_index)] = result
-        while len(self._cache) > CACHE_SIZE:
+        while len(self._cache) > 1 and (len(self._cache) > CACHE_SIZE
+                                        or sum(r.nbytes for r in self._cache.values()) > CACHE_BYTES):
             self._cache.popitem(last=False)
         self._predicted[(result.run, result.path)] = result.predicted
         cur = self.sample
@@ -293,9 +295,12 @@ class ExplorePage(QWidget):
         self.image_view.set_part(part)
         crop = r.crops[index]
         pm = to_pixmap(crop)
-        if max(crop.shape[:2]) < CROP_MIN:
-            pm = pm.scaled(CROP_MIN, CROP_MIN, Qt.AspectRatioMode.KeepAspectRatio,
-                           Qt.TransformationMode.FastTransformation)
+        side = max(crop.shape[:2])
+        if side < CROP_MIN or side > CROP_MAX:
+            target = CROP_MIN if side < CROP_MIN else CROP_MAX
+            mode = (Qt.TransformationMode.FastTransformation if side < CROP_MIN
+                    else Qt.TransformationMode.SmoothTransformation)
+            pm = pm.scaled(target, target, Qt.AspectRatioMode.KeepAspectRatio, mode)
         self.crop_label.setPixmap(pm)
         x0, y0, x1, y1 = part.box
         dup = f" · repeats part {part.duplicate_of + 1}" if part.duplicate_of is not None else ""
