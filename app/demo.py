@@ -52,7 +52,7 @@ class DemoBuilder(QObject):
     def __init__(self, window: "MainWindow") -> None:
         super().__init__(window)
         self.window = window
-        self.job = JobProcess(self)
+        self.job = JobProcess(self, stop_timeout_ms=5000)  # a cancelled build resumes next time: no need to wait
         self.job.event_received.connect(self._on_job_event_received)
         self.job.job_changed.connect(self._on_job_job_changed)
         self.dialog = QProgressDialog("Building the toy-birds demo…", "Cancel", 0, 0, window)

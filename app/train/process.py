@@ -213,7 +213,7 @@ class JobProcess(QObject):
         elif code == 0:
             new, msg = FINISHED, "finished"
         elif code == 130:
-            new, msg = STOPPED, "stopped; every finished epoch is saved"
+            new, msg = STOPPED, "stopped; every finished epoch is saved" if self.state.kind == "train" else "stopped"
         else:
             errors = [ln[len("error: "):] for ln in tail if ln.startswith("error: ")]
             new, msg = FAILED, (errors[-1] if errors else f"the process exited with code {code}")

@@ -1,0 +1,88 @@
+"""The training form: the engine's TrainConfig validates every edit; the form builds what the CLI builds."""
+
+from __future__ import annotations
+
+from engine.cli import build_parser
+from engine.cli.train import config_from_args
+from engine.models import list_models
+
+from app.train.form import TrainForm
+
+
+def make_form(qtbot, data_dir, tmp_path) -> TrainForm:
+    form = TrainForm()
+    qtbot.addWidget(form)
+    form.set_data(str(data_dir))
+    form.set_out(str(tmp_path / "runs" / "new"))
+    return form
+
+
+def test_defaults_are_valid_and_errors_come_from_the_config(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    assert form.state.config is not None and form.state.can_start and not form.state.error
+    with qtbot.waitSignal(form.config_changed) as blocker:
+        form.epochs.setValue(0)
+    state = blocker.args[0]
+    assert state.config is None and not state.can_start and state.error.startswith("epochs=0")
+    assert form.message.text() == state.error and form.message.property("error") is True
+    form.epochs.setValue(3)
+    form.img_size.setValue(16)
+    assert form.state.error.startswith("img_size=16")
+    form.img_size.setValue(64)
+    form.mu.setText("lots")
+    assert form.state.error.startswith("mu='lots'")
+    form.mu.setText("0.01")
+    assert form.state.config.mu == 0.01
+    form.set_data(str(tmp_path / "nowhere"))
+    assert "does not exist" in form.state.error
+
+
+def test_models_follow_the_method(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    models = lambda: [form.model.itemText(i) for i in range(form.model.count())]  # noqa: E731
+    assert models() == list_models("partnet")
+    tasn = form.method.findData("tasn")
+    if list_models("tasn"):
+        form.method.setCurrentIndex(tasn)
+        assert models() == list_models("tasn") and form.state.config.method == "tasn"
+    else:
+        assert not form.method.model().item(tasn).isEnabled()
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    assert models() == list_models("partnet") and form.state.config.method == "ce"
+
+
+def test_an_output_folder_holding_a_run_offers_resume_not_start(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    (run / "model.json").write_text("{}")
+    (run / "resume.pt").write_bytes(b"x")
+    form.set_out(str(run))
+    assert form.state.config is not None and form.state.can_resume and not form.state.can_start
+    (run / "resume.pt").unlink()
+    (run / "model.json").unlink()
+    (run / "other.txt").write_text("x")
+    form.set_out(str(tmp_path / "runs"))
+    form.set_out(str(run))
+    assert "not an empty folder" in form.state.error
+
+
+def test_the_form_builds_the_config_the_cli_builds(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    form.model.setCurrentText("smallnet")
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    form.xi.setValue(2)
+    form.mu.setText("0.5")
+    form.lam.setValue(4.0)
+    form.epochs.setValue(7)
+    form.img_size.setValue(96)
+    form.batch_size.setValue(8)
+    form.seed.setValue(5)
+    form.device.setCurrentText("cpu")
+    out = str(tmp_path / "runs" / "new")
+    args = build_parser().parse_args(["train", str(data_dir), "--out", out, "--model", "smallnet", "--method", "ce",
+                                      "--xi", "2", "--mu", "0.5", "--lam", "4", "--epochs", "7", "--img-size", "96",
+                                      "--batch-size", "8", "--seed", "5", "--device", "cpu"])
+    assert form.build_config() == config_from_args(args)
+    form.set_config(form.build_config().replace(epochs=9, pretrained="DEFAULT"))
+    assert form.epochs.value() == 9 and form.build_config().pretrained == "DEFAULT"
