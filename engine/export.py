@@ -165,10 +165,10 @@ def _collate(items: list) -> list:
 
 
 def _rel(path: str, root: str) -> str:
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return str(Path(path).resolve())
+    """The image's path relative to the data root (absolute when outside it), "/"-separated."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full, os.path.abspath(root))
+    return full if rel.startswith("..") else rel.replace(os.sep, "/")
 
 
 def _encode_jpg(rgb: np.ndarray) -> bytes:
