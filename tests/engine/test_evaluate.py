@@ -1,0 +1,227 @@
+"""Part evaluation (engine.evaluate) against hand-computed figures: a tiny CUB-layout folder with known keypoints
+and a model whose part maps are set by hand (one hot cell per channel), plus toy birds' mark recall and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from torch import nn
+
+from engine import runs
+from engine.cli import main
+from engine.data import scan
+from engine.data.transforms import Preprocessing
+from engine.errors import DataError
+from engine.evaluate import KEYS, evaluate_run
+from engine.metrics import CUB_PARTS
+from engine.models.partnet import PartNet
+from engine.runs import LoadedRun
+
+PP = Preprocessing.for_size(64)
+W, H, CELLS, V = 128, 64, 8, 4.0  # originals 128×64, maps 8×8 (a cell is 16×8 pixels), hot value V
+BEAK, TAIL = CUB_PARTS.index("beak"), CUB_PARTS.index("tail")
+
+# image id: (class, train?, {channel: (row, col, value)}, {keypoint: (x, y)})
+IMAGES = {
+    1: (0, True, {0: (1, 2, V), 1: (6, 5, 0.8 * V)}, {BEAK: (40, 12), TAIL: (88, 52)}),
+    2: (0, True, {0: (2, 2, V), 1: (5, 6, 0.8 * V)}, {BEAK: (40, 20), TAIL: (100, 44)}),
+    3: (0, False, {0: (2, 1, V), 1: (5, 6, 0.8 * V)}, {BEAK: (24, 20), TAIL: (60, 40)}),
+    4: (0, False, {0: (3, 3, V), 1: (1, 7, 0.8 * V)}, {BEAK: (56, 28), TAIL: (119, 12)}),
+    5: (1, True, {2: (4, 3, V), 3: (6, 1, 0.8 * V)}, {BEAK: (24, 52), TAIL: (56, 36)}),
+    6: (1, True, {2: (3, 4, V), 3: (7, 0, 0.8 * V)}, {BEAK: (8, 60), TAIL: (72, 28)}),
+    7: (1, False, {2: (4, 4, V), 3: (6, 0, 0.8 * V)}, {BEAK: (8, 52), TAIL: (72, 36)}),
+    8: (1, False, {2: (0, 0, V), 3: (7, 7, 0.8 * V), 0: (3, 3, 2 * V)}, {BEAK: (64, 32)}),  # misclassified
+}
+
+
+def maps_of(image_id: int) -> np.ndarray:
+    m = np.zeros((4, CELLS, CELLS), np.float32)
+    for ch, (r, c, v) in IMAGES[image_id][2].items():
+        m[ch, r, c] = v
+    return m
+
+
+def centre(r: float, c: float) -> tuple[float, float]:
+    """A cell's centre in original pixels (pixel centres at integers)."""
+    return (c + 0.5) * W / CELLS - 0.5, (r + 0.5) * H / CELLS - 0.5
+
+
+class MapTable(nn.Module):
+    """Reads the image id from the centre pixel (every image has a flat centre block of grey 10·id) and returns
+    that image's hand-made maps: the model's maps are exactly known."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.from_numpy(np.stack([np.zeros((4, CELLS, CELLS), np.float32)]
+                                                                 + [maps_of(i) for i in sorted(IMAGES)])))
+        self.register_buffer("mean", torch.tensor(PP.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(PP.std).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = (x * self.std + self.mean)[:, 0, x.shape[2] // 2, x.shape[3] // 2]
+        return self.table[(grey * 255 / 10).round().long()]
+
+
+def hand_model() -> PartNet:
+    model = PartNet(MapTable(), 4, 8, 2, 2)  # groups [2, 2]: channels 0, 1 are class 0's; 2, 3 class 1's
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]))
+        model.fc.bias.zero_()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def cub(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cub") / "CUB_200_2011"
+    (root / "images" / "001.A").mkdir(parents=True)
+    (root / "images" / "002.B").mkdir(parents=True)
+    (root / "parts").mkdir()
+    lines = {k: [] for k in ("images", "labels", "split", "boxes", "locs")}
+    for i, (cls, train, _, kps) in IMAGES.items():
+        img = np.full((H, W, 3), 90, np.uint8)
+        img[H // 2 - 12:H // 2 + 12, W // 2 - 24:W // 2 + 24] = 10 * i
+        rel = f"{'001.A' if cls == 0 else '002.B'}/img_{i}.png"
+        cv2.imwrite(str(root / "images" / rel), img)
+        lines["images"].append(f"{i} {rel}")
+        lines["labels"].append(f"{i} {cls + 1}")
+        lines["split"].append(f"{i} {int(train)}")
+        lines["boxes"].append(f"{i} 0 0 {W} {H}")
+        for p in range(15):
+            x, y = kps.get(p, (0, 0))
+            lines["locs"].append(f"{i} {p + 1} {x} {y} {int(p in kps)}")
+    for name, key in (("images.txt", "images"), ("image_class_labels.txt", "labels"),
+                      ("train_test_split.txt", "split"), ("bounding_boxes.txt", "boxes"),
+                      ("parts/part_locs.txt", "locs")):
+        (root / name).write_text("\n".join(lines[key]) + "\n")
+    (root / "classes.txt").write_text("1 001.A\n2 002.B\n")
+    (root / "parts" / "parts.txt").write_text("".join(f"{i + 1} {p}\n" for i, p in enumerate(CUB_PARTS)))
+    return root
+
+
+def loaded(model: nn.Module, tmp: Path) -> LoadedRun:
+    return LoadedRun(tmp, model, {"classes": ["A", "B"], "preprocessing": PP.to_dict(), "method": "mcloss"})
+
+
+def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.ndarray]) -> float:
+    """The protocol of ALGORITHMS.md §4 written out directly: box-normalised centroids, parts below 0.5 set to
+    zero, standardised with the training mean / population std, least squares without intercept per keypoint."""
+    def feats(ids):
+        return np.stack([np.where(values[i][:, None] >= 0.5, (parts[i] - [0, 0]) / [W, H], 0).ravel() for i in ids])
+
+    train = [i for i in IMAGES if IMAGES[i][1]]
+    test = [i for i in IMAGES if not IMAGES[i][1]]
+    xtr, xte = feats(train), feats(test)
+    mu, sd = xtr.mean(0), xtr.std(0)
+    sd[sd <= 1e-12] = 1.0
+    ztr, zte = (xtr - mu) / sd, (xte - mu) / sd
+    errs = []
+    for p in (BEAK, TAIL):
+        rows = [k for k, i in enumerate(train) if p in IMAGES[i][3]]
+        target = np.array([IMAGES[train[k]][3][p] for k in rows]) / [W, H]
+        coef = np.linalg.lstsq(ztr[rows], target, rcond=None)[0]
+        for k, i in enumerate(test):
+            if p in IMAGES[i][3]:
+                errs.append(np.linalg.norm(zte[k] @ coef - np.array(IMAGES[i][3][p]) / [W, H]))
+    return float(np.mean(errs) * 100)
+
+
+def test_each_figure_against_hand_computed_values(cub, tmp_path):
+    report = scan(cub)
+    assert report.has_parts and report.classes == ["A", "B"]
+    result = evaluate_run(loaded(hand_model(), tmp_path), report, baseline=loaded(hand_model(), tmp_path))
+    d = result.to_dict()
+    assert tuple(d) == KEYS
+    assert d["top1"] == pytest.approx(3 / 4)  # image 8 has class A's channel hotter
+
+    # hits (radius 10 % of the 128×64 box diagonal = 14.3 px): image 3: 1 of 2, 4: 2, 7: 2, 8: 0
+    assert d["part_hit_rate"] == pytest.approx(5 / 8)
+
+    # keypoint regression, ξ parts of the true class: one hot cell each, so centroid = that cell's centre
+    own = {i: np.array([centre(r, c) for ch, (r, c, _) in sorted(IMAGES[i][2].items())
+                        if ch in ((0, 1) if IMAGES[i][0] == 0 else (2, 3))]) for i in IMAGES}
+    rel = {i: np.array([1.0, 0.8]) for i in IMAGES}
+    assert d["keypoint_error"] == pytest.approx(expected_keypoint_error(own, rel), rel=1e-6)
+
+    # all 4 channels: an empty channel's centroid is the map centre, its relative peak 0 (dropped)
+    every, vals = {}, {}
+    for i in IMAGES:
+        cells = [IMAGES[i][2].get(ch) for ch in range(4)]
+        every[i] = np.array([centre(c[0], c[1]) if c else centre(3.5, 3.5) for c in cells])
+        peaks = np.array([c[2] if c else 0.0 for c in cells])
+        vals[i] = peaks / peaks.max()
+    assert d["keypoint_error_all"] == pytest.approx(expected_keypoint_error(every, vals), rel=1e-6)
+
+    # labels at keypoints (nearest cell; ties of two empty channels go to the first):
+    # 3: beak→0, tail→0; 4: beak→0, tail→1; 7: beak→1, tail→0; 8: beak→0 (tail not visible)
+    truth = [BEAK, TAIL, BEAK, TAIL, BEAK, TAIL, BEAK]
+    labels = [0, 0, 0, 1, 1, 0, 0]
+    assert d["nmi"] == pytest.approx(normalized_mutual_info_score(truth, labels) * 100)
+    assert d["ari"] == pytest.approx(adjusted_rand_score(truth, labels) * 100)
+
+    # regions: mean over test images and classes of h_i = Σ_cells max_{j in group} softmax_cells(F_j)
+    def h(group_maps: np.ndarray) -> float:
+        flat = group_maps.reshape(len(group_maps), -1).astype(np.float64)
+        soft = np.exp(flat) / np.exp(flat).sum(1, keepdims=True)
+        return float(soft.max(0).sum())
+
+    hs = [h(maps_of(i)[g]) for i in IMAGES if not IMAGES[i][1] for g in ([0, 1], [2, 3])]
+    assert d["regions_per_class"] == pytest.approx(np.mean(hs), rel=1e-5)
+    assert d["mark_recall"] is None  # not toy birds
+
+    # Grad-CAM baseline: ReLU(Σ w F) peaks on the hotter of the class's two cells: 3 hit, 4 hit, 7 hit, 8 miss
+    base = d["baselines"]["gradcam"]
+    assert base["part_hit_rate"] == pytest.approx(3 / 4)
+    assert base["nmi"] == pytest.approx(0.0) and base["keypoint_error"] == base["keypoint_error_all"]
+    rnd = d["baselines"]["random"]
+    assert set(rnd) == set(base) == {"part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
+                                     "mark_recall"}
+    assert 0 <= rnd["part_hit_rate"] <= 1
+    again = evaluate_run(loaded(hand_model(), tmp_path), report).to_dict()
+    assert again["baselines"]["random"] == rnd and again["baselines"]["gradcam"] is None  # seeded
+
+
+def test_mark_recall_on_toy_birds(tmp_path):
+    from .test_export import colour_run
+    from engine.toybirds import generate
+
+    root = tmp_path / "toy"
+    generate(root, classes=4, per_class=8, size=64, seed=5)
+    report = scan(root)
+    result = evaluate_run(colour_run(root, report.classes, tmp_path), report)
+    assert result.mark_recall == pytest.approx(1.0)
+    assert result.baselines["random"]["mark_recall"] < result.mark_recall
+    assert result.part_hit_rate > result.baselines["random"]["part_hit_rate"]
+    assert result.info["parts"] == 3 and result.info["parts_all"] == 12
+
+
+def test_refuses_data_without_parts_and_stops(cub, tmp_path, class_folders):
+    with pytest.raises(DataError, match="part keypoints"):
+        evaluate_run(loaded(hand_model(), tmp_path), scan(class_folders))
+    from engine.errors import Cancelled
+
+    with pytest.raises(Cancelled):
+        evaluate_run(loaded(hand_model(), tmp_path), scan(cub), should_stop=lambda: True)
+
+
+def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys):
+    from engine.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("smallnet", 2, 2)
+    run = tmp_path / "run"
+    runs.save_epoch(run, model, {"arch": model.arch, "method": "ce", "classes": ["A", "B"],
+                                 "preprocessing": PP.to_dict(), "epoch": 1}, [], None)
+    assert main(["evaluate", str(run), str(cub), "--json", "--baseline", str(run), "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out) == ["top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
+                         "regions_per_class", "mark_recall", "baselines"]
+    assert set(out["baselines"]) == {"random", "gradcam"} and out["mark_recall"] is None
+    assert main(["evaluate", str(run), str(cub), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "part hit rate" in text and "random" in text and "4 test / 4 train images" in text
