@@ -3,6 +3,8 @@ and range; CAM and Grad-CAM agree as the algebra says; hooks and gradient state 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,39 @@ def test_maps_on_the_gpu_match_the_cpu():
         for x, y in zip(a, b):
             assert x.maps.dtype == y.maps.dtype == np.float32
             assert np.allclose(x.maps, y.maps, atol=2e-3), x.method
+
+
+def test_cli_writes_overlays_maps_and_peaks(tmp_path, capsys):
+    import cv2
+
+    from engine import runs
+    from engine.cli import main
+
+    m = create_model("smallnet", CLASSES, XI)
+    run = tmp_path / "run"
+    runs.save_epoch(run, m, {"arch": m.arch, "method": "mcloss", "classes": ["Finch", "Wren", "Vireo"],
+                             "preprocessing": PP.to_dict(), "epoch": 1}, [], None)
+    paths = []
+    for i, img in enumerate(images()):
+        paths.append(tmp_path / f"bird{i}.png")
+        cv2.imwrite(str(paths[-1]), img)
+    out = tmp_path / "maps"
+    assert main(["explain", str(run), *map(str, paths), "--out", str(out), "--top-k", "2", "--device", "cpu"]) == 0
+    for i, img in enumerate(images()):
+        record = json.loads((out / f"bird{i}.json").read_text())
+        assert [m["class"] for m in record["maps"]] != [] and len(record["maps"]) == 2
+        for entry in record["maps"]:
+            raw = np.load(out / entry["npy"])
+            assert raw.shape == (XI, *img.shape[:2]) and raw.dtype == np.float32
+            strip = cv2.imread(str(out / entry["png"]))
+            assert strip.shape[1] > strip.shape[0] > 0
+            assert len(entry["parts"]) == XI
+            for part in entry["parts"]:
+                assert -0.5 <= part["peak"][0] <= img.shape[1] and -0.5 <= part["peak"][1] <= img.shape[0]
+    assert main(["explain", str(run), str(paths[0]), "--out", str(out), "--class", "Wren", "--method", "gradcam",
+                 "--resample", "detail", "--device", "cpu"]) == 0
+    assert (out / "bird0.detail-view.png").is_file()
+    capsys.readouterr()
+    assert main(["explain", str(run), str(paths[0]), "--out", str(out), "--class", "Robin"]) == 2
+    err = capsys.readouterr().err
+    assert "'Robin'" in err and "Finch, Wren, Vireo" in err

@@ -409,3 +409,27 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
     growth = (max(window) - window[0]) / 2 ** 20
     assert growth < 30, f"RSS grew {growth:.1f} MB between 25 % and 100 % of the export"
     assert sum(1 for _ in open(tmp_path / "out" / "parts.csv")) == summary.crops + 1
+
+
+def test_cli_exports_and_resumes(tmp_path, capsys):
+    from engine import runs
+    from engine.cli import main
+    from engine.models import create_model
+
+    root = tmp_path / "birds"
+    generate(root, classes=2, per_class=4, size=64, seed=1)
+    report = scan(root)
+    m = create_model("smallnet", 2, 2)
+    run = tmp_path / "run"
+    runs.save_epoch(run, m, {"arch": m.arch, "method": "mcloss", "classes": report.classes,
+                             "preprocessing": PP.to_dict(), "epoch": 1}, [], None)
+    out = tmp_path / "parts"
+    assert main(["export", str(run), str(root), "--out", str(out), "--split", "all", "--crop-size", "24",
+                 "--device", "cpu"]) == 0
+    assert "exported 8 images" in capsys.readouterr().out
+    assert (out / "parts.csv").is_file() and (out / "parts_coco.json").is_file()
+    assert main(["export", str(run), str(root), "--out", str(out), "--split", "all", "--crop-size", "24",
+                 "--device", "cpu"]) == 0
+    assert "8 were already done" in capsys.readouterr().out
+    assert main(["export", str(run), str(root), "--out", str(out), "--crop-size", "32", "--device", "cpu"]) == 2
+    assert "--append" in capsys.readouterr().err
