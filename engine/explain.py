@@ -15,8 +15,8 @@ Methods (ALGORITHMS.md §1-§3):
   below the two maps are equal wherever CAM is non-negative everywhere (tested).
 * ``guided-gradcam``: Grad-CAM (upsampled to the input) × guided backpropagation (Springenberg et al., "Striving
   for Simplicity", ICLR 2015 workshop), reduced to one map as max over colour of |∂y_c/∂x|. Guided backprop
-  clamps the gradient flowing back into every ``nn.ReLU``/``nn.ReLU6`` module to be non-negative (functional
-  ReLUs, e.g. inside TASN's attention head, are left as they are).
+  clamps at 0 the gradient every ``nn.ReLU``/``nn.ReLU6`` module passes back, through backward hooks removed
+  afterwards (functional ReLUs, e.g. inside TASN's attention head, are left as they are).
 
 Input convention: each image (RGB uint8, any size) is resized as a whole to ``img_size × img_size`` (no crop,
 so the maps cover the whole photo) and normalised with the run's :class:`Preprocessing`. Every map comes back
@@ -55,8 +55,9 @@ class MapSet:
     """The maps of one image for one class and method.
 
     ``maps`` (K, H, W) float32 in [0, 1] at the original image size; ``raw_ranges[k]`` the (min, max) of map k
-    as the model computed it (``low_res``: (K, h, w) raw values at the model's own map resolution); ``channels``
-    the model channel behind each map (-1 when a map is not one channel)."""
+    as the model computed it; ``low_res`` (K, h, w) those raw values at the method's own resolution (the feature
+    map; the input size for guided Grad-CAM and TASN); ``channels`` the model channel behind each map (-1 when a
+    map is not one channel); ``predicted`` the model's top-1 class for the image."""
 
     method: str
     class_index: int

@@ -4,8 +4,9 @@ image). Parts are the MC-Loss channel maps of a class (Chang et al., IEEE TIP 20
 :mod:`engine.explain`, read by :func:`engine.parts.find_parts`; the class is the image's true class when the data
 is labelled, else the predicted one.
 
-Coordinates in the files: points (x, y) in original pixels with pixel centres at integers (as CUB's
-part_locs.txt); boxes x0, y0, x1, y1 (and COCO's x, y, w, h) in edge coordinates, [0, W] × [0, H].
+Coordinates in the files: points (x, y) (a part's peak) in original pixels with pixel centres at integers (as
+CUB's part_locs.txt); boxes x0, y0, x1, y1 in edge coordinates, [0, W] × [0, H]: the square cut into the crop
+(the part's region widened to a square around its centre); COCO's bbox x, y, w, h likewise.
 
 The job streams over the images with a torch DataLoader (bounded memory) and is a generator of
 :class:`engine.events.Progress` returning an :class:`ExportSummary`. It is resumable and crash-safe: crops are
@@ -34,7 +35,7 @@ from .data.scan import DataReport, Sample, Skipped
 from .data.transforms import Preprocessing
 from .errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
 from .events import Progress
-from .explain import explain
+from .explain import explain, get_method
 from .export_files import STATE, read_records, write_coco, write_csv
 from .imageio import read_image
 from .parts import crop, find_parts, square_box
@@ -197,6 +198,7 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
         raise ConfigError(f"crop_size={crop_size}: give a side in pixels up to 4096 (0: keep the crop's own size)")
     if not 0.0 <= float(min_score) <= 1.0:
         raise ConfigError(f"min_score={min_score}: must be between 0 and 1 (a share of the strongest part's peak)")
+    get_method(method).check(run.model)  # before anything is written
     labelled = report.layout != "flat"
     if labelled and list(report.classes) != run.classes:
         raise CheckpointError(f"the run knows {len(run.classes)} classes, the data has {len(report.classes)} "

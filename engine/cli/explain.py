@@ -10,7 +10,6 @@ of the photo instead (driven by the class's maps) and maps the peaks back to the
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path

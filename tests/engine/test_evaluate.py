@@ -225,3 +225,14 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
     assert main(["evaluate", str(run), str(cub), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "part hit rate" in text and "random" in text and "4 test / 4 train images" in text
+
+
+def test_a_tasn_run_is_scored_by_its_structure_map(cub, tmp_path):
+    from engine.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tasn_mobilenet_v2", 2, input_size=64, sample_size=32).eval()
+    result = evaluate_run(loaded(model, tmp_path), scan(cub))
+    assert result.info["parts"] == 1 and result.info["source"] == "tasn structure map"
+    assert result.regions_per_class is None and 0 <= result.part_hit_rate <= 1 and result.top1 is not None
+    assert result.keypoint_error == result.keypoint_error_all

@@ -433,3 +433,10 @@ def test_cli_exports_and_resumes(tmp_path, capsys):
     assert "8 were already done" in capsys.readouterr().out
     assert main(["export", str(run), str(root), "--out", str(out), "--crop-size", "32", "--device", "cpu"]) == 2
     assert "--append" in capsys.readouterr().err
+
+
+def test_a_method_the_model_lacks_is_refused_before_writing(toy, tmp_path):
+    root, report, run = toy
+    with pytest.raises(ConfigError, match="'tasn' needs a TASN model"):
+        run_all(export_parts(run, report, tmp_path / "out", method="tasn"))
+    assert not (tmp_path / "out").exists()
