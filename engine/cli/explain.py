@@ -2,9 +2,10 @@
 
 Writes, per image and class: ``<stem>.<method>.<class>.png`` (a strip: the photo with every map's peak and box in
 its own colour and a legend, then one overlay per map with its label and raw range, then a colour bar),
-``<stem>.<method>.<class>.npy`` (the raw maps, float32 (K, H, W) at the photo's size) and ``<stem>.json`` (the
-peaks, centroids and boxes in original pixels). ``--resample structure|detail`` explains TASN's resampled view
-of the photo instead (driven by the class's maps) and maps the peaks back to the photo.
+``<stem>.<method>.<class>.npy`` (the raw maps, float32 (K, H, W) at the photo's size) and ``<stem>.<method>.json``
+(the peaks, centroids and boxes in original pixels). ``--resample structure|detail`` explains TASN's resampled
+view of the photo instead (driven by the class's maps; files get a ``.structure``/``.detail`` suffix, the view
+is ``<stem>.<view>-view.png``) and maps the peaks back to the photo.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def _safe(name: str) -> str:
 
 
 def _text(img: np.ndarray, text: str, org: tuple[int, int], colour=(255, 255, 255), scale: float = 0.4) -> None:
-    cv2.putText(img, text, org, FONT, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    """Text on a dark box (an outline drawn thicker would advance differently and ghost)."""
+    (w, h), base = cv2.getTextSize(text, FONT, scale, 1)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - h - 2), (x + w + 1, y + base), (20, 20, 20), -1)
     cv2.putText(img, text, org, FONT, scale, colour, 1, cv2.LINE_AA)
 
 
@@ -172,7 +176,7 @@ def _explain(args: argparse.Namespace) -> int:
                     parts = parts_to_original(parts_view, grid.to(torch.float64), img.shape[:2])
                 else:
                     parts_view = parts = find_parts(ms)
-                base = f"{stem}.{args.method}.{_safe(name)}"
+                base = f"{stem}.{args.method}.{_safe(name)}" + (f".{args.resample}" if args.resample else "")
                 title = f"{path.name}  {args.method}  {name}  p={ms.probability:.2f}"
                 if args.resample:
                     title += f"  ({args.resample} view)"
@@ -188,7 +192,8 @@ def _explain(args: argparse.Namespace) -> int:
                 peaks = ", ".join(f"({p.peak[0]:.0f},{p.peak[1]:.0f})" for p in parts)
                 print(f"{path}\t{name}\tp={ms.probability:.3f}\t{args.method} peaks {peaks} -> {out / base}.png")
                 written += 1
-            atomic_write_json(out / f"{stem}.json", record)
+            atomic_write_json(out / f"{stem}.{args.method}{'.' + args.resample if args.resample else ''}.json",
+                              record)
     for s in skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     return 0 if written else 2

@@ -238,7 +238,7 @@ def test_cli_writes_overlays_maps_and_peaks(tmp_path, capsys):
     out = tmp_path / "maps"
     assert main(["explain", str(run), *map(str, paths), "--out", str(out), "--top-k", "2", "--device", "cpu"]) == 0
     for i, img in enumerate(images()):
-        record = json.loads((out / f"bird{i}.json").read_text())
+        record = json.loads((out / f"bird{i}.channels.json").read_text())
         assert [m["class"] for m in record["maps"]] != [] and len(record["maps"]) == 2
         for entry in record["maps"]:
             raw = np.load(out / entry["npy"])
@@ -250,7 +250,8 @@ def test_cli_writes_overlays_maps_and_peaks(tmp_path, capsys):
                 assert -0.5 <= part["peak"][0] <= img.shape[1] and -0.5 <= part["peak"][1] <= img.shape[0]
     assert main(["explain", str(run), str(paths[0]), "--out", str(out), "--class", "Wren", "--method", "gradcam",
                  "--resample", "detail", "--device", "cpu"]) == 0
-    assert (out / "bird0.detail-view.png").is_file()
+    assert (out / "bird0.detail-view.png").is_file() and (out / "bird0.gradcam.detail.json").is_file()
+    assert (out / "bird0.gradcam.Wren.detail.png").is_file()
     capsys.readouterr()
     assert main(["explain", str(run), str(paths[0]), "--out", str(out), "--class", "Robin"]) == 2
     err = capsys.readouterr().err
