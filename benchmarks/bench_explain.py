@@ -53,11 +53,11 @@ def run(quick: bool = False, device: str = "cpu", size: int = 224) -> list[dict]
 
     cases = [
         ("plain forward (prepared tensor, no_grad)", forward, None),
-        ("explain: the 3 part channels of the class", maps("channels"), f"<= {GOAL:g}"),
-        ("explain: channels + CCMP + CAM + Grad-CAM, one pass", maps(["channels", "ccmp", "cam", "gradcam"]),
+        ("explain, the 3 part channels of the class", maps("channels"), f"<= {GOAL:g}"),
+        ("explain, channels + CCMP + CAM + Grad-CAM in one pass", maps(["channels", "ccmp", "cam", "gradcam"]),
          f"<= {GOAL:g}"),
-        ("explain: Grad-CAM", maps("gradcam"), f"<= {GOAL:g}"),
-        ("explain: guided Grad-CAM (full backward)", maps("guided-gradcam"), None),
+        ("explain, Grad-CAM", maps("gradcam"), f"<= {GOAL:g}"),
+        ("explain, guided Grad-CAM (full backward)", maps("guided-gradcam"), None),
     ]
     times = interleaved_medians([c[1] for c in cases], repeats=5 if quick else 15, warmup=2)
     base = median(times[0])
