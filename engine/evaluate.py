@@ -81,6 +81,10 @@ class _Decoded(Dataset):
             return i, None
 
 
+def _as_list(items: list) -> list:
+    return items
+
+
 def _true_class_maps(model, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, K, h, w) channel maps of each image's true class (groups padded to the largest ξ) and (B, K) validity."""
     k = max(model.groups)
@@ -155,8 +159,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     for part in ("train", split) if split != "train" else (split,):
         samples = [s for s in report.split(part) if s.label >= 0]
         acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
-        loader = DataLoader(_Decoded(samples), batch_size=batch_size, num_workers=workers,
-                            collate_fn=lambda items: items)
+        loader = DataLoader(_Decoded(samples), batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
         done = 0
         for batch in loader:
             if stop():
