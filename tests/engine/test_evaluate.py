@@ -236,3 +236,12 @@ def test_a_tasn_run_is_scored_by_its_structure_map(cub, tmp_path):
     assert result.info["parts"] == 1 and result.info["source"] == "tasn structure map"
     assert result.regions_per_class is None and 0 <= result.part_hit_rate <= 1 and result.top1 is not None
     assert result.keypoint_error == result.keypoint_error_all
+
+
+def test_uneven_channel_groups_are_padded(cub, tmp_path):
+    torch.manual_seed(0)
+    model = PartNet(nn.Sequential(nn.Conv2d(3, 5, 8, 8), nn.ReLU()), 5, 8, 2, 2, part_channels="split").eval()
+    assert model.groups == [2, 3]
+    result = evaluate_run(loaded(model, tmp_path), scan(cub))
+    assert result.info["parts"] == 3 and result.info["parts_all"] == 5
+    assert 0 <= result.part_hit_rate <= 1 and result.keypoint_error is not None and result.regions_per_class >= 1
