@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QProgressDialog
 from engine.events import EpochEnd, Progress
 from engine.runs import is_run
 
+from .library.page import PROMPT
 from .train.process import FINISHED, JobProcess, JobState
 
 if TYPE_CHECKING:
@@ -65,6 +66,9 @@ class DemoBuilder(QObject):
 
     def start(self) -> None:
         log.info("building the toy-birds demo (first start)")
+        self.window.library.show_prompt("<h2>Preparing the toy-birds demo…</h2>First start: drawing toy birds and "
+                                        "training a small model on them (a few minutes on a CPU).<br>"
+                                        "Cancel to open a folder of your own instead.")
         self.dialog.show()
         self.job.start(["demo"], "demo")
 
@@ -92,5 +96,5 @@ class DemoBuilder(QObject):
         else:
             if state.status != "stopped":
                 self.window.show_error("The demo could not be built", state.message)
-            self.window.library.show_prompt()
+            self.window.library.show_prompt(PROMPT)
         self.deleteLater()

@@ -25,6 +25,8 @@ from .thumbs import ThumbnailLoader
 log = logging.getLogger(__name__)
 
 THUMB = 112
+PROMPT = ("<h2>Open a folder of bird photos</h2>"
+          "One sub-folder per species, train/ and test/ folders, or CUB_200_2011.")
 
 
 class _ScanProgress(QObject):
@@ -119,9 +121,7 @@ class LibraryPage(QWidget):
         self.prompt = QWidget(self)
         pl = QVBoxLayout(self.prompt)
         pl.addStretch(1)
-        self.prompt_label = QLabel("<h2>Open a folder of bird photos</h2>"
-                                   "One sub-folder per species, train/ and test/ folders, or CUB_200_2011.",
-                                   self.prompt)
+        self.prompt_label = QLabel(PROMPT, self.prompt)
         self.prompt_label.setObjectName("promptLabel")
         self.prompt_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.prompt_label.setWordWrap(True)

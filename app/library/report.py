@@ -120,13 +120,15 @@ class ReportPanel(QWidget):
         self.summary.setToolTip(f"{report.root}\n{report.layout}: {LAYOUTS.get(report.layout, '')}")
         self.classes.setRowCount(len(report.classes))
         for row, (name, c) in enumerate(report.counts().items()):
-            self.classes.setItem(row, 0, _item(name))
+            name_item = _item(name)
+            name_item.setToolTip(name)
+            self.classes.setItem(row, 0, name_item)
             self.classes.setItem(row, 1, _item(c["train"], True))
             self.classes.setItem(row, 2, _item(c["test"], True))
             self.classes.setItem(row, 3, _item(c["train"] + c["test"], True))
         self.skipped_title.setText(f"Skipped files ({len(report.skipped)})" if report.skipped
                                    else "Skipped files (none)")
-        total = sum(self.splitter.sizes()) or 400
+        total = max(sum(self.splitter.sizes()), 400)  # not laid out yet while hidden: QSplitter scales weights
         low = 90 if not report.skipped else min(total // 2, 60 + 22 * len(report.skipped))
         self.splitter.setSizes([total - low, low])  # the classes get the room the skipped files do not need
         self.skipped.setRowCount(len(report.skipped))

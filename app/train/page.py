@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -138,6 +139,9 @@ class TrainPage(QWidget):
         """Train on ``folder`` (the library's); suggests a new output folder when none is set."""
         if self.job.is_running():
             return
+        current = self.form.data.text().strip()
+        if current and os.path.abspath(os.path.expanduser(current)) == os.path.abspath(folder):
+            return  # e.g. the data of a run just opened: keep its output folder, so Resume stays possible
         self.form.set_data(folder)
         if not self.form.out.text().strip() or not self._config_state.can_start:
             self.form.set_out(self.form.suggest_out(self.runs_folder))
