@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Smoke test of the frozen application: with no user and no display (QT_QPA_PLATFORM=offscreen),
 #   1. the bundle's CLI makes a tiny toy-birds set and trains a smallnet run on it (1 epoch, 64 px),
-#   2. the bundle's GUI opens that run, shows its window and quits by itself (--quit-after),
+#   2. the GUI program runs a training job the way the window starts one (fieldmark-gui --child train, events as
+#      JSON lines on stdout; it must end with a "Finished" event and status 0),
+#   3. the GUI opens the run of step 1, shows its window and quits by itself (--quit-after 3000),
 # and passes when the GUI exits with status 0, logged "active run: <run>" and logged no error or traceback.
 #
 #   bash packaging/smoke_test.sh [DIST_DIR]    default dist/fieldmark (after bash packaging/build.sh)
@@ -37,6 +39,21 @@ echo "smoke_test: $cli toybirds + train (smallnet, 1 epoch, 64 px)"
     || { cat "$tmp/toybirds.log" >&2; echo "smoke_test: FAILED (toybirds)" >&2; exit 1; }
 "$cli" train "$tmp/birds" --out "$tmp/run" --model smallnet --epochs 1 --img-size 64 --batch-size 8 \
     >"$tmp/train.log" 2>&1 || { tail -30 "$tmp/train.log" >&2; echo "smoke_test: FAILED (train)" >&2; exit 1; }
+
+echo "smoke_test: $gui --child train (the window's training job)"
+cfg="{\"data\": \"$tmp/birds\", \"out\": \"$tmp/child-run\", \"model\": \"smallnet\", \"epochs\": 1, \"img_size\": 64, \"batch_size\": 8}"
+mkfifo "$tmp/stdin"
+exec 3<>"$tmp/stdin"  # the job stops when its stdin ends (the window is gone): keep a writer open
+set +e
+"$gui" --child train --config "$cfg" <"$tmp/stdin" >"$tmp/child.out" 2>"$tmp/child.err"
+child=$?
+set -e
+exec 3>&-
+if [ "$child" -ne 0 ] || ! tail -1 "$tmp/child.out" | grep -q '"type": "Finished"'; then
+    tail -20 "$tmp/child.err" >&2
+    echo "smoke_test: FAILED (fieldmark-gui --child train: status $child)" >&2
+    exit 1
+fi
 t1=$(date +%s)
 
 echo "smoke_test: $gui $tmp/run --quit-after 3000"
@@ -57,4 +74,5 @@ if [ -n "$fail" ]; then
     echo "smoke_test: FAILED: $fail" >&2
     exit 1
 fi
-echo "smoke_test: passed (CLI toybirds + train $((t1 - t0)) s, GUI start-open-quit $((t2 - t1)) s)"
+echo "smoke_test: passed (CLI toybirds + train and the GUI's child job $((t1 - t0)) s, GUI start-open-quit" \
+     "$((t2 - t1)) s)"
