@@ -110,7 +110,8 @@ def loaded(model: nn.Module, tmp: Path) -> LoadedRun:
 
 def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.ndarray]) -> float:
     """The protocol of ALGORITHMS.md §4 written out directly: box-normalised centroids, parts below 0.5 set to
-    zero, standardised with the training mean / population std, least squares without intercept per keypoint."""
+    zero, standardised with the training mean / population std, least squares with an intercept per keypoint
+    (see engine.metrics.keypoint_regression_error for why not without)."""
     def feats(ids):
         return np.stack([np.where(values[i][:, None] >= 0.5, (parts[i] - [0, 0]) / [W, H], 0).ravel() for i in ids])
 
@@ -119,7 +120,8 @@ def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.n
     xtr, xte = feats(train), feats(test)
     mu, sd = xtr.mean(0), xtr.std(0)
     sd[sd <= 1e-12] = 1.0
-    ztr, zte = (xtr - mu) / sd, (xte - mu) / sd
+    ztr = np.column_stack([np.ones(len(xtr)), (xtr - mu) / sd])
+    zte = np.column_stack([np.ones(len(xte)), (xte - mu) / sd])
     errs = []
     for p in (BEAK, TAIL):
         rows = [k for k, i in enumerate(train) if p in IMAGES[i][3]]

@@ -112,9 +112,10 @@ def _one_feature_case():
     # standardised value is 0. Only the x centroid is a real feature.
     # Train normalised x centroids 0.1, 0.3 -> mean 0.2, population std 0.1 -> z = -1, +1.
     # Keypoint targets (normalised): (0.3, 0.5), (0.5, 0.5).
-    # No-intercept least squares: w_x = (z . t) / (z . z) = (-0.3 + 0.5) / 2 = 0.1; w_y = (-0.5 + 0.5) / 2 = 0.
-    # Test normalised x centroid 0.4 -> z = (0.4 - 0.2) / 0.1 = 2 -> prediction (0.2, 0.0).
-    # Test keypoint (0.5, 0.4): error = sqrt(0.3^2 + 0.4^2) = 0.5 -> x 100 = 50.
+    # Least squares with intercept on (1, z): x: intercept 0.4, slope 0.1; y: intercept 0.5, slope 0 (the zero
+    # column gets 0 in the minimum-norm solution).
+    # Test normalised x centroid 0.4 -> z = (0.4 - 0.2) / 0.1 = 2 -> prediction (0.6, 0.5).
+    # Test keypoint (0.5, 0.4): error = sqrt(0.1^2 + 0.1^2) = 0.14142 -> x 100 = 14.142.
     bb_tr = np.array([[0, 0, 100, 100], [50, 20, 200, 50]], float)
     c_tr = np.array([[[10, 50]], [[110, 45]]], float)          # normalised (0.1, 0.5), (0.3, 0.5)
     kp_tr = _kp([[[30, 50]], [[150, 45]]], [[1], [1]])          # normalised (0.3, 0.5), (0.5, 0.5)
@@ -127,36 +128,37 @@ def _one_feature_case():
 def test_regression_by_hand_one_feature():
     c_tr, kp_tr, bb_tr, c_te, kp_te, bb_te = _one_feature_case()
     err = M.keypoint_regression_error(c_tr, np.ones((2, 1)), kp_tr, bb_tr, c_te, np.ones((1, 1)), kp_te, bb_te)
-    assert err == pytest.approx(50.0, abs=1e-9)
+    assert err == pytest.approx(100 * math.hypot(0.1, 0.1), abs=1e-9)
 
 
 def test_regression_error_is_pooled_over_visible_test_keypoints():
     c_tr, kp_tr, bb_tr, c_te, kp_te, bb_te = _one_feature_case()
     kp_tr = np.concatenate([kp_tr, kp_tr], axis=1)              # keypoint 1 has the same targets: same fit
-    # Test image A: as before, kp0 error 0.5, kp1 invisible. Test image B (box 0,0,100,100): centroid x 0.2
-    # -> z = 0 -> prediction (0, 0); kp0 at (0, 0): error 0; kp1 at (0.3, 0.4): error 0.5.
-    # Pooled mean over the 3 visible test keypoints: (0.5 + 0 + 0.5) / 3 x 100 = 33.33 (a mean of
-    # per-keypoint means would give (0.25 + 0.5) / 2 x 100 = 37.5).
+    # Test image A: as before, kp0 error e1 = hypot(0.1, 0.1), kp1 invisible. Test image B (box 0,0,100,100):
+    # centroid x 0.2 -> z = 0 -> prediction (0.4, 0.5); kp0 at (0, 0): error e2 = hypot(0.4, 0.5); kp1 at
+    # (0.3, 0.4): error e1. Pooled mean over the 3 visible test keypoints: (2 e1 + e2) / 3 x 100 = 30.77 (a mean
+    # of per-keypoint means would give ((e1 + e2) / 2 + e1) / 2 x 100 = 26.61).
     c_te = np.concatenate([c_te, [[[20, 50]]]])
     bb_te = np.concatenate([bb_te, [[0, 0, 100, 100]]])
     kp_te = _kp([[[35, 30], [0, 0]], [[0, 0], [30, 40]]], [[1, 0], [1, 1]])
     err = M.keypoint_regression_error(c_tr, np.ones((2, 1)), kp_tr, bb_tr, c_te, np.ones((2, 1)), kp_te, bb_te)
-    assert err == pytest.approx(100 / 3, abs=1e-9)
+    e1, e2 = math.hypot(0.1, 0.1), math.hypot(0.4, 0.5)
+    assert err == pytest.approx(100 * (2 * e1 + e2) / 3, abs=1e-9)
 
 
 def test_regression_peak_threshold_zeroes_parts():
     c_tr, kp_tr, bb_tr, c_te, kp_te, bb_te = _one_feature_case()
     # Add a second part whose peak is always below 0.5: its wild centroids become (0, 0), a constant column,
-    # so the answer stays 50 whatever they are.
+    # so the answer stays 14.142 whatever they are.
     wild_tr = np.concatenate([c_tr, [[[999, -5]], [[-300, 7]]]], axis=1)
     wild_te = np.concatenate([c_te, [[[123, 456]]]], axis=1)
     pv_tr, pv_te = np.array([[1, 0.3], [1, 0.49]]), np.array([[1, 0.1]])
     err = M.keypoint_regression_error(wild_tr, pv_tr, kp_tr, bb_tr, wild_te, pv_te, kp_te, bb_te)
-    assert err == pytest.approx(50.0, abs=1e-9)
+    assert err == pytest.approx(100 * math.hypot(0.1, 0.1), abs=1e-9)
     # With the real part's test peak below 0.5 its x feature is 0 -> z = (0 - 0.2) / 0.1 = -2 -> prediction
-    # (-0.2, 0); target (0.5, 0.4): error sqrt(0.7^2 + 0.4^2) x 100 = 80.62.
+    # (0.4 - 0.2, 0.5) = (0.2, 0.5); target (0.5, 0.4): error sqrt(0.3^2 + 0.1^2) x 100 = 31.62.
     err = M.keypoint_regression_error(wild_tr, pv_tr, kp_tr, bb_tr, wild_te, np.array([[0.4, 0.1]]), kp_te, bb_te)
-    assert err == pytest.approx(100 * math.hypot(0.7, 0.4), abs=1e-9)
+    assert err == pytest.approx(100 * math.hypot(0.3, 0.1), abs=1e-9)
 
 
 def test_regression_nothing_to_fit_is_nan(caplog):
