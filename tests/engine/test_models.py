@@ -47,7 +47,8 @@ def test_small_model_overfits_one_batch():
     m = create_model("smallnet", num_classes=3, xi=2).train()
     crit = MCLossCriterion(m.groups, mu=0.1, lam=1.0)
     x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    backbone, head = m.param_groups()
+    opt = torch.optim.Adam([{"params": backbone, "lr": 3e-3}, {"params": head, "lr": 2e-2}])
     first = None
     for _ in range(60):
         loss, parts = crit(m, x, y)
@@ -64,7 +65,8 @@ def test_small_model_overfits_one_batch():
 def test_each_backbone_overfits_one_batch(name):
     m = create_model(name, num_classes=2, xi=1).train()
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    backbone, head = m.param_groups()  # the new head learns at a higher rate, as in training
+    opt = torch.optim.Adam([{"params": backbone, "lr": 1e-3}, {"params": head, "lr": 2e-2}])
     losses = []
     for _ in range(15):
         loss = torch.nn.functional.cross_entropy(m(x), y)
