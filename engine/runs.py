@@ -82,6 +82,19 @@ def save_epoch(run: Path, model: nn.Module, meta: dict[str, Any], history: list[
     atomic_write_json(run / MODEL_JSON, meta)
 
 
+def remove_orphan_temps(run: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a kill interrupted (``.<name>.<random>.tmp``); they never
+    replace a real file, so they are only litter. Returns what was removed."""
+    removed = []
+    for name in (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME):
+        for tmp in run.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d temporary files left by an interrupted save in %s", len(removed), run)
+    return removed
+
+
 def load_resume(run: Path) -> dict[str, Any]:
     f = run / RESUME
     if not f.is_file():

@@ -117,18 +117,28 @@ def evaluate_sums(model: nn.Module, loader: DataLoader, pp: Preprocessing, devic
     return correct, total, loss_sum
 
 
+def _published_epoch(run: Path) -> int | None:
+    try:
+        return int(runs.read_meta(run).get("epoch", 0))
+    except CheckpointError:
+        return None
+
+
 def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
     run = Path(cfg.out).expanduser()
     if resume:
         if not (run / runs.RESUME).is_file():
             raise CheckpointError(f"{str(run)!r} has no complete epoch to resume from: start it without --resume")
         state = runs.load_resume(run)
+        runs.remove_orphan_temps(run)
         old = state.get("config", {})
         for key in ("model", "method", "xi", "img_size", "part_channels", "seed"):
             if key in old and old[key] != getattr(cfg, key):
                 raise ConfigError(f"--resume with {key}={getattr(cfg, key)!r}, but the run was started with "
                                   f"{key}={old[key]!r}: use the same settings or a new --out folder")
         return run, state
+    if run.is_dir():
+        runs.remove_orphan_temps(run)  # a run killed inside its first save left only these
     if run.exists() and any(run.iterdir()):
         if (run / runs.MODEL_JSON).exists() or (run / runs.RESUME).exists():
             raise ConfigError(f"run folder {str(run)!r} already holds a run: add --resume to continue it, "
@@ -223,6 +233,12 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
             "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size,
             "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
                      "split_source": report.split_source, "skipped": len(report.skipped)}}
+    if state is not None and ctx.rank == 0 and _published_epoch(run) != start_epoch:
+        # a kill fell between resume.pt and model.json of one save: publish the resume point before going on
+        last = history[-1] if history else {}
+        runs.save_epoch(run, model, {**meta, "epoch": start_epoch, "metrics": {
+            "epoch": start_epoch, "test_top1": last.get("test_top1"), "test_loss": last.get("test_loss"),
+            "train_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}}, history, None)
     yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
                   len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
 
