@@ -73,7 +73,7 @@ def test_each_backbone_overfits_one_batch(name):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert min(losses[-3:]) < 0.5 * losses[0], losses
 
 
