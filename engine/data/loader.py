@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 class ImageCache:
-    """Decoded, shorter-side-resized images. ``load`` reports undecodable files and drops them."""
+    """Decoded, shorter-side-resized images. ``iter_load`` reports undecodable files and drops them."""
 
     def __init__(self, samples: Sequence[Sample], pp: Preprocessing, limit_mb: int = 4096):
         self.pp = pp
@@ -30,19 +30,9 @@ class ImageCache:
         if not self.enabled:
             log.info("image cache off: about %.0f MB needed, limit %d MB", est_mb, limit_mb)
 
-    def load(self, progress: Callable[[int, int], None] | None = None) -> list[Skipped]:
-        """Decode everything once (when caching); returns the files that failed, removed from ``samples``."""
-        gen = self.iter_load()
-        while True:
-            try:
-                done = next(gen)
-            except StopIteration as end:
-                return end.value
-            if progress is not None:
-                progress(done, len(self.samples))
-
     def iter_load(self):
-        """Generator form of :meth:`load`: yields the number of files done, returns the failures."""
+        """Decode everything once (when caching): yields the number of files done, returns the files that
+        failed, which are removed from ``samples``."""
         failed: list[Skipped] = []
         keep_s, keep_i = [], []
         for i, s in enumerate(self.samples):
