@@ -4,7 +4,7 @@ more time decoding than computing otherwise), apply the seeded transforms, batch
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
