@@ -19,6 +19,7 @@ from engine.errors import EngineError
 from engine.runs import is_run
 
 from . import settings as app_settings
+from .cpu import reserve_gui_core
 from .explore.install import install as install_workspaces
 from .library import LibraryPage
 from .logpanel import LogPanel, install_handler
@@ -52,6 +53,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         guard_singletons()
+        reserve_gui_core()
         super().__init__(parent)
         self.setWindowTitle("Fieldmark")
         self.setWindowIcon(app_icon())

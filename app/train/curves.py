@@ -44,8 +44,7 @@ class TrainCurves(QWidget):
         self.batch_curve = self.loss_plot.plot(pen=pg.mkPen("#9aa5b1", width=1))  # per batch, faint
         self.acc_curve = self.acc_plot.plot(pen=pg.mkPen("#3fa34d", width=2), symbol="o", symbolSize=6,
                                             symbolBrush="#3fa34d")
-        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2), symbol="o", symbolSize=5,
-                                                symbolBrush="#e07b39")
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2))
         self.part_curves: dict[str, pg.PlotDataItem] = {}
         self._spare: dict[str, pg.PlotDataItem] = {k: self._make_curve(k) for k in PART_COLORS}
         self._timer = QTimer(self)
@@ -71,17 +70,16 @@ class TrainCurves(QWidget):
         self.batch_y: list[float] = []
         self._batch_every = BATCH_EVERY
         self._batch_seen = 0
-        for name, curve in list(self.part_curves.items()):
-            self.legend.removeItem(curve)
+        for curve in self.part_curves.values():  # legend entries stay until the next run's keys are known
             curve.setData([], [])
-            self._spare[name] = curve
-        self.part_curves.clear()
         self._redraw()
 
     def _make_curve(self, key: str) -> pg.PlotDataItem:
-        """A loss-part curve, created ahead (creating one costs tens of ms) and put in the legend when used."""
+        """A loss-part curve, created ahead (creating one costs tens of ms) and put in the legend when used.
+
+        Lines without symbols: a symbol per epoch on four curves doubled the cost of every redraw."""
         color = PART_COLORS.get(key) or OTHER_COLORS[len(self.part_curves) % len(OTHER_COLORS)]
-        return self.loss_plot.plot(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color)
+        return self.loss_plot.plot(pen=pg.mkPen(color, width=2))
 
     def _schedule(self) -> None:
         if not self._timer.isActive():
@@ -132,6 +130,12 @@ class TrainCurves(QWidget):
     @Slot()
     def _redraw(self) -> None:
         self._timer.stop()
+        if self.epochs:  # keys of the current run known: drop the legend entries of parts it does not have
+            for name in [k for k in self.part_curves if k not in self.parts]:
+                curve = self.part_curves.pop(name)
+                self.legend.removeItem(curve)
+                curve.setData([], [])
+                self._spare[name] = curve
         for k, values in self.parts.items():
             curve = self.part_curves.get(k)
             if curve is None:

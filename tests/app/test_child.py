@@ -29,3 +29,34 @@ def test_run_job_writes_every_event_and_the_result():
     result = run_job(job(), out)
     lines = [from_dict(json.loads(line)) for line in out.getvalue().splitlines()]
     assert lines == [Progress("decoding", 1, 2), Message("info", "half way"), result]
+
+
+def _niceness_after(value: str | None) -> tuple[int, str]:
+    """Run lower_priority in a fresh interpreter (it changes the process for good); its niceness and stderr."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FIELDMARK_CHILD_NICE"}
+    if value is not None:
+        env["FIELDMARK_CHILD_NICE"] = value
+    code = "import os; from app.child import lower_priority; lower_priority(); print(os.nice(0))"
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return (int(p.stdout) if p.returncode == 0 else -999), p.stderr
+
+
+def test_the_child_lowers_its_priority_so_the_window_stays_fluid():
+    import os
+
+    import pytest
+
+    if not hasattr(os, "nice"):
+        pytest.skip("POSIX nice only")
+    base = os.nice(0)
+    assert _niceness_after(None)[0] == min(19, base + 10)  # the default
+    assert _niceness_after("0")[0] == base  # 0 leaves it alone
+    assert _niceness_after("3")[0] == min(19, base + 3)
+    code, err = _niceness_after("fast")
+    assert code == -999 and "FIELDMARK_CHILD_NICE='fast'" in err and "0 to 19" in err
+    code, err = _niceness_after("40")
+    assert code == -999 and "FIELDMARK_CHILD_NICE=40 is out of range" in err
