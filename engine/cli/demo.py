@@ -21,48 +21,32 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from ..demo import DemoSettings, build_demo, demo_paths
-    from ..events import BatchEnd, EpochEnd, Message, Progress, Started, to_json
-    from .common import tqdm_bar
+    from ..events import EpochEnd, Message, Progress, Started, to_json
+    from .common import Bars, drive
 
     settings = DemoSettings() if args.epochs is None else replace(DemoSettings(), epochs=args.epochs)
     data, run_dir = demo_paths(args.out)
     gen = build_demo(args.out, settings=settings)
-    bar = None
-    stage = None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as end:
-                result = end.value
-                break
-            if args.json_events:
-                print(to_json(ev), flush=True)
-                continue
-            if isinstance(ev, Started) and ev.start_epoch < ev.epochs:
-                print(f"training {settings.model} (MC-Loss, from scratch) on {ev.device}: {ev.num_train} train / "
-                      f"{ev.num_test} test toy birds", file=sys.stderr)
-                bar, stage = tqdm_bar(ev.epochs - ev.start_epoch, "training"), "training"
-                bar.unit = "epoch"
-            elif isinstance(ev, EpochEnd) and bar is not None:
-                bar.update(1)
-                bar.set_postfix(top1=f"{ev.test_top1:.3f}", loss=f"{ev.train.get('loss', 0):.3f}")
-            elif isinstance(ev, Progress) and not ev.stage.startswith("decoding"):
-                if stage != ev.stage:
-                    if bar is not None:
-                        bar.close()
-                    bar, stage = tqdm_bar(ev.total, ev.stage), ev.stage
-                    bar.unit = "image"
-                bar.n = ev.done
-                bar.refresh()
-            elif isinstance(ev, Message):
-                print(f"{ev.level}: {ev.text}", file=sys.stderr)
-            elif isinstance(ev, BatchEnd):
-                pass
-    finally:
-        if bar is not None:
-            bar.close()
-    if args.json_events:
+    bars = Bars()
+
+    def show(ev: object) -> None:
+        if args.json_events:
+            print(to_json(ev), flush=True)
+        elif isinstance(ev, Started) and ev.start_epoch < ev.epochs:
+            print(f"training {settings.model} (MC-Loss, from scratch) on {ev.device}: {ev.num_train} train / "
+                  f"{ev.num_test} test toy birds", file=sys.stderr)
+            bars.open(ev.epochs - ev.start_epoch, "training", "epoch")
+        elif isinstance(ev, EpochEnd) and bars.stage == "training" and bars.bar is not None:
+            bars.bar.update(1)
+            bars.bar.set_postfix(top1=f"{ev.test_top1:.3f}", loss=f"{ev.train.get('loss', 0):.3f}")
+        elif isinstance(ev, Progress) and not ev.stage.startswith("decoding"):
+            bars.progress(ev.stage, ev.done, ev.total)
+        elif isinstance(ev, Message):
+            print(f"{ev.level}: {ev.text}", file=sys.stderr)
+
+    result = drive(gen, show, bars)
+    if args.json_events:  # the result last, as one more JSON line (the child-process protocol of the app)
+        print(to_json(result), flush=True)
         return 0
     m = result.metrics
     base = (m.get("baselines") or {}).get("random") or {}

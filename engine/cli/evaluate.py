@@ -28,31 +28,15 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate
     from ..evaluate_scores import format_table
     from ..runs import load_run
-    from .common import tqdm_bar
+    from .common import Bars, drive
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, device)
     base = load_run(args.baseline, device) if args.baseline else None
     report = scan(args.data)
     gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
-    bar, stage = None, None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as end:
-                result = end.value
-                break
-            if ev.stage != stage:
-                if bar is not None:
-                    bar.close()
-                bar, stage = tqdm_bar(ev.total, ev.stage), ev.stage
-                bar.unit = "image"
-            bar.n = ev.done
-            bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
+    bars = Bars()
+    result = drive(gen, lambda ev: bars.progress(ev.stage, ev.done, ev.total), bars)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -37,30 +37,20 @@ def run(args: argparse.Namespace) -> int:
     from ..events import Progress
     from ..export import export_parts
     from ..runs import load_run
-    from .common import tqdm_bar
+    from .common import Bars, drive
 
     loaded = load_run(args.run, resolve_device(args.device))
     report = scan(args.data)
     gen = export_parts(loaded, report, args.out, split=args.split, crop_size=args.crop_size,
                        min_score=args.min_score, append=args.append, method=args.method, box=args.box,
                        batch_size=args.batch_size, workers=args.workers)
-    bar = None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as end:
-                summary = end.value
-                break
-            if isinstance(ev, Progress):
-                if bar is None:
-                    bar = tqdm_bar(ev.total, "export")
-                    bar.unit = "image"
-                bar.n = ev.done
-                bar.refresh()
-    finally:
-        if bar is not None:
-            bar.close()
+    bars = Bars()
+
+    def show(ev: object) -> None:
+        if isinstance(ev, Progress):
+            bars.progress("export", ev.done, ev.total)
+
+    summary = drive(gen, show, bars)
     for f in report.skipped + summary.failed:  # what the scan refused, then what failed to decode
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from ..config import TrainConfig
-from ..events import BatchEnd, EpochEnd, Message, Progress, Started
-from .common import fmt_pct, tqdm_bar
+from ..events import BatchEnd, EpochEnd, Message, Started
+from .common import Bars, drive, fmt_pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -107,41 +107,33 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 reports
         run_to_end(gen)
         return 0
-    bar = None
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            if args.json_events:
-                print(to_json(ev), flush=True)
-                continue
-            if isinstance(ev, Started):
-                print(f"training {cfg.model} ({cfg.method}) on {ev.device}: {len(ev.classes)} classes, "
-                      f"{ev.num_train} train / {ev.num_test} test images -> {ev.run_dir}", file=sys.stderr)
-                if ev.start_epoch:
-                    print(f"resuming after epoch {ev.start_epoch}", file=sys.stderr)
-            elif isinstance(ev, Progress):
-                pass
-            elif isinstance(ev, Message):
-                print(f"{ev.level}: {ev.text}", file=sys.stderr)
-            elif isinstance(ev, BatchEnd):
-                if bar is None:
-                    bar = tqdm_bar(ev.steps, f"epoch {ev.epoch}")
-                bar.update(1)
-                bar.set_postfix(loss=f"{ev.loss:.3f}", img_s=f"{ev.images_per_s:.1f}")
-            elif isinstance(ev, EpochEnd):
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                parts = " ".join(f"{k}={v:.4f}" for k, v in ev.train.items())
-                print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={fmt_pct(ev.test_top1)}  "
-                      f"{ev.images_per_s:.1f} img/s  {ev.seconds:.0f}s  eta {ev.eta_s / 60:.1f} min",
-                      file=sys.stderr)
-    finally:
-        if bar is not None:
-            bar.close()
+    bars = Bars()
+
+    def show(ev: object) -> None:
+        if args.json_events:
+            print(to_json(ev), flush=True)
+        elif isinstance(ev, Started):
+            print(f"training {cfg.model} ({cfg.method}) on {ev.device}: {len(ev.classes)} classes, "
+                  f"{ev.num_train} train / {ev.num_test} test images -> {ev.run_dir}", file=sys.stderr)
+            if ev.start_epoch:
+                print(f"resuming after epoch {ev.start_epoch}", file=sys.stderr)
+        elif isinstance(ev, Message):
+            print(f"{ev.level}: {ev.text}", file=sys.stderr)
+        elif isinstance(ev, BatchEnd):
+            if bars.bar is None:
+                bars.open(ev.steps, f"epoch {ev.epoch}")
+            assert bars.bar is not None
+            bars.bar.update(1)
+            bars.bar.set_postfix(loss=f"{ev.loss:.3f}", img_s=f"{ev.images_per_s:.1f}")
+        elif isinstance(ev, EpochEnd):
+            bars.close()
+            parts = " ".join(f"{k}={v:.4f}" for k, v in ev.train.items())
+            print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={fmt_pct(ev.test_top1)}  "
+                  f"{ev.images_per_s:.1f} img/s  {ev.seconds:.0f}s  eta {ev.eta_s / 60:.1f} min", file=sys.stderr)
+
+    result = drive(gen, show, bars)
+    if args.json_events:  # the result last, as one more JSON line (the child-process protocol of the app)
+        print(to_json(result), flush=True)
+        return 0
     print(f"done: {result.run_dir}  test top-1 {fmt_pct(result.metrics.get('test_top1'))}")
     return 0
