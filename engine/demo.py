@@ -115,7 +115,7 @@ def build_demo(out: str | os.PathLike | None = None, should_stop: Callable[[], b
     else:
         loaded = load_run(run)
         result = yield from evaluate(loaded, scan(data), should_stop=stop)
-        figures = result.to_dict()
+        figures = result.saved()
         atomic_write_json(evaluation, figures)
         yield from _overlays(loaded, data, run / "overlays", s.overlays, stop)
     return Finished(str(run), s.epochs, figures)

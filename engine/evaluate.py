@@ -33,7 +33,7 @@ from .data.scan import DataReport, Sample
 from .data.transforms import Preprocessing, normalize, test_transform
 from .errors import Cancelled, CheckpointError, DataError, DecodeError
 from .events import Progress
-from .evaluate_scores import PartSet, Truth, mark_columns, part_scores, random_partset
+from .evaluate_scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
 from .explain import low_res_maps, model_device, prepare, session
 from .imageio import read_image
 from .losses import mc_loss_terms
@@ -64,6 +64,14 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in KEYS}
+
+    def saved(self) -> dict[str, Any]:
+        """What a run's ``evaluation.json`` holds: :meth:`to_dict`, plus ``marks`` (the per-class, per-mark table
+        behind ``mark_recall``) for toy birds."""
+        out = self.to_dict()
+        if self.info.get("marks"):
+            out["marks"] = self.info["marks"]
+        return out
 
 
 class _Decoded(Dataset):
@@ -190,6 +198,8 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
             "source": "tasn structure map" if not getattr(run.model, "groups", None) else "channels of the true class",
             "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
             "seconds": time.perf_counter() - t0}
+    if marks is not None:
+        info["marks"] = mark_table(_concat(test["own"]), truth["test"], marks, report.classes)
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
                       regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
                       **{key: own[key] for key in ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi",

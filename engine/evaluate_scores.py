@@ -63,9 +63,19 @@ def random_partset(truth: Truth, k: int, k_all: int, rng: np.random.Generator) -
     return PartSet(pts, pts, np.ones((n, k)), nearest_labels(pts, truth.keypoints), pts_all, np.ones((n, k_all)))
 
 
-def mark_columns(root: str, classes: Sequence[str], part_names: Sequence[str]
-                 ) -> tuple[dict[int, list[int]], list[tuple[int, int]]] | None:
-    """Toy birds: ({class index: [keypoint column per mark]}, extra columns) when ``root`` holds toybirds.json.
+@dataclass(frozen=True)
+class Marks:
+    """Toy birds' truth for mark recall: ``cols[class index]`` the keypoint column of each defining mark,
+    ``names[class index]`` the marks' names in the same order, ``extra`` the (left, right) pairs behind the
+    columns past the data's own keypoints (see :func:`either_side`)."""
+
+    cols: dict[int, list[int]]
+    names: dict[int, list[str]]
+    extra: list[tuple[int, int]]
+
+
+def mark_columns(root: str, classes: Sequence[str], part_names: Sequence[str]) -> Marks | None:
+    """Toy birds: the :class:`Marks` of the classes when ``root`` holds toybirds.json (else None).
 
     A mark on an eye, wing or leg sits on the visible side, so it gets an extra column: the visible one of the
     (left, right) keypoints (``extra`` lists those pairs; columns P, P+1, ... in that order)."""
@@ -77,22 +87,29 @@ def mark_columns(root: str, classes: Sequence[str], part_names: Sequence[str]
     index = {name: i for i, name in enumerate(part_names)}
     extra: list[tuple[int, int]] = []
     out: dict[int, list[int]] = {}
+    names: dict[int, list[str]] = {}
     for cname, pairs in marks.items():
         if cname not in classes:
             log.warning("mark recall: toy-bird class %r is not in the data's classes", cname)
             continue
-        cols = []
-        for _, part in pairs:
+        cols, named = [], []
+        for mark, part in pairs:
             side, _, base = part.partition(" ")
             if side in ("left", "right") and f"left {base}" in index and f"right {base}" in index:
                 pair = (index[f"left {base}"], index[f"right {base}"])
                 if pair not in extra:
                     extra.append(pair)
                 cols.append(len(part_names) + extra.index(pair))
+                named.append(mark)
             elif part in index:
                 cols.append(index[part])
+                named.append(mark)
+            else:
+                log.warning("mark recall: mark %r of class %r is on %r, which the data has no keypoint for",
+                            mark, cname, part)
         out[list(classes).index(cname)] = cols
-    return out, extra
+        names[list(classes).index(cname)] = named
+    return Marks(out, names, extra)
 
 
 def either_side(keypoints: np.ndarray, extra: list[tuple[int, int]]) -> np.ndarray:
@@ -106,7 +123,7 @@ def either_side(keypoints: np.ndarray, extra: list[tuple[int, int]]) -> np.ndarr
 
 
 def part_scores(train: PartSet, test: PartSet, tr: Truth, te: Truth,
-                marks: tuple[dict[int, list[int]], list[tuple[int, int]]] | None) -> dict[str, float | None]:
+                marks: Marks | None) -> dict[str, float | None]:
     """The part figures of one method on the test split (keypoint regression fitted on the training split)."""
     out: dict[str, float | None] = {}
     out["part_hit_rate"] = metrics.part_hit_rate(test.peaks, te.keypoints, te.boxes, valid=test.valid)
@@ -123,10 +140,33 @@ def part_scores(train: PartSet, test: PartSet, tr: Truth, te: Truth,
     out["nmi"], out["ari"] = metrics.nmi_ari(test.kp_labels, te.keypoints)
     out["mark_recall"] = None
     if marks is not None:
-        cols, extra = marks
-        out["mark_recall"] = metrics.mark_recall(test.peaks, te.labels, cols, either_side(te.keypoints, extra),
-                                                 te.boxes)
+        out["mark_recall"] = metrics.mark_recall(test.peaks, te.labels, marks.cols,
+                                                 either_side(te.keypoints, marks.extra), te.boxes)
     return {k: _clean(v) for k, v in out.items()}
+
+
+def mark_table(test: PartSet, te: Truth, marks: Marks, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Per (class, defining mark): test images where the mark is visible, how many have a part on it, and
+    whether that counts as recalled (at least half) — what ``mark_recall`` averages."""
+    rows = metrics.mark_recall_table(test.peaks, te.labels, marks.cols, either_side(te.keypoints, marks.extra),
+                                     te.boxes)
+    order = {c: iter(names) for c, names in marks.names.items()}
+    return [{"class": classes[r.class_index], "mark": next(order[r.class_index]), "images": r.images,
+             "hits": r.hits, "fraction": _clean(r.fraction), "recalled": r.recalled} for r in rows]
+
+
+def format_marks(rows: list[dict[str, Any]]) -> str:
+    """The mark table as text: one line per (class, mark)."""
+    if not rows:
+        return ""
+    width = max(len(r["class"]) for r in rows)
+    mwidth = max(len(r["mark"]) for r in rows)
+    lines = [f"{'class':<{width}}  {'mark':<{mwidth}}  {'on the mark':>11}  recalled"]
+    for r in rows:
+        frac = "-" if r["fraction"] is None else f"{100 * r['fraction']:.0f}%"
+        lines.append(f"{r['class']:<{width}}  {r['mark']:<{mwidth}}  {frac:>5} {r['hits']:>2}/{r['images']:<3}"
+                     f"  {'yes' if r['recalled'] else 'no'}")
+    return "\n".join(lines)
 
 
 def _clean(v: Any) -> float | None:
@@ -159,5 +199,6 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PART_KEYS", "PartSet", "Truth", "nearest_labels", "random_partset", "mark_columns", "either_side",
+__all__ = ["PART_KEYS", "PartSet", "Truth", "Marks", "nearest_labels", "random_partset", "mark_columns",
+           "mark_table", "format_marks", "either_side",
            "part_scores", "format_table"]

@@ -245,6 +245,6 @@ def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generat
                         "(CUB-200-2011 or toy birds)")
     run = load_run(run_path)
     result = yield from evaluate(run, report, should_stop=token.is_stale)
-    figures = result.to_dict()
+    figures = result.saved()
     atomic_write_json(Path(run_path) / EVALUATION_FILE, figures)
     return figures

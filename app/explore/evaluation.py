@@ -51,7 +51,24 @@ def figures_html(figures: dict[str, Any]) -> str:
                    f"<td align='right' style='color:gray'>{_fmt(base.get(key), kind) if key in base else ''}</td></tr>"
                    for key, label, kind in ROWS if key in figures)
     head = "<tr><td></td><td align='right'>run</td><td align='right' style='color:gray'>random</td></tr>"
-    return f"<table cellspacing='3'>{head}{rows}</table>"
+    return f"<table cellspacing='3'>{head}{rows}</table>" + marks_html(figures.get("marks") or [])
+
+
+def marks_html(rows: list[dict[str, Any]]) -> str:
+    """Toy birds: per class, each defining mark with ✓ (a part of the class lies on it in at least half of the
+    test images) or ✗, and that fraction."""
+    if not rows:
+        return ""
+    by_class: dict[str, list[str]] = {}
+    for r in rows:
+        frac = r.get("fraction")
+        cell = f"{r['mark'].replace('_', ' ')} {'✓' if r.get('recalled') else '✗'}"
+        if isinstance(frac, (int, float)):
+            cell += f" <span style='color:gray'>{100 * frac:.0f}%</span>"
+        by_class.setdefault(str(r["class"]), []).append(cell)
+    found = sum(bool(r.get("recalled")) for r in rows)
+    items = "".join(f"<li>{html.escape(c.replace('_', ' '))}: {', '.join(cells)}</li>" for c, cells in by_class.items())
+    return f"<p><b>Field marks found: {found} of {len(rows)}</b></p><ul style='margin-left:-20px'>{items}</ul>"
 
 
 class EvaluationPanel(QGroupBox):

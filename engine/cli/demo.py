@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..demo import DemoSettings, build_demo, demo_paths
     from ..events import EpochEnd, Message, Progress, Started, to_json
+    from ..evaluate_scores import format_marks
     from .common import Bars, drive
 
     settings = DemoSettings() if args.epochs is None else replace(DemoSettings(), epochs=args.epochs)
@@ -65,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'regions_per_class':22}{f(m.get('regions_per_class')):>10}{'':>10}")
     print(f"{'keypoint_error':22}{f(m.get('keypoint_error')):>10}{f(base.get('keypoint_error')):>10}")
     print(f"{'nmi / ari':22}{f(m.get('nmi')) + ' / ' + f(m.get('ari')):>10}")
+    if m.get("marks"):
+        print()
+        print(format_marks(m["marks"]))
     print(f"next: fieldmark explain {run_dir} IMAGE --out maps   |   ./fm app {run_dir}")
     return 0

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import scan
     from ..device import resolve_device
     from ..evaluate import evaluate
-    from ..evaluate_scores import format_table
+    from ..evaluate_scores import format_marks, format_table
     from ..runs import load_run
     from .common import Bars, drive
 
@@ -42,5 +42,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{loaded.run_dir} ({loaded.meta.get('method', '?')}, {loaded.meta['arch']['name']}) on {report.root}")
         print(format_table(result.to_dict(), result.info))
+        if result.info.get("marks"):
+            print("\nfield marks (a mark is recalled when a part of its class lies on it in at least half of the "
+                  "test images):")
+            print(format_marks(result.info["marks"]))
     sys.stdout.flush()
     return 0

@@ -169,6 +169,9 @@ def test_arrow_keys_evaluate_and_cache(window, qtbot, toy, explore):
     figures = blocker.args[0].figures
     assert set(figures) >= {"top1", "part_hit_rate", "nmi"} and (toy.run / "evaluation.json").is_file()
     assert "Part hit rate" in panel.table.text()
+    marks = figures["marks"]  # toy birds: the per-mark table is shown too
+    assert marks and f"Field marks found: {sum(r['recalled'] for r in marks)} of {len(marks)}" in panel.table.text()
+    assert marks[0]["mark"].replace("_", " ") in panel.table.text()
     qtbot.waitUntil(lambda: panel.evaluate_button.isEnabled(), timeout=5000)
     assert panel.evaluate_button.text() == "Evaluate again"
 

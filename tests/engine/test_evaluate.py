@@ -200,6 +200,17 @@ def test_mark_recall_on_toy_birds(tmp_path):
     assert result.baselines["random"]["mark_recall"] < result.mark_recall
     assert result.part_hit_rate > result.baselines["random"]["part_hit_rate"]
     assert result.info["parts"] == 3 and result.info["parts_all"] == 12
+    # the table behind mark_recall: one row per (class, defining mark), names from the generator's truth
+    from engine.evaluate_scores import format_marks
+    from engine.toybirds import class_marks
+
+    truth = class_marks(root)
+    rows = result.info["marks"]
+    assert [(r["class"], r["mark"]) for r in rows] == [(c, m) for c in report.classes for m, _ in truth[c]]
+    assert all(r["recalled"] and r["hits"] == r["images"] > 0 for r in rows)
+    assert result.saved()["marks"] == rows and "marks" not in result.to_dict()
+    text = format_marks(rows)
+    assert text.count("\n") == len(rows) and f"{rows[0]['hits']}/{rows[0]['images']}" in text
 
 
 def test_refuses_data_without_parts_and_stops(cub, tmp_path, class_folders):
