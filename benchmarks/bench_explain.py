@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `python benchmarks/bench_explain.py`: make the 
 import numpy as np
 import torch
 
-from benchmarks.common import format_table, interleaved_medians, machine_line, median, row
+from benchmarks.common import cli, interleaved_medians, median, row
 
 GOAL = 2.0
 
@@ -71,5 +71,4 @@ def run(quick: bool = False, device: str = "cpu", size: int = 224) -> list[dict]
 
 
 if __name__ == "__main__":
-    print(machine_line())
-    print(format_table(run(quick="--quick" in sys.argv)))
+    cli(run, __doc__)

@@ -11,7 +11,6 @@ show up here). When a time cap cuts the export short, the rows say how far it go
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from benchmarks.common import format_table, machine_line, make_class_folders, make_photo, row, write_jpeg
+from benchmarks.common import cli, make_class_folders, make_photo, row, write_jpeg
 
 GOAL = 1.10
 SAMPLE_S = 0.05
@@ -212,9 +211,4 @@ def run(quick: bool = False, count: int | None = None, max_seconds: float | None
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--count", type=int, default=None)
-    a = ap.parse_args()
-    print(machine_line())
-    print(format_table(run(quick=a.quick, count=a.count)))
+    cli(run, __doc__, count=True)

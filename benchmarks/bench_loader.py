@@ -17,7 +17,6 @@ Goal: Fieldmark's images/s ≥ 1.0× the plain loop's, at test top-1 within 5 po
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import format_table, machine_line, make_class_folders, row
+from benchmarks.common import cli, make_class_folders, row
 from engine.config import TrainConfig
 from engine.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from engine.events import BatchEnd, EpochEnd, Started
@@ -190,9 +189,4 @@ def run(quick: bool = False, device: str = "auto", epochs: int | None = None, im
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="auto")
-    a = ap.parse_args()
-    print(machine_line())
-    print(format_table(run(quick=a.quick, device=a.device)))
+    cli(run, __doc__, device=True)

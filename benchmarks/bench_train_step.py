@@ -5,18 +5,17 @@ one step is the training loop's: criterion forward, ``zero_grad``, backward, SGD
 logged terms. The two steps alternate (CE, MC, CE, MC, ...) after a warm-up and the medians are compared.
 Goal: an MC-Loss step costs at most 1.05× a cross-entropy step.
 
-``python benchmarks/bench_train_step.py [--quick]`` prints the table; ``run()`` returns the rows.
+``python -m benchmarks.bench_train_step [--quick]`` prints the table; ``run()`` returns the rows.
 """
 
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import torch
 from torch import nn
 
-from benchmarks.common import format_table, interleaved_medians, machine_line, median, row
+from benchmarks.common import cli, interleaved_medians, median, row
 from engine.device import resolve_device
 from engine.losses import CECriterion, MCLossCriterion
 from engine.models import create_model
@@ -97,9 +96,4 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="auto")
-    a = ap.parse_args()
-    print(machine_line())
-    print(format_table(run(quick=a.quick, device=a.device)))
+    cli(run, __doc__, device=True)

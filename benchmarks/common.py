@@ -87,6 +87,22 @@ def machine_line() -> str:
             f"{torch.__version__} ({torch.get_num_threads()} threads), malloc: {malloc}, {omp}, {cuda}")
 
 
+def cli(run: Callable[..., list[dict]], doc: str, device: bool = False, count: bool = False) -> None:
+    """The ``python -m benchmarks.bench_X`` entry: ``--quick`` (and ``--device`` / ``--count`` where the
+    benchmark takes them), the machine line, then the table of ``run(...)``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run; ratios are noisier)")
+    if device:
+        ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    if count:
+        ap.add_argument("--count", type=int, default=None, help="how many images")
+    args = ap.parse_args()
+    print(machine_line())
+    print(format_table(run(**vars(args))))
+
+
 def format_table(rows: Sequence[dict]) -> str:
     """The ``name | measured | ratio | goal | met`` table, then the rows' notes."""
     def measured(r: dict) -> str:
