@@ -17,6 +17,7 @@ from PySide6.QtCore import QPointF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QScrollArea,
                                QSlider, QSplitter, QVBoxLayout, QWidget)
+from superqt import QElidingLabel
 
 from engine.data import DataReport, Sample
 from engine.errors import EngineError
@@ -90,8 +91,9 @@ class ExplorePage(QWidget):
         self.keypoints_box = QCheckBox("Keypoints", self)
         self.keypoints_box.setToolTip("Show the data set's ground-truth part keypoints")
         self.keypoints_box.toggled.connect(self._on_keypoints_box_toggled)
-        self.status = QLabel("", self)
-        self.status.setObjectName("exploreStatus")
+        self.status = QElidingLabel("", self)  # long messages are elided (full text in the tooltip), so the
+        self.status.setObjectName("exploreStatus")  # window can be narrower than the longest one
+        self.status.setElideMode(Qt.TextElideMode.ElideRight)
         bar = QHBoxLayout()
         bar.setContentsMargins(6, 6, 6, 0)
         for text, w in (("Method", self.method_box), ("Class", self.class_box), ("Colours", self.cmap_box),
@@ -318,6 +320,7 @@ class ExplorePage(QWidget):
 
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
+        self.status.setToolTip(text)
 
     def _set_controls_enabled(self, on: bool) -> None:
         for w in (self.method_box, self.class_box):

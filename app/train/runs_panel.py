@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
+from superqt import QElidingLabel
 
 from engine.errors import EngineError
 from engine.runs import RunInfo, list_runs
@@ -36,7 +37,8 @@ class RunsPanel(QWidget):
         super().__init__(parent)
         self.folder = ""
         self.runs: list[RunInfo] = []
-        self.title = QLabel("Past runs", self)
+        self.title = QElidingLabel("Past runs", self)  # a long folder is elided in the middle (full in the tooltip)
+        self.title.setElideMode(Qt.TextElideMode.ElideMiddle)
         self.title.setObjectName("sectionTitle")
         self.open_button = QPushButton("Open Run", self)
         self.open_button.setEnabled(False)
@@ -79,6 +81,7 @@ class RunsPanel(QWidget):
         folder = Path(self.folder).expanduser() if self.folder else None
         self.runs = list_runs(folder) if folder is not None and folder.is_dir() else []
         self.title.setText(f"Past runs in {self.folder}" if self.folder else "Past runs")
+        self.title.setToolTip(str(self.folder or ""))
         self.table.setRowCount(len(self.runs))
         for row, r in enumerate(self.runs):
             top1 = r.metrics.get("test_top1")

@@ -28,6 +28,14 @@ def test_workspaces_and_shortcuts(window, qtbot):
     assert window.current_workspace() == "Library"
 
 
+def test_every_workspace_fits_a_1024_pixel_wide_screen(window, qtbot):
+    for name in window.workspace_names:
+        window.set_workspace(name)
+        qtbot.wait(10)
+        width = window.minimumSizeHint().width()
+        assert width <= 1024, f"{name}: the window cannot be narrower than {width} px"
+
+
 def test_menu_shortcuts_and_status_bar(window):
     assert window.open_folder_action.shortcut().toString() == "Ctrl+O"
     assert window.open_run_action.shortcut().toString() == "Ctrl+Shift+O"
