@@ -64,18 +64,24 @@ def mobilenet_v2(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
 
 
 class SmallNet(nn.Module):
-    """A small VGG-style CNN (about 0.3 M parameters, 0.3 GMAC at 160 px, stride 8) for training from scratch
-    on a CPU: the toy-birds demo and fast tests. The fine stride gives 20x20 part maps at 160 px."""
+    """A small CNN (about 60 k parameters, stride 8, receptive field 17 px) for training from scratch on a CPU:
+    the toy-birds demo and fast tests. 16x16 part maps at 128 px.
+
+    The receptive field is kept small on purpose: a part channel can then only fire where its evidence is, so
+    its peak stays on the field mark. With the usual 3x3 stacks (receptive field 61 px) the channels of a class
+    fired at junctions between marks and beside them (they still saw the mark from there) and the demo's mark
+    recall was 50-70 %; at 17 px it is 85 % (measured on the demo, README)."""
 
     def __init__(self, width: int = 128):
         super().__init__()
 
-        def conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+        def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
                     nn.ReLU(inplace=True)]
 
-        self.body = nn.Sequential(*conv(3, 32, 2), *conv(32, 48), nn.MaxPool2d(2), *conv(48, 64), *conv(64, 64),
-                                  nn.MaxPool2d(2), *conv(64, width), *conv(width, width))
+        # receptive field / stride after each block: 3/2, 3/2, 5/4, 13/4, 13/4, 17/8, 17/8, 17/8
+        self.body = nn.Sequential(*conv(3, 32, 3, 2), *conv(32, 48, 1), nn.MaxPool2d(2), *conv(48, 64, 3),
+                                  *conv(64, 64, 1), nn.MaxPool2d(2), *conv(64, width, 1), *conv(width, width, 1))
         self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,5 +105,6 @@ BACKBONES: dict[str, tuple[BackboneBuilder, str]] = {
     "resnet50": (resnet50, "ResNet-50 (torchvision), 2048 channels, stride 32"),
     "vgg16_bn": (vgg16_bn, "VGG-16-BN (torchvision) without its last pool, 512 channels, stride 16"),
     "mobilenet_v2": (mobilenet_v2, "MobileNetV2 (torchvision), 1280 channels, stride 32"),
-    "smallnet": (smallnet, "small CNN for CPU training from scratch (toy birds, tests), 128 channels, stride 8"),
+    "smallnet": (smallnet, "small CNN for CPU training from scratch (toy birds, tests), 128 channels, stride 8, "
+                           "receptive field 17 px"),
 }

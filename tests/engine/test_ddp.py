@@ -178,8 +178,9 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
             assert mine[key] == pytest.approx(theirs[key], rel=1e-3, abs=1e-5), (mine["epoch"], key)
         assert mine["test_top1"] == pytest.approx(theirs["test_top1"])
     a, b = runs.load_run(run).model.state_dict(), runs.load_run(tmp_path / "ref").model.state_dict()
-    for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-4), k
+    for k in a:  # float32 sums in another order (two shards all-reduced vs one batch) drift apart over 3 epochs
+        diff = (a[k].float() - b[k].float()).abs().max().item()
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=5e-4), (k, diff)
 
     # 4. only rank 0 wrote into the run folder
     assert (audit / "rank0.txt").is_file(), "the audit hook saw no write by rank 0"

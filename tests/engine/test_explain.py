@@ -93,11 +93,15 @@ def test_cam_equals_gradcam_for_a_gap_linear_head():
     resolution. Min-max normalisation is scale-free, so when CAM ≥ 0 everywhere (all weights of the class
     positive, features non-negative) the normalised full-resolution maps are equal; otherwise only where
     ReLU leaves CAM unchanged, which the raw comparison covers."""
-    m = create_model("smallnet", CLASSES, XI).eval()
     img = images(1)[0]
-    cam, gc = explain(m, [img], ["cam", "gradcam"], 1, PP)[0]
+    for seed in range(50):  # a random model whose CAM takes both signs on this image (the first of a few seeds)
+        torch.manual_seed(seed)
+        m = create_model("smallnet", CLASSES, XI).eval()
+        cam, gc = explain(m, [img], ["cam", "gradcam"], 1, PP)[0]
+        if cam.low_res.min() < 0 < cam.low_res.max():
+            break
     h, w = cam.low_res.shape[-2:]
-    assert cam.low_res.min() < 0 < cam.low_res.max(), "random weights: CAM takes both signs here"
+    assert cam.low_res.min() < 0 < cam.low_res.max(), "no seed gave a CAM of both signs"
     assert np.allclose(gc.low_res, np.maximum(cam.low_res, 0) / (h * w), rtol=1e-4, atol=1e-9)
     with torch.no_grad():
         m.fc.weight[1].abs_()
