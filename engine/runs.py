@@ -156,9 +156,9 @@ def load_weights(model: nn.Module, path: Path) -> None:
     if missing or extra or shapes:
         raise CheckpointError(f"{str(path)!r} does not fit the model described in {MODEL_JSON} "
                               f"({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} wrong shapes, "
-                              f"e.g. {(missing + extra + shapes)[:2]}): the files come from different runs, or the run was "
-                              "saved by a Fieldmark whose model of that name had another architecture; "
-                              "retrain it")
+                              f"e.g. {(missing + extra + shapes)[:2]}): the files come from different runs, or "
+                              "the run was saved by a Fieldmark whose model of that name had another "
+                              "architecture; retrain it")
     model.load_state_dict(state)
 
 
