@@ -132,7 +132,7 @@ def _clear_run(run: Path) -> None:
 
 def _overlays(loaded, data: Path, out: Path, n: int, stop: Callable[[], bool]):
     """One channel-map overlay for the first test image of the first ``n`` classes."""
-    from .cli.explain import draw_strip
+    from .overlays import draw_strip
     from .data import scan
     from .explain import explain
     from .imageio import read_image, write_image

@@ -60,7 +60,8 @@ def test_train_watch_stop_resume_and_open_the_run(window, qtbot, data_dir, tmp_p
     assert not page.start_button.isEnabled() and not page.form.isEnabled()
     qtbot.waitUntil(lambda: page.curves.epoch_count >= 2, timeout=SLOW)
     assert page.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: len(page.curves.part_curves["loss"].xData) >= 2, timeout=2000)  # redrawn by a timer
+    qtbot.waitUntil(lambda: "loss" in page.curves.part_curves  # curves are made and redrawn by a timer
+                    and len(page.curves.part_curves["loss"].xData) >= 2, timeout=2000)
     assert len(page.curves.speed_curve.xData) >= 2
     assert set(page.curves.part_curves) >= {"loss", "ce", "dis", "div"}
     click(qtbot, page.stop_button)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine import runs
-from engine.cli.explain import MAX_TILE_WIDTH, TILE
+from engine.overlays import MAX_TILE_WIDTH, TILE
 from engine.data import scan
 from engine.imageio import read_image
 
