@@ -53,6 +53,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         guard_singletons()
+        device = device_text()  # what a training child gets (read before this process gives one core to the GUI)
         reserve_gui_core()
         super().__init__(parent)
         self.setWindowTitle("Fieldmark")
@@ -80,7 +81,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.log_dock)
         self._log_handler = install_handler(self.log_panel)
 
-        self.device_label = QLabel(f"Device: {device_text()}", self)
+        self.device_label = QLabel(f"Device: {device}", self)
         self.run_label = QLabel("Run: none", self)
         self.run_label.setMaximumWidth(520)
         self.job_label = QLabel("", self)

@@ -290,7 +290,8 @@ class ComparePage(QWidget):
         names = self.run.classes if self.run else ()
         self.pairs.clear()
         for pair in confusion.pairs:
-            item = QListWidgetItem(f"{names[pair.a]} ↔ {names[pair.b]}\n{pair.errors} errors · "
+            errors = f"{pair.errors} error" + ("" if pair.errors == 1 else "s")
+            item = QListWidgetItem(f"{names[pair.a]} ↔ {names[pair.b]}\n{errors} · "
                                    f"{100 * pair.soft:.1f} % probability to each other")
             item.setData(Qt.ItemDataRole.UserRole, pair)
             self.pairs.addItem(item)
