@@ -47,6 +47,10 @@ class TrainCurves(QWidget):
         self.speed_curve = self.speed_plot.plot(pen=pg.mkPen("#e07b39", width=2))
         self.part_curves: dict[str, pg.PlotDataItem] = {}
         self._spare: dict[str, pg.PlotDataItem] = {k: self._make_curve(k) for k in PART_COLORS}
+        # Lay out one legend label now: the first one loads the font, which took up to 0.3 s of the GUI thread
+        # when it happened at a run's first epoch (measured by the stall probe of the tests).
+        self.legend.addItem(self._spare["loss"], "loss")
+        self.legend.removeItem(self._spare["loss"])
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
