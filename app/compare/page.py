@@ -24,7 +24,7 @@ from engine.events import Progress
 from ..explore.compute import ModelCache
 from ..explore.image_view import to_pixmap
 from ..explore.lane import Lane
-from ..state import DataState, RunRef
+from ..state import RunRef
 from .compute import ClassParts, Confusion, Pair, class_parts_job, confusion_job
 
 log = logging.getLogger(__name__)
@@ -323,14 +323,6 @@ class ComparePage(QWidget):
         super().showEvent(event)
         self._start_confusion()
         self.request()
-
-    @Slot(object)
-    def _on_window_active_run_changed(self, ref: RunRef) -> None:
-        self.set_run(ref)
-
-    @Slot(object)
-    def _on_window_data_changed(self, state: DataState) -> None:
-        self.set_data(state.report)
 
     @Slot(int)
     def _on_class_box_activated(self, _index: int) -> None:

@@ -74,8 +74,8 @@ def install(window: "MainWindow") -> Workspaces:
     window.add_workspace("Compare", pages.compare)
     window.add_workspace("Export", pages.export)
     for page in (pages.explore, pages.compare, pages.export):
-        window.active_run_changed.connect(page._on_window_active_run_changed)
-        window.data_changed.connect(page._on_window_data_changed)
+        window.active_run_changed.connect(page.set_run)
+        window.data_changed.connect(lambda state, page=page: page.set_data(state.report))
     window.library.selection_changed.connect(pages.explore._on_library_selection_changed)
     pages.explore.step_requested.connect(lambda req: step_library(window, req))
     if window.active_run is not None:

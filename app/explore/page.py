@@ -22,7 +22,7 @@ from superqt import QElidingLabel
 from engine.data import DataReport, Sample
 from engine.errors import EngineError
 
-from ..state import DataState, RunRef, SelectionState
+from ..state import RunRef, SelectionState
 from .compute import METHOD_LABELS, THUMB, MapRequest, MapResult, ModelCache, RunInfo, compute_maps, load_run_info
 from .evaluation import EvaluationPanel
 from .image_view import COLORMAPS, MapImageView, colorize, to_pixmap
@@ -336,14 +336,6 @@ class ExplorePage(QWidget):
         self.evaluation.lane.shutdown()
 
     # -- slots -----------------------------------------------------------------------------------------------
-    @Slot(object)
-    def _on_window_active_run_changed(self, ref: RunRef) -> None:
-        self.set_run(ref)
-
-    @Slot(object)
-    def _on_window_data_changed(self, state: DataState) -> None:
-        self.set_data(state.report)
-
     @Slot(object)
     def _on_library_selection_changed(self, state: SelectionState) -> None:
         self.set_selection(state.samples)

@@ -24,7 +24,7 @@ from engine.export import ExportSummary
 
 from ..explore.compute import TokenLike
 from ..explore.lane import Lane
-from ..state import DataState, RunRef
+from ..state import RunRef
 
 log = logging.getLogger(__name__)
 
@@ -284,11 +284,3 @@ class ExportPage(QWidget):
     @Slot()
     def _on_open_button_clicked(self) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(self.out.text().strip()))
-
-    @Slot(object)
-    def _on_window_active_run_changed(self, ref: RunRef) -> None:
-        self.set_run(ref)
-
-    @Slot(object)
-    def _on_window_data_changed(self, state: DataState) -> None:
-        self.set_data(state.report)

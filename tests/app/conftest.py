@@ -139,3 +139,11 @@ else:
         probe = StallProbe()
         yield probe
         probe.timer.stop()
+
+    @pytest.fixture(scope="session")
+    def toy(tmp_path_factory):
+        """A tiny toy-birds MC-Loss run (toyrun.ToyRun), trained once per session and shared by the workspaces'
+        tests."""
+        from toyrun import toy_run
+
+        return toy_run(tmp_path_factory.getbasetemp())

@@ -15,16 +15,11 @@ from engine.parts import find_parts
 from engine.runs import load_run
 
 from app.compare.compute import rank_pairs, labelled_test_samples
-from toyrun import ToyRun, open_toy, toy_run
+from toyrun import open_toy
 
 pytestmark = pytest.mark.timeout(240)
 
 SLOW = 60_000
-
-
-@pytest.fixture(scope="session")
-def toy(tmp_path_factory) -> ToyRun:
-    return toy_run(tmp_path_factory.getbasetemp())
 
 
 def test_rank_pairs_orders_by_errors_then_probability():

@@ -17,16 +17,11 @@ from engine.parts import crop, find_parts
 from engine.runs import load_run
 from engine.sampler import original_to_resampled, resampled_to_original
 
-from toyrun import ToyRun, open_toy, toy_run
+from toyrun import open_toy
 
 pytestmark = pytest.mark.timeout(240)
 
 SLOW = 60_000
-
-
-@pytest.fixture(scope="session")
-def toy(tmp_path_factory) -> ToyRun:
-    return toy_run(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -9,16 +9,11 @@ from PySide6.QtCore import Qt
 
 from app.export import page as export_page
 from app.export.page import CANCELLED, FAILED, FINISHED, default_out
-from toyrun import ToyRun, open_toy, toy_run
+from toyrun import open_toy
 
 pytestmark = pytest.mark.timeout(240)
 
 SLOW = 60_000
-
-
-@pytest.fixture(scope="session")
-def toy(tmp_path_factory) -> ToyRun:
-    return toy_run(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

@@ -30,6 +30,21 @@ PP = Preprocessing.for_size(64)
 
 
 # ------------------------------------------------------------------------------- a model with known channels
+def hue_response(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, centres: torch.Tensor,
+                 width: float) -> torch.Tensor:
+    """saturation² · exp(−(Δhue / width)²) of normalised images ``x`` for each hue in ``centres`` (1, K, 1, 1),
+    zero where the pixel is dark (value ≤ 0.25), average-pooled to stride 4."""
+    rgb = (x * std + mean).clamp(0, 1)
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    mx, mn = rgb.amax(1, keepdim=True), rgb.amin(1, keepdim=True)
+    d = (mx - mn).clamp_min(1e-6)
+    hue = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60
+    sat = (mx - mn) / mx.clamp_min(1e-6)
+    diff = (hue - centres).abs()
+    diff = torch.minimum(diff, 360 - diff)
+    return F.avg_pool2d(sat ** 2 * torch.exp(-(diff / width) ** 2) * (mx > 0.25), 4)
+
+
 class MarkColours(nn.Module):
     """Part channels that detect the colour of each class's marks: channel (class c, part k) answers
     saturation² · exp(−(Δhue / 15°)²) for the hue of c's k-th mark (zero for a missing third mark), average-pooled
@@ -44,16 +59,7 @@ class MarkColours(nn.Module):
         self.register_buffer("std", torch.tensor(pp.std).view(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = (x * self.std + self.mean).clamp(0, 1)
-        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-        mx, mn = rgb.amax(1, keepdim=True), rgb.amin(1, keepdim=True)
-        d = (mx - mn).clamp_min(1e-6)
-        hue = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60
-        sat = (mx - mn) / mx.clamp_min(1e-6)
-        diff = (hue - self.hues).abs()
-        diff = torch.minimum(diff, 360 - diff)
-        resp = sat ** 2 * torch.exp(-(diff / 15.0) ** 2) * (mx > 0.25) * self.on
-        return F.avg_pool2d(resp, 4)
+        return hue_response(x, self.mean, self.std, self.hues, 15.0) * self.on
 
 
 def colour_run(root: Path, classes: list[str], tmp: Path) -> LoadedRun:
@@ -149,15 +155,7 @@ class HueBank(nn.Module):
         self.width = 360.0 / n
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rgb = (x * self.std + self.mean).clamp(0, 1)
-        r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
-        mx, mn = rgb.amax(1, keepdim=True), rgb.amin(1, keepdim=True)
-        d = (mx - mn).clamp_min(1e-6)
-        hue = torch.where(mx == r, ((g - b) / d) % 6, torch.where(mx == g, (b - r) / d + 2, (r - g) / d + 4)) * 60
-        diff = (hue - self.centres).abs()
-        diff = torch.minimum(diff, 360 - diff)
-        sat = (mx - mn) / mx.clamp_min(1e-6)
-        return F.avg_pool2d(sat ** 2 * torch.exp(-(diff / self.width) ** 2) * (mx > 0.25), 4)
+        return hue_response(x, self.mean, self.std, self.centres, self.width)
 
 
 def _marks_in_boxes(report, root: Path, boxes_of) -> tuple[dict, float]:
