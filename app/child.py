@@ -74,9 +74,9 @@ def watch_stdin(stop: threading.Event, stream: TextIO | None = None) -> None:
 
 
 def train_job(args: argparse.Namespace, should_stop: Callable[[], bool]) -> Generator[Any, None, Any]:
-    """The training job: the exact TrainConfig the GUI built, through :func:`engine.train.train`."""
-    from engine.config import TrainConfig
-    from engine.train import train
+    """The training job: the exact TrainConfig the GUI built, through :func:`engine.training.loop.train`."""
+    from engine.training.config import TrainConfig
+    from engine.training.loop import train
 
     cfg = TrainConfig.from_dict(json.loads(args.config))
     return train(cfg, should_stop=should_stop, resume=args.resume)

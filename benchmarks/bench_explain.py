@@ -1,8 +1,8 @@
-"""Benchmark of the explanation maps (engine.explain): explaining one image against one plain forward pass.
+"""Benchmark of the explanation maps (engine.maps.explain): explaining one image against one plain forward pass.
 
 MobileNetV2 part model (random weights, 16 classes, ξ = 3), one 500×375 RGB photo (CUB's typical size), 224 px
 input. The baseline is ``model(x)`` on the already prepared (resized, normalised) tensor under ``no_grad``, the
-floor of any explanation. Each other row is a full :func:`engine.explain.explain` call from the RGB array: resize,
+floor of any explanation. Each other row is a full :func:`engine.maps.explain.explain` call from the RGB array: resize,
 normalise, the forward pass, the maps of the predicted class, their upsampling to 500×375 and normalisation.
 Goal (the issue's): forward + all maps of one class at most 2× the plain forward, for the ξ part channels and for
 every map that needs no input gradient computed in one pass; guided Grad-CAM needs a full backward pass (about
@@ -30,7 +30,7 @@ GOAL = 2.0
 def run(quick: bool = False, device: str = "cpu", size: int = 224) -> list[dict]:
     """Time one explanation against one forward pass; rows of {name, seconds, ratio, goal, met}."""
     from engine.data.transforms import Preprocessing
-    from engine.explain import explain, prepare
+    from engine.maps.explain import explain, prepare
     from engine.models import create_model
 
     torch.manual_seed(0)

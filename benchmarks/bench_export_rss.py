@@ -1,6 +1,6 @@
 """Peak memory of ``fieldmark export`` over many images: the export streams, so its RSS stays flat.
 
-A smallnet run is trained for one epoch (64 px) on a small generated set with :func:`engine.train.train`, then
+A smallnet run is trained for one epoch (64 px) on a small generated set with :func:`engine.training.loop.train`, then
 ``python -m engine export RUN FLAT --out DIR`` runs as a subprocess over a flat folder of generated small JPEGs
 (10,000; 1,000 with ``--quick``). The parent samples the child's RSS with psutil every 50 ms and follows the
 export's progress by counting the lines of its ``done.jsonl`` (one per finished image, appended per batch).
@@ -50,8 +50,8 @@ class Trace:
 
 def train_tiny_run(tmp: Path) -> Path:
     """One epoch of smallnet at 64 px on 4 generated classes; returns the run folder."""
-    from engine.config import TrainConfig
-    from engine.train import run_to_end, train
+    from engine.training.config import TrainConfig
+    from engine.training.loop import run_to_end, train
 
     data = make_class_folders(tmp / "train-data", 4, 16, 96, 72, test_fraction=0.25)
     run = tmp / "run"
@@ -87,7 +87,7 @@ def _count_lines(path: Path, state: dict) -> int:
 
 def trace_export(run: Path, flat: Path, out: Path, max_seconds: float) -> tuple[Trace, int, str]:
     """Run the export in a subprocess and sample it; (trace, exit code or -1 when stopped at the cap, stderr)."""
-    from engine.export_files import STATE
+    from engine.export.files import STATE
 
     cmd = [sys.executable, "-m", "engine", "export", str(run), str(flat), "--out", str(out), "--device", "cpu"]
     trace, state = Trace(), {}

@@ -1,6 +1,6 @@
 """Fine-tuning throughput: Fieldmark's own training path against a plain torchvision loop, same model and steps.
 
-* Fieldmark: :func:`engine.train.train` on the folder (scan, decode once into the resized-image cache, seeded
+* Fieldmark: :func:`engine.training.loop.train` on the folder (scan, decode once into the resized-image cache, seeded
   OpenCV augmentation in the training process, ``workers=0``), timed from the call to the last step of the last
   epoch; its per-epoch evaluation and checkpoint writes are left out of the time.
 * Plain: what a user writes: ``torchvision.datasets.ImageFolder`` (PIL decode every epoch), ``RandomResizedCrop``
@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import cli, make_class_folders, row
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from engine.events import BatchEnd, EpochEnd, Started
-from engine.train import build_criterion, lr_factor, make_optimizer, model_kwargs, seed_everything, train
+from engine.training.loop import build_criterion, lr_factor, make_optimizer, model_kwargs, seed_everything, train
 
 REPO = Path(__file__).resolve().parent.parent
 BIRDS = REPO.parent / "shared" / "data" / "birds-dev"
@@ -69,7 +69,7 @@ def birds_folder(root: Path, test_per_class: int) -> Path:
 
 
 def fieldmark_side(cfg: TrainConfig) -> Result:
-    """engine.train.train, timed without its per-epoch evaluation and checkpoint writes."""
+    """engine.training.loop.train, timed without its per-epoch evaluation and checkpoint writes."""
     prev, seconds, images, batch_images, loss = time.perf_counter(), 0.0, 0, cfg.batch_size, float("nan")
     gen = train(cfg)
     while True:
@@ -178,7 +178,7 @@ def run(quick: bool = False, device: str = "auto", epochs: int | None = None, im
         row("fine-tune, plain torchvision loop (workers=2)", plain.seconds, 1.0, None, None,
             measured=f"{plain.images_per_s:.1f} img/s, top-1 {plain.top1:.1%}, loss {plain.last_loss:.3f}",
             note=what),
-        row("fine-tune Fieldmark engine.train (x plain img/s)", fm.seconds, ratio, f">= {GOAL}",
+        row("fine-tune Fieldmark engine.training.loop (x plain img/s)", fm.seconds, ratio, f">= {GOAL}",
             ratio >= GOAL and equal,
             measured=f"{fm.images_per_s:.1f} img/s, top-1 {fm.top1:.1%}, loss {fm.last_loss:.3f}",
             note=f"same model/criterion/optimizer/schedule and {fm.images} vs {plain.images} images stepped; "

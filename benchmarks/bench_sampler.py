@@ -1,4 +1,4 @@
-"""Benchmark of the TASN attention sampler (engine.sampler), all ratios measured side by side in one run.
+"""Benchmark of the TASN attention sampler (engine.models.sampler), all ratios measured side by side in one run.
 
 B = 8 images 3x448x448 sampled to 224x224 (the authors' 512 → 224 setting, scaled to this project's 448 px).
 Rows: a bare ``grid_sample`` of the same size (the floor), ``sampling_grid`` + ``resample`` (goal: at most 1.5x
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import cli, interleaved_medians, median, row
-from engine.sampler import reference_sampling_grid, resample, sampling_grid
+from engine.models.sampler import reference_sampling_grid, resample, sampling_grid
 
 
 def run(quick: bool = False, device: str = "cpu", batch: int = 8, size: int = 448, out: int = 224) -> list[dict]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from benchmarks.common import cli, interleaved_medians, median, row
 from engine.device import resolve_device
-from engine.losses import CECriterion, MCLossCriterion
+from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 
 GOAL = 1.05
@@ -25,7 +25,7 @@ GOAL = 1.05
 
 def make_step(model: nn.Module, criterion: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
               y: torch.Tensor) -> Callable[[], None]:
-    """One training step as engine.train runs it (without the lr schedule and the AMP scaler, no-ops on CPU)."""
+    """One training step as engine.training.loop runs it (without the lr schedule and the AMP scaler, no-ops on CPU)."""
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
     def step() -> None:

@@ -15,12 +15,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Generator
 
-from . import runs
-from .config import TrainConfig
-from .data.transforms import Preprocessing
-from .errors import Cancelled
-from .events import Finished, Message, Progress
-from .fileio import atomic_write_json
+import engine.runs as runs
+from engine.training.config import TrainConfig
+from engine.data.transforms import Preprocessing
+from engine.errors import Cancelled
+from engine.events import Finished, Message, Progress
+from engine.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,11 @@ def build_demo(out: str | os.PathLike | None = None, should_stop: Callable[[], b
                settings: DemoSettings | None = None) -> Generator[object, None, Finished]:
     """Build (or finish) the demo; yields Progress/Message and the training events; returns Finished whose
     ``metrics`` are the evaluation figures and whose ``run_dir`` is the demo run."""
-    from .data import scan
-    from .evaluate import evaluate
-    from .runs import load_run
-    from .toybirds import generate
-    from .train import train
+    from engine.data import scan
+    from engine.evaluation.evaluate import evaluate
+    from engine.runs import load_run
+    from engine.toybirds.dataset import generate
+    from engine.training.loop import train
 
     s = settings or DemoSettings()
     stop = should_stop or (lambda: False)
@@ -132,11 +132,11 @@ def _clear_run(run: Path) -> None:
 
 def _overlays(loaded, data: Path, out: Path, n: int, stop: Callable[[], bool]):
     """One channel-map overlay for the first test image of the first ``n`` classes."""
-    from .overlays import draw_strip
-    from .data import scan
-    from .explain import explain
-    from .imageio import read_image, write_image
-    from .parts import find_parts
+    from engine.maps.overlays import draw_strip
+    from engine.data import scan
+    from engine.maps.explain import explain
+    from engine.data.imageio import read_image, write_image
+    from engine.maps.parts import find_parts
 
     report = scan(data)
     firsts: dict[int, str] = {}

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .errors import CheckpointError
-from .fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from engine import __version__
+from engine.errors import CheckpointError
+from engine.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
 def load_run(path: str | Path, device: str | torch.device = "cpu",
              expect_classes: list[str] | int | None = None) -> LoadedRun:
     """Load a run folder's model in eval mode. ``expect_classes`` (names or a count) is checked."""
-    from .models import create_model
+    from engine.models import create_model
 
     run = run_dir_of(path)
     meta = read_meta(run)

@@ -3,7 +3,7 @@ part crops per channel. Both are generators of :class:`engine.events.Progress` r
 plain data. The model lives in a :class:`app.explore.compute.ModelCache` used by the lane's thread only.
 
 Parts are the ξ channel maps of a class (Chang et al., "The Devil is in the Channels", IEEE TIP 2020) read by
-:func:`engine.parts.find_parts`; a run whose model has no class channels falls back to its TASN attention or its
+:func:`engine.maps.parts.find_parts`; a run whose model has no class channels falls back to its TASN attention or its
 Grad-CAM map (Selvaraju et al., ICCV 2017), one row per map.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from engine.data import DataReport, Sample
 from engine.errors import CheckpointError, DataError
 from engine.events import Progress
-from engine.parts import crop, find_parts
+from engine.maps.parts import crop, find_parts
 
 from ..explore.compute import ModelCache, TokenLike, valid_methods
 
@@ -99,7 +99,7 @@ def _check(run, report: DataReport) -> None:
 
 def _decode(samples: Sequence[Sample]) -> list[tuple[Sample, np.ndarray]]:
     from engine.errors import DecodeError
-    from engine.imageio import read_image
+    from engine.data.imageio import read_image
 
     out = []
     for s in samples:
@@ -123,7 +123,7 @@ def confusion_job(run_path: str, report: DataReport, models: ModelCache,
                   token: TokenLike) -> Generator[Progress, None, Confusion]:
     """Predict every test image (the explanation input convention: whole image resized) and count."""
     from engine.data.transforms import Preprocessing
-    from engine.explain import predict_probs
+    from engine.maps.explain import predict_probs
 
     run = models.get(run_path)
     _check(run, report)
@@ -160,7 +160,7 @@ def class_parts_job(run_path: str, report: DataReport, classes: Sequence[int], t
                     token: TokenLike) -> Generator[Progress, None, list[ClassParts]]:
     """For each class: explain its test images for that class, and keep each map's ``top_n`` parts by score."""
     from engine.data.transforms import Preprocessing
-    from engine.explain import explain
+    from engine.maps.explain import explain
 
     run = models.get(run_path)
     _check(run, report)

@@ -2,8 +2,8 @@
 
 Everything they return is plain data (numpy arrays, dataclasses, floats) that the GUI thread can hold without
 touching a model: the loaded model stays in :class:`ModelCache`, which only the worker thread uses. Maps come
-from :func:`engine.explain.explain`, parts from :func:`engine.parts.find_parts`, and TASN's structure- and
-detail-preserved views (Zheng et al., CVPR 2019, §3.2) from :func:`engine.explain.resampled_views`.
+from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`, and TASN's structure- and
+detail-preserved views (Zheng et al., CVPR 2019, §3.2) from :func:`engine.maps.explain.resampled_views`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from engine.data import DataReport
 from engine.errors import ConfigError, DataError
 from engine.events import Progress
-from engine.parts import Part, crop, find_parts
+from engine.maps.parts import Part, crop, find_parts
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class ModelCache:
 
     def probs(self, run_path: str, image_path: str, image: np.ndarray) -> np.ndarray:
         from engine.data.transforms import Preprocessing
-        from engine.explain import predict_probs
+        from engine.maps.explain import predict_probs
 
         key = (run_path, image_path)
         if key not in self._probs:
@@ -155,8 +155,8 @@ class ModelCache:
 
 
 def valid_methods(model) -> list[str]:
-    """The map methods of :mod:`engine.explain` that ``model`` supports, in the engine's order."""
-    from engine.explain import METHODS, get_method
+    """The map methods of :mod:`engine.maps.explain` that ``model`` supports, in the engine's order."""
+    from engine.maps.explain import METHODS, get_method
 
     out = []
     for name in METHODS:
@@ -203,8 +203,8 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
     """Predict, explain, find the parts, cut their crops (original resolution) and resample the image by each
     map; the token is checked between the steps so that a newer request ends this one early."""
     from engine.data.transforms import Preprocessing
-    from engine.explain import explain, resampled_views
-    from engine.imageio import read_image
+    from engine.maps.explain import explain, resampled_views
+    from engine.data.imageio import read_image
 
     token.check()
     run = models.get(req.run)
@@ -234,9 +234,9 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
 
 
 def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress, None, dict]:
-    """:func:`engine.evaluate.evaluate` on a copy of the run of its own; the figures are saved as the run's
+    """:func:`engine.evaluation.evaluate.evaluate` on a copy of the run of its own; the figures are saved as the run's
     ``evaluation.json`` and returned."""
-    from engine.evaluate import evaluate
+    from engine.evaluation.evaluate import evaluate
     from engine.fileio import atomic_write_json
     from engine.runs import load_run
 

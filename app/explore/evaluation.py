@@ -1,5 +1,5 @@
 """The active run's facts and part-evaluation figures (ALGORITHMS.md §4): its ``evaluation.json`` when present,
-else an Evaluate button that runs :func:`engine.evaluate.evaluate` off the GUI thread with progress."""
+else an Evaluate button that runs :func:`engine.evaluation.evaluate.evaluate` off the GUI thread with progress."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The photo with one explanation map overlaid, its part's peak and box, the ground-truth keypoints, and a cursor.
 
 View coordinates are original-image pixels with pixel centres at integers (the engine's convention, see
-:mod:`engine.parts`): an image item covering W×H pixels sits on the rectangle (−0.5, −0.5, W, H), whatever size
+:mod:`engine.maps.parts`): an image item covering W×H pixels sits on the rectangle (−0.5, −0.5, W, H), whatever size
 it is drawn at, so a scaled-down display of a large photo still speaks in original pixels.
 """
 
@@ -13,7 +13,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPen, QPixmap
 from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
-from engine.parts import Part
+from engine.maps.parts import Part
 
 COLORMAPS = ("inferno", "viridis", "turbo", "magma")
 

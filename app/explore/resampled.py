@@ -2,8 +2,8 @@
 
 The two resampled views come from TASN's attention sampler (Zheng et al., CVPR 2019, §3.2) driven by the
 selected map. Pointing at a spot in any view marks the same spot in the others: a point of a resampled view goes
-back to original pixels through its sampling grid (:func:`engine.sampler.resampled_to_original`), and an
-original point goes into a view with :func:`engine.sampler.original_to_resampled`.
+back to original pixels through its sampling grid (:func:`engine.models.sampler.resampled_to_original`), and an
+original point goes into a view with :func:`engine.models.sampler.original_to_resampled`.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ def link_point(view: MapView, source: str, point: Point) -> CursorState:
     if source == "original":
         original = p
     else:
-        from engine.sampler import resampled_to_original
+        from engine.models.sampler import resampled_to_original
 
         original = resampled_to_original(p, grids[source], view.in_size)
-    from engine.sampler import original_to_resampled
+    from engine.models.sampler import original_to_resampled
 
     out = {"original": original}
     for name, grid in grids.items():

@@ -1,4 +1,4 @@
-"""The Export workspace: :func:`engine.export.export_parts` with its options, a progress bar with Cancel, and a
+"""The Export workspace: :func:`engine.export.crops.export_parts` with its options, a progress bar with Cancel, and a
 summary with a button that opens the output folder.
 
 The export runs on a worker thread (it is I/O-bound and checks ``should_stop`` between batches). Cancelling keeps
@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Progress
-from engine.export import ExportSummary
+from engine.export.crops import ExportSummary
 
 from ..explore.compute import TokenLike
 from ..explore.lane import Lane
@@ -59,8 +59,8 @@ class ExportState:
 
 def export_job(options: ExportOptions, report: DataReport, token: TokenLike) -> Generator[Progress, None,
                                                                                         ExportSummary]:
-    """The worker's job: load the run and drive :func:`engine.export.export_parts` (Cancelled when stale)."""
-    from engine.export import export_parts
+    """The worker's job: load the run and drive :func:`engine.export.crops.export_parts` (Cancelled when stale)."""
+    from engine.export.crops import export_parts
     from engine.runs import load_run
 
     run = load_run(options.run)

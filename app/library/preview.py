@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QPushButto
 from superqt.utils import create_worker
 
 from engine.data import Sample
-from engine.imageio import read_image
+from engine.data.imageio import read_image
 
 log = logging.getLogger(__name__)
 

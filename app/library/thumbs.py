@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
 from engine.errors import DecodeError
-from engine.imageio import read_image
+from engine.data.imageio import read_image
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""A form that edits the engine's :class:`~engine.config.TrainConfig`; the config itself validates every edit.
+"""A form that edits the engine's :class:`~engine.training.config.TrainConfig`; the config itself validates every edit.
 
 On every change the form builds a TrainConfig; a :class:`~engine.errors.ConfigError` (which names the field and
 the value) is shown next to the form and Start stays disabled. The fields match ``fieldmark train``'s options,
@@ -15,7 +15,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPushButton, QSpinBox, QWidget)
 
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.errors import ConfigError
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME

@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 
-from .. import __version__
-from ..errors import Cancelled, EngineError
+from engine import __version__
+from engine.errors import Cancelled, EngineError
 
 #: Sub-command modules of engine.cli, in the order `fieldmark --help` lists them.
 COMMANDS = ["train", "predict", "scan", "models", "toybirds", "demo", "evaluate", "explain", "export"]

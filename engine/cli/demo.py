@@ -20,10 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..demo import DemoSettings, build_demo, demo_paths
-    from ..events import EpochEnd, Message, Progress, Started, to_json
-    from ..evaluate_scores import format_marks
-    from .common import Bars, drive
+    from engine.demo import DemoSettings, build_demo, demo_paths
+    from engine.events import EpochEnd, Message, Progress, Started, to_json
+    from engine.evaluation.scores import format_marks
+    from engine.cli.common import Bars, drive
 
     settings = DemoSettings() if args.epochs is None else replace(DemoSettings(), epochs=args.epochs)
     data, run_dir = demo_paths(args.out)

@@ -23,12 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import scan
-    from ..device import resolve_device
-    from ..evaluate import evaluate
-    from ..evaluate_scores import format_marks, format_table
-    from ..runs import load_run
-    from .common import Bars, drive
+    from engine.data import scan
+    from engine.device import resolve_device
+    from engine.evaluation.evaluate import evaluate
+    from engine.evaluation.scores import format_marks, format_table
+    from engine.runs import load_run
+    from engine.cli.common import Bars, drive
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, device)

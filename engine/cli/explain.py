@@ -19,7 +19,7 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..explain import METHODS
+    from engine.maps.explain import METHODS
 
     p = sub.add_parser("explain", help="part maps, CAM / Grad-CAM and TASN views of images, as PNG + NPY + JSON")
     p.add_argument("run", help="run folder written by `fieldmark train`")
@@ -44,7 +44,7 @@ def _safe(name: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Explain the images; a folder that cannot be written ends as one line (every file is written atomically:
     what is there is whole)."""
-    from ..errors import EngineError
+    from engine.errors import EngineError
 
     try:
         return _explain(args)
@@ -57,16 +57,16 @@ def run(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     import torch
 
-    from ..data.transforms import Preprocessing
-    from ..device import resolve_device
-    from ..errors import ConfigError, DecodeError
-    from ..explain import explain, resampled_views, resolve_class
-    from ..fileio import atomic_write_bytes, atomic_write_json
-    from ..imageio import read_image, write_image
-    from ..parts import find_parts, parts_to_original
-    from ..overlays import draw_strip
-    from ..predict import expand_inputs
-    from ..runs import load_run
+    from engine.data.transforms import Preprocessing
+    from engine.device import resolve_device
+    from engine.errors import ConfigError, DecodeError
+    from engine.maps.explain import explain, resampled_views, resolve_class
+    from engine.fileio import atomic_write_bytes, atomic_write_json
+    from engine.data.imageio import read_image, write_image
+    from engine.maps.parts import find_parts, parts_to_original
+    from engine.maps.overlays import draw_strip
+    from engine.maps.predict import expand_inputs
+    from engine.runs import load_run
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be at least 1")

@@ -7,7 +7,7 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..explain import METHODS
+    from engine.maps.explain import METHODS
 
     p = sub.add_parser("export", help="cut the discovered parts out as a data set (crops, parts.csv, COCO json)",
                        description="Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts, "
@@ -32,12 +32,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import scan
-    from ..device import resolve_device
-    from ..events import Progress
-    from ..export import export_parts
-    from ..runs import load_run
-    from .common import Bars, drive
+    from engine.data import scan
+    from engine.device import resolve_device
+    from engine.events import Progress
+    from engine.export.crops import export_parts
+    from engine.runs import load_run
+    from engine.cli.common import Bars, drive
 
     loaded = load_run(args.run, resolve_device(args.device))
     report = scan(args.data)

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..models import get_spec, list_models
+    from engine.models import get_spec, list_models
 
     names = list_models()
     width = max(len(n) for n in names)

@@ -18,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.scan import Skipped
-    from ..device import resolve_device
-    from ..errors import ConfigError
-    from ..predict import expand_inputs, predict
-    from ..runs import load_run
+    from engine.data.scan import Skipped
+    from engine.device import resolve_device
+    from engine.errors import ConfigError
+    from engine.maps.predict import expand_inputs, predict
+    from engine.runs import load_run
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be at least 1")

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import scan
+    from engine.data import scan
 
     report = scan(args.data, val_fraction=args.val_fraction, seed=args.seed, verify=args.verify)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.describe(max_skipped=50))

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..toybirds import generate
+    from engine.toybirds.dataset import generate
 
     bar = tqdm(total=args.classes * max(args.per_class, 0), desc="toy birds", unit="img", file=sys.stderr,
                leave=False, dynamic_ncols=True, disable=None)

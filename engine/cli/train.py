@@ -1,7 +1,7 @@
 """`fieldmark train DATA --out RUN ... [--nproc N]`
 
 Multi-process (DistributedDataParallel) training: ``--nproc N`` starts N local processes through torch's elastic
-launcher (see :mod:`engine.distributed`); ``torchrun --nproc-per-node N -m engine train ...`` does the same and
+launcher (see :mod:`engine.training.distributed`); ``torchrun --nproc-per-node N -m engine train ...`` does the same and
 spans machines. ``--batch-size`` is the global batch, shared by the processes. Only rank 0 prints.
 """
 
@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..config import TrainConfig
-from ..events import BatchEnd, EpochEnd, Message, Started
-from .common import Bars, drive, fmt_pct
+from engine.training.config import TrainConfig
+from engine.events import BatchEnd, EpochEnd, Message, Started
+from engine.cli.common import Bars, drive, fmt_pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -66,13 +66,13 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
 
 
 def launch(args: argparse.Namespace, cfg: TrainConfig) -> int:
-    """Check what can be checked once, then run --nproc workers (see engine.distributed.launch_local)."""
+    """Check what can be checked once, then run --nproc workers (see engine.training.distributed.launch_local)."""
     import torch
 
-    from .. import distributed as ddp
-    from ..device import local_device
-    from ..errors import ConfigError, DataError
-    from ..train import prepare_run
+    import engine.training.distributed as ddp
+    from engine.device import local_device
+    from engine.errors import ConfigError, DataError
+    from engine.training.loop import prepare_run
 
     if ddp.env_rank()[1] > 1:
         raise ConfigError(f"--nproc {args.nproc} inside a launched job (WORLD_SIZE={ddp.env_rank()[1]}): "
@@ -93,10 +93,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import is_main_process
-    from ..errors import ConfigError
-    from ..events import to_json
-    from ..train import run_to_end, train
+    from engine.training.distributed import is_main_process
+    from engine.errors import ConfigError
+    from engine.events import to_json
+    from engine.training.loop import run_to_end, train
 
     cfg = config_from_args(args)
     if args.nproc != 1:

@@ -10,6 +10,6 @@ Layouts, detected automatically (see :func:`scan`):
 3. ``flat``: a folder of images with no classes (prediction and maps only).
 """
 
-from .scan import DataReport, Sample, Skipped, require_trainable, scan
+from engine.data.scan import DataReport, Sample, Skipped, require_trainable, scan
 
 __all__ = ["DataReport", "Sample", "Skipped", "scan", "require_trainable"]

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from ..errors import DataError, DecodeError
-from ..imageio import check_file, read_image
+from engine.errors import DataError, DecodeError
+from engine.data.imageio import check_file, read_image
+from engine.data.records import DataReport, Sample, Skipped
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ def _rows(path: Path, n_fields: int) -> list[list[str]]:
 
 def read(root: Path, *, verify: bool = False, progress: Callable[[int, int], None] | None = None):
     """Read a CUB-layout folder into a DataReport."""
-    from .scan import DataReport, Sample, Skipped
 
     try:
         images = {int(i): p for i, p in _rows(root / "images.txt", 2)}

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DecodeError
-from ..imageio import read_image
-from .scan import Sample, Skipped
-from .transforms import Preprocessing, resize_shorter, test_transform, train_transform
+from engine.errors import DecodeError
+from engine.data.imageio import read_image
+from engine.data.scan import Sample, Skipped
+from engine.data.transforms import Preprocessing, resize_shorter, test_transform, train_transform
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
-from .backbones import BACKBONES
-from .partnet import PartNet
+from engine.errors import ConfigError
+from engine.models.backbones import BACKBONES
+from engine.models.partnet import PartNet
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,9 @@ def _tasn_builder(backbone: str) -> Callable[..., nn.Module]:
 
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, input_size: int = 224,
               sample_size: int = 224) -> nn.Module:
-        from . import tasn
-        from .backbones import _TV
-        from .weights import load_state_dict_file, looks_like_path, torchvision_state_dict
+        import engine.models.tasn as tasn
+        from engine.models.backbones import _TV
+        from engine.models.weights import load_state_dict_file, looks_like_path, torchvision_state_dict
 
         state = None
         if pretrained not in (None, "", "none", "None"):

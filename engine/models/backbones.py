@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from .weights import load_into, load_state_dict_file, looks_like_path, torchvision_state_dict
+from engine.models.weights import load_into, load_state_dict_file, looks_like_path, torchvision_state_dict
 
 BackboneBuilder = Callable[[str | None], tuple[nn.Module, int, int]]
 
@@ -92,7 +92,7 @@ def smallnet(pretrained: str | None = None) -> tuple[nn.Module, int, int]:
     net = SmallNet()
     if pretrained not in (None, "", "none", "None"):
         if not looks_like_path(pretrained):
-            from ..errors import WeightsError
+            from engine.errors import WeightsError
 
             raise WeightsError(f"smallnet has no published weights ({pretrained!r}): train from scratch "
                                "(no --pretrained) or pass a local file saved from a smallnet")

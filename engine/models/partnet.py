@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..losses import group_sizes
+from engine.errors import ConfigError
+from engine.models.groups import group_sizes
 
 
 class PartNet(nn.Module):

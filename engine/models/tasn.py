@@ -3,7 +3,7 @@ Trilinear Attention Sampling Network for Fine-grained Image Recognition", CVPR 2
 
 Pipeline: an attention network (stride-8 features X, its own BN + ReLU + GAP + linear + CE head) → trilinear
 attention M(X) (C maps, treated as constants) → structure map (channel sum, squared) and detail map (one random
-channel per sample in training, the sum at test time) → the attention sampler (``engine.sampler``) makes the
+channel per sample in training, the sum at test time) → the attention sampler (``engine.models.sampler``) makes the
 structure-preserved I_s and detail-preserved I_d images → one backbone sees both (part net on I_d, master net
 on I_s, shared weights), pooled z_d, z_s → fc_part(z_d), fc_master(z_s) and a shared fc on both → distillation
 from the part net to the master net. Prediction: fc_master on I_s (the master net).
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tvm
 
-from ..errors import ConfigError
-from ..sampler import detail_map, detail_preserved, structure_map, structure_preserved
-from .backbones import resnet_body
-from .weights import load_into
+from engine.errors import ConfigError
+from engine.models.sampler import detail_map, detail_preserved, structure_map, structure_preserved
+from engine.models.backbones import resnet_body
+from engine.models.weights import load_into
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class TASNOutputs:
     shared_master_logits: torch.Tensor  # fc(z_s)
     structure_images: torch.Tensor      # I_s (B, 3, S, S)
     detail_images: torch.Tensor         # I_d (B, 3, S, S)
-    structure_grid: torch.Tensor        # (B, S, S, 2), for mapping points back (engine.sampler)
+    structure_grid: torch.Tensor        # (B, S, S, 2), for mapping points back (engine.models.sampler)
     detail_grid: torch.Tensor
 
 

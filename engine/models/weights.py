@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import WeightsError
+from engine.errors import WeightsError
 
 log = logging.getLogger(__name__)
 

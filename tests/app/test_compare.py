@@ -9,9 +9,9 @@ from PySide6.QtCore import Qt
 
 from engine.data import scan
 from engine.data.transforms import Preprocessing
-from engine.explain import explain, predict_probs
-from engine.imageio import read_image
-from engine.parts import find_parts
+from engine.maps.explain import explain, predict_probs
+from engine.data.imageio import read_image
+from engine.maps.parts import find_parts
 from engine.runs import load_run
 
 from app.compare.compute import rank_pairs, labelled_test_samples

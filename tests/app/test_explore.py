@@ -11,11 +11,11 @@ import torch
 from PySide6.QtCore import QPointF, Qt
 
 from engine.data.transforms import Preprocessing
-from engine.explain import explain
-from engine.imageio import read_image
-from engine.parts import crop, find_parts
+from engine.maps.explain import explain
+from engine.data.imageio import read_image
+from engine.maps.parts import crop, find_parts
 from engine.runs import load_run
-from engine.sampler import original_to_resampled, resampled_to_original
+from engine.models.sampler import original_to_resampled, resampled_to_original
 
 from toyrun import open_toy
 

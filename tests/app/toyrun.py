@@ -21,9 +21,9 @@ class ToyRun:
 
 def toy_run(base: Path) -> ToyRun:
     """Generate the data and train the run under ``base`` (pytest's basetemp), or reuse them."""
-    from engine import toybirds
-    from engine.config import TrainConfig
-    from engine.train import run_to_end, train
+    from engine.toybirds import dataset as toybirds
+    from engine.training.config import TrainConfig
+    from engine.training.loop import run_to_end, train
 
     root = base / "toyrun"
     data, run = root / "birds", root / "run"

@@ -9,7 +9,7 @@ import pytest
 from engine.cli import main as cli
 from engine.demo import DemoSettings, build_demo, demo_paths
 from engine.events import EpochEnd, Finished
-from engine.train import run_to_end
+from engine.training.loop import run_to_end
 
 TINY = replace(DemoSettings(), classes=4, per_class=8, size=96, epochs=2, img_size=96, batch_size=8, overlays=2)
 

@@ -11,7 +11,7 @@ import pytest
 
 from engine.data import require_trainable, scan
 from engine.errors import DataError, DecodeError
-from engine.imageio import read_image
+from engine.data.imageio import read_image
 
 from ..conftest import BIRDS_DEV, make_class_folders, need
 

@@ -1,4 +1,4 @@
-"""Distributed training (engine.distributed + engine.train under DDP): two gloo processes on the loopback.
+"""Distributed training (engine.training.distributed + engine.training.loop under DDP): two gloo processes on the loopback.
 
 The reference for "DDP trains the same model" is a single-process run with the same global batch whose
 BatchNorm layers normalise each rank's share of the batch separately (``RankSplitBN``): PyTorch's SyncBatchNorm
@@ -24,13 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import distributed as ddp
+from engine.training import distributed as ddp
 from engine import runs
 from engine.cli import main as cli
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.errors import ConfigError
 from engine.events import EpochEnd
-from engine.train import run_to_end, train
+from engine.training.loop import run_to_end, train
 
 from ..conftest import ROOT, make_class_folders
 
@@ -93,7 +93,7 @@ def data(tmp_path_factory):
 
 
 def reference_run(data: Path, out: Path, monkeypatch) -> list[dict]:
-    import engine.train as engine_train
+    import engine.training.loop as engine_train
 
     real = engine_train.create_model
 

@@ -1,4 +1,4 @@
-"""Part evaluation (engine.evaluate) against hand-computed figures: a tiny CUB-layout folder with known keypoints
+"""Part evaluation (engine.evaluation.evaluate) against hand-computed figures: a tiny CUB-layout folder with known keypoints
 and a model whose part maps are set by hand (one hot cell per channel), plus toy birds' mark recall and the CLI."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from engine.cli import main
 from engine.data import scan
 from engine.data.transforms import Preprocessing
 from engine.errors import DataError
-from engine.evaluate import KEYS, evaluate_run
-from engine.metrics import CUB_PARTS
+from engine.evaluation.evaluate import KEYS, evaluate_run
+from engine.evaluation.metrics import CUB_PARTS
 from engine.models.partnet import PartNet
 from engine.runs import LoadedRun
 
@@ -111,7 +111,7 @@ def loaded(model: nn.Module, tmp: Path) -> LoadedRun:
 def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.ndarray]) -> float:
     """The protocol of ALGORITHMS.md §4 written out directly: box-normalised centroids, parts below 0.5 set to
     zero, standardised with the training mean / population std, least squares with an intercept per keypoint
-    (see engine.metrics.keypoint_regression_error for why not without)."""
+    (see engine.evaluation.metrics.keypoint_regression_error for why not without)."""
     def feats(ids):
         return np.stack([np.where(values[i][:, None] >= 0.5, (parts[i] - [0, 0]) / [W, H], 0).ravel() for i in ids])
 
@@ -190,7 +190,7 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path):
 
 def test_mark_recall_on_toy_birds(tmp_path):
     from .test_export import colour_run
-    from engine.toybirds import generate
+    from engine.toybirds.dataset import generate
 
     root = tmp_path / "toy"
     generate(root, classes=4, per_class=8, size=64, seed=5)
@@ -201,8 +201,8 @@ def test_mark_recall_on_toy_birds(tmp_path):
     assert result.part_hit_rate > result.baselines["random"]["part_hit_rate"]
     assert result.info["parts"] == 3 and result.info["parts_all"] == 12
     # the table behind mark_recall: one row per (class, defining mark), names from the generator's truth
-    from engine.evaluate_scores import format_marks
-    from engine.toybirds import class_marks
+    from engine.evaluation.scores import format_marks
+    from engine.toybirds.dataset import class_marks
 
     truth = class_marks(root)
     rows = result.info["marks"]

@@ -1,4 +1,4 @@
-"""Explanation maps (engine.explain): every method on every registered model gives the documented shape, dtype
+"""Explanation maps (engine.maps.explain): every method on every registered model gives the documented shape, dtype
 and range; CAM and Grad-CAM agree as the algebra says; hooks and gradient state never leak."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from torch import nn
 
 from engine.data.transforms import Preprocessing
 from engine.errors import ConfigError, EngineError
-from engine.explain import (METHODS, GuidedGradCAM, MapSet, explain, low_res_maps, predict_probs, prepare,
+from engine.maps.explain import (METHODS, GuidedGradCAM, MapSet, explain, low_res_maps, predict_probs, prepare,
                             resolve_class, session)
 from engine.models import create_model, get_spec, list_models
 

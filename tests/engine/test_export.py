@@ -1,4 +1,4 @@
-"""Part export (engine.export): crops of a class contain its defining marks (toy birds' truth), parts.csv agrees
+"""Part export (engine.export.crops): crops of a class contain its defining marks (toy birds' truth), parts.csv agrees
 with parts_coco.json (loaded by pycocotools), resume, refusals, read-only / full folders, flat memory."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine import export as export_mod
+from engine.export import crops as export_mod
 from engine.data import scan
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, ConfigError
 from engine.events import Progress
-from engine.export import ExportError, export_parts
+from engine.export.crops import ExportError, export_parts
 from engine.models.partnet import PartNet
 from engine.runs import LoadedRun
-from engine.toybirds import MARKS, class_marks, generate
+from engine.toybirds.dataset import MARKS, class_marks, generate
 
 PP = Preprocessing.for_size(64)
 
@@ -192,10 +192,10 @@ def test_crops_of_a_trained_model_contain_the_defining_marks(tmp_path):
 
 
 def _trained_marks(tmp_path: Path) -> None:
-    from engine.explain import explain, prepare
-    from engine.imageio import read_image
-    from engine.losses import MCLossCriterion
-    from engine.parts import find_parts
+    from engine.maps.explain import explain, prepare
+    from engine.data.imageio import read_image
+    from engine.losses.mcloss import MCLossCriterion
+    from engine.maps.parts import find_parts
 
     root = tmp_path / "birds"
     generate(root, classes=8, per_class=60, size=64, seed=0)

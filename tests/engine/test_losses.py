@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError
-from engine.losses import MCLoss, ccmp, cwa_mask, group_sizes, mc_loss_terms
+from engine.losses.mcloss import MCLoss, ccmp, cwa_mask, group_sizes, mc_loss_terms
 
 
 def test_group_sizes_uneven_smaller_first():

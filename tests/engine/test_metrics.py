@@ -1,4 +1,4 @@
-"""Hand-built cases with known answers for engine.metrics."""
+"""Hand-built cases with known answers for engine.evaluation.metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from engine import metrics as M
+from engine.evaluation import metrics as M
 
 
 def _kp(points, visible):
@@ -56,7 +56,7 @@ def test_hit_rate_uses_diagonal_not_side():
 
 def test_hit_rate_nothing_to_score_is_nan(caplog):
     keypoints = _kp([[[1, 1]]], [[0]])
-    with caplog.at_level(logging.WARNING, logger="engine.metrics"):
+    with caplog.at_level(logging.WARNING, logger="engine.evaluation.metrics"):
         assert math.isnan(M.part_hit_rate(np.zeros((1, 2, 2)), keypoints, np.array([[0, 0, 10, 10.]])))
     assert "no part to score" in caplog.text
 
@@ -164,7 +164,7 @@ def test_regression_peak_threshold_zeroes_parts():
 def test_regression_nothing_to_fit_is_nan(caplog):
     c_tr, kp_tr, bb_tr, c_te, kp_te, bb_te = _one_feature_case()
     kp_tr[:, :, 2] = 0
-    with caplog.at_level(logging.WARNING, logger="engine.metrics"):
+    with caplog.at_level(logging.WARNING, logger="engine.evaluation.metrics"):
         err = M.keypoint_regression_error(c_tr, np.ones((2, 1)), kp_tr, bb_tr, c_te, np.ones((1, 1)), kp_te, bb_te)
     assert math.isnan(err)
     assert "never visible in training" in caplog.text and "error is NaN" in caplog.text

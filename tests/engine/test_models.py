@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError, WeightsError
-from engine.losses import MCLossCriterion
+from engine.losses.mcloss import MCLossCriterion
 from engine.models import create_model, get_spec, list_models
 
 from ..conftest import MOBILENET_WEIGHTS, need

@@ -1,4 +1,4 @@
-"""Parts from maps (engine.parts) and TASN resampled views (engine.views): peaks at cell centres, region and
+"""Parts from maps (engine.maps.parts) and TASN resampled views (engine.maps.views): peaks at cell centres, region and
 fixed boxes, duplicate suppression, crops from the original image, boxes mapped back from a resampled view."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.explain import MapSet, resampled_views
-from engine.parts import (Part, box_iou, cells_to_pixels, crop, find_parts, fixed_box, map_peaks,
+from engine.maps.explain import MapSet, resampled_views
+from engine.maps.parts import (Part, box_iou, cells_to_pixels, crop, find_parts, fixed_box, map_peaks,
                           parts_to_original, pixels_to_cells, region_box, scale_box, suppress_duplicates)
 
 
 def mapset(raw: np.ndarray, size: tuple[int, int] | None = None) -> MapSet:
-    """A MapSet holding ``raw`` maps (K, H, W), normalised the way engine.explain does."""
+    """A MapSet holding ``raw`` maps (K, H, W), normalised the way engine.maps.explain does."""
     raw = np.asarray(raw, np.float32)
     k = raw.shape[0]
     ranges = [(float(m.min()), float(m.max())) for m in raw]
@@ -134,7 +134,7 @@ def test_parts_found_on_a_view_come_back_in_original_pixels():
     att = np.exp(-(((xx - 30) / 8.0) ** 2 + ((yy - 50) / 8.0) ** 2)).astype(np.float32)
     views = resampled_views(img, att, out_size=64)
     # a map on the view, peaked where the view shows original (30, 50)
-    from engine.sampler import original_to_resampled
+    from engine.models.sampler import original_to_resampled
     p = original_to_resampled(torch.tensor([[[30.0, 50.0]]], dtype=torch.float64), views.detail_grid[None].double(),
                               (80, 100))[0, 0]
     vy, vx = np.mgrid[0:64, 0:64]

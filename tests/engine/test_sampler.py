@@ -1,4 +1,4 @@
-"""The TASN attention sampler (engine.sampler): the authors' recipe, its batched form, point mapping."""
+"""The TASN attention sampler (engine.models.sampler): the authors' recipe, its batched form, point mapping."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.sampler import (box_to_original, detail_map, detail_preserved, original_to_resampled,
+from engine.models.sampler import (box_to_original, detail_map, detail_preserved, original_to_resampled,
                             reference_sampling_grid, resample, resampled_to_original, sampling_grid,
                             structure_map, structure_preserved)
 

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import toybirds as T
+from engine.toybirds import dataset as T
 from engine.errors import Cancelled, ConfigError, DataError
-from engine.imageio import read_image
+from engine.data.imageio import read_image
 
 SIDES = ("eye", "wing", "leg")
 

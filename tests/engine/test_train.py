@@ -10,10 +10,10 @@ import torch
 
 from engine import runs
 from engine.cli import main as cli
-from engine.config import TrainConfig
+from engine.training.config import TrainConfig
 from engine.errors import Cancelled, CheckpointError, ConfigError
 from engine.events import BatchEnd, EpochEnd, Started, from_dict, to_dict
-from engine.train import run_to_end, train
+from engine.training.loop import run_to_end, train
 
 from ..conftest import ROOT, make_class_folders
 

@@ -49,8 +49,8 @@ def serve() -> None:
     import engine.cli  # noqa: F401  (the imports every child would otherwise repeat)
     import engine.cli.explain  # noqa: F401
     import engine.cli.train  # noqa: F401
-    import engine.export  # noqa: F401
-    import engine.train  # noqa: F401
+    import engine.export.crops  # noqa: F401
+    import engine.training.loop  # noqa: F401
 
     for line in sys.stdin:
         req = json.loads(line)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from engine import runs
-from engine.overlays import MAX_TILE_WIDTH, TILE
+from engine.maps.overlays import MAX_TILE_WIDTH, TILE
 from engine.data import scan
-from engine.imageio import read_image
+from engine.data.imageio import read_image
 
 from .conftest import run_cli
 from .corpus import IS_ROOT

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from engine import runs
-from engine.config import TrainConfig
-from engine.train import run_to_end, train
+from engine.training.config import TrainConfig
+from engine.training.loop import run_to_end, train
 
 from ..conftest import make_class_folders
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.export_files import STATE
-from engine.imageio import read_image
+from engine.export.files import STATE
+from engine.data.imageio import read_image
 
 from engine import runs
 

@@ -15,58 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
-
-
-def group_sizes(n_channels: int, n_classes: int) -> list[int]:
-    """Split ``n_channels`` among ``n_classes`` contiguous groups, the smaller groups first
-    (2048 channels, 200 classes → 152 groups of 10 then 48 of 11)."""
-    if n_classes < 1 or n_channels < n_classes:
-        raise ConfigError(f"cannot split {n_channels} channels among {n_classes} classes: "
-                          "each class needs at least one channel")
-    base, extra = divmod(n_channels, n_classes)
-    return [base] * (n_classes - extra) + [base + 1] * extra
-
-
-def _as_groups(groups: int | Sequence[int], n_channels: int) -> list[int]:
-    if isinstance(groups, int):
-        if groups < 1 or n_channels % groups:
-            raise ConfigError(f"xi={groups} does not divide the {n_channels} feature channels: "
-                              "pass the list of group sizes instead")
-        return [groups] * (n_channels // groups)
-    sizes = [int(g) for g in groups]
-    if sum(sizes) != n_channels or min(sizes) < 1:
-        raise ConfigError(f"group sizes sum to {sum(sizes)}, the feature map has {n_channels} channels")
-    return sizes
-
-
-def _runs(sizes: list[int]) -> list[tuple[int, int, int]]:
-    """Consecutive groups of equal size as (first channel, group size, number of groups)."""
-    runs, start, i = [], 0, 0
-    while i < len(sizes):
-        j = i
-        while j < len(sizes) and sizes[j] == sizes[i]:
-            j += 1
-        runs.append((start, sizes[i], j - i))
-        start += sizes[i] * (j - i)
-        i = j
-    return runs
-
-
-def group_max(x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Maximum over each channel group: (B, N, ...) → (B, c, ...). Gradient goes to one maximal channel
-    (``max`` with indices semantics), never split between ties."""
-    outs = []
-    for start, size, count in _runs(sizes):
-        block = x[:, start:start + size * count]
-        block = block.reshape(x.shape[0], count, size, *x.shape[2:])
-        outs.append(block.max(dim=2).values)
-    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
-
-
-def ccmp(features: torch.Tensor, groups: int | Sequence[int]) -> torch.Tensor:
-    """Cross-channel max pooling: (B, N, H, W) → (B, c, H, W)."""
-    return group_max(features, _as_groups(groups, features.shape[1]))
+from engine.errors import ConfigError
+from engine.models.groups import as_groups, ccmp, group_max, group_sizes  # noqa: F401  (ccmp, group_sizes re-exported)
 
 
 def cwa_mask(groups: int | Sequence[int], n_channels: int | None = None, batch: int | None = None,
@@ -75,7 +25,7 @@ def cwa_mask(groups: int | Sequence[int], n_channels: int | None = None, batch: 
     random. Shape (N,) — one mask for the whole batch, as in the authors' code — or (batch, N) per sample."""
     if isinstance(groups, int) and n_channels is None:
         raise ConfigError("cwa_mask needs n_channels when groups is a single xi")
-    sizes = _as_groups(groups, n_channels if n_channels is not None else sum(groups))
+    sizes = as_groups(groups, n_channels if n_channels is not None else sum(groups))
     rows = 1 if batch is None else batch
     mask = torch.zeros(rows, sum(sizes))
     start = 0
@@ -106,7 +56,7 @@ def mc_loss_terms(features: torch.Tensor, targets: torch.Tensor, groups: int | S
     None for no masking. Works in any float dtype, float64 included.
     """
     b, n = features.shape[:2]
-    sizes = _as_groups(groups, n)
+    sizes = as_groups(groups, n)
     masked = features
     if mask is not None:
         mask = mask.to(device=features.device, dtype=features.dtype).detach()
@@ -134,7 +84,7 @@ class MCLoss(nn.Module):
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        sizes = _as_groups(self.groups, features.shape[1])
+        sizes = as_groups(self.groups, features.shape[1])
         if mask is None and self.training:
             mask = cwa_mask(sizes, batch=features.shape[0] if self.per_sample_mask else None,
                             device=features.device)

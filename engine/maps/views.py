@@ -1,6 +1,6 @@
 """TASN's resampled views of an image for any explanation map (Zheng et al., "Looking for the Devil in the
 Details: Learning Trilinear Attention Sampling Network for Fine-grained Image Recognition", CVPR 2019, §3.2),
-through :mod:`engine.sampler`. Re-exported by :mod:`engine.explain`."""
+through :mod:`engine.models.sampler`. Re-exported by :mod:`engine.maps.explain`."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 
 @dataclass
 class ResampledViews:
     """TASN's two views of one image (Zheng et al., CVPR 2019, §3.2) for a given map: ``structure`` (S, S, 3)
     uint8 resampled by the squared map, ``detail`` by the map itself, with the sampling grids (S, S, 2) that
-    :func:`engine.sampler.resampled_to_original` / ``box_to_original`` use to map points back (``in_size``)."""
+    :func:`engine.models.sampler.resampled_to_original` / ``box_to_original`` use to map points back (``in_size``)."""
 
     structure: np.ndarray
     detail: np.ndarray
@@ -31,7 +31,7 @@ def resampled_views(image: np.ndarray, attention_map: np.ndarray | torch.Tensor,
     """Structure- and detail-preserved views of ``image`` (RGB uint8 (H, W, 3)) through the TASN sampler, driven
     by any map of this module (e.g. ``MapSet.maps[k]``, a CCMP or Grad-CAM map). A map of another size is resized
     to the image first (bilinear). ``out_size`` defaults to the image's shorter side."""
-    from . import sampler
+    import engine.models.sampler as sampler
 
     h, w = image.shape[:2]
     att = torch.as_tensor(np.asarray(attention_map, dtype=np.float32))

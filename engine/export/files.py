@@ -1,4 +1,4 @@
-"""The files of a part export (see :mod:`engine.export`): per-image records in ``.fieldmark-export/done.jsonl``,
+"""The files of a part export (see :mod:`engine.export.crops`): per-image records in ``.fieldmark-export/done.jsonl``,
 and ``parts.csv`` / ``parts_coco.json`` rebuilt from them, streaming (memory does not grow with the records
 beyond one id per image), each written atomically.
 
@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from .fileio import atomic_write
+from engine.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 

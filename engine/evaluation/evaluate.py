@@ -12,7 +12,7 @@ Grad-CAM peak for the true class, Selvaraju et al., ICCV 2017: one part per imag
 
 Speed: maps are read at the model's own resolution (no upsampling); a cell's position is its centre in original
 pixels, x = (c + 0.5)·W/w − 0.5, and keypoints are sampled at their nearest cell. Maps see the whole image
-resized to img_size (the explanation convention of :mod:`engine.explain`). The relative peak value of a part
+resized to img_size (the explanation convention of :mod:`engine.maps.explain`). The relative peak value of a part
 (used by the regression's 0.5 threshold) is its peak over the image's strongest gathered part.
 
 A TASN run has no class channels: its parts are the peak of its structure attention map (one per image).
@@ -29,17 +29,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .data.scan import DataReport, Sample
-from .data.transforms import Preprocessing, normalize, test_transform
-from .errors import Cancelled, CheckpointError, DataError, DecodeError
-from .events import Progress
-from .evaluate_scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
-from .explain import low_res_maps, model_device, prepare, session
-from .imageio import read_image
-from .losses import mc_loss_terms
-from .metrics import labels_at_keypoints, regions_per_class
-from .parts import map_peaks
-from .runs import LoadedRun
+from engine.data.scan import DataReport, Sample
+from engine.data.transforms import Preprocessing, normalize, test_transform
+from engine.errors import Cancelled, CheckpointError, DataError, DecodeError
+from engine.events import Progress
+from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
+from engine.maps.explain import low_res_maps, model_device, prepare, session
+from engine.data.imageio import read_image
+from engine.losses.mcloss import mc_loss_terms
+from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
+from engine.maps.parts import map_peaks
+from engine.runs import LoadedRun
 
 log = logging.getLogger(__name__)
 

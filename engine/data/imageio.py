@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import DecodeError
+from engine.errors import DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 92) -> None:
     """Write an RGB uint8 image atomically (temporary file, fsync, rename)."""
-    from .fileio import atomic_write_bytes
+    from engine.fileio import atomic_write_bytes
 
     path = Path(path)
     ext = path.suffix.lower() or ".png"

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.transforms import Preprocessing, normalize
-from .errors import ConfigError
-from .losses import ccmp
-from .views import ResampledViews, resampled_views  # noqa: F401  (re-exported)
+from engine.data.transforms import Preprocessing, normalize
+from engine.errors import ConfigError
+from engine.models.groups import ccmp
+from engine.maps.views import ResampledViews, resampled_views  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Multi-GPU / multi-node training with DistributedDataParallel: the process group, rank helpers, reductions,
 samplers, the DDP wrapper and the local launcher. Every helper is a no-op when the job is not distributed, so
-:mod:`engine.train` has one code path.
+:mod:`engine.training.loop` has one code path.
 
 Launching (see README):
 
@@ -36,8 +36,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from .device import local_device, resolve_device
-from .errors import ConfigError
+from engine.device import local_device, resolve_device
+from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

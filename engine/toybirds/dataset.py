@@ -25,9 +25,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .fileio import atomic_write_json, atomic_write_text
-from .toybirds_draw import MARKS, PARTS, MarkSpec, draw_bird
+from engine.errors import ConfigError, DataError
+from engine.fileio import atomic_write_json, atomic_write_text
+from engine.toybirds.draw import MARKS, PARTS, MarkSpec, draw_bird
 
 __all__ = ["MARKS", "PARTS", "MarkSpec", "BirdClass", "ToyBirds", "design_classes", "draw_bird", "generate",
            "load_truth", "class_marks", "max_classes"]

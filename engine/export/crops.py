@@ -1,7 +1,7 @@
 """Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops, ``DIR/parts.csv`` and
 ``DIR/parts_coco.json`` (COCO keypoints: one category per class, its ξ parts as keypoints, one annotation per
 image). Parts are the MC-Loss channel maps of a class (Chang et al., IEEE TIP 2020), or any other map method of
-:mod:`engine.explain`, read by :func:`engine.parts.find_parts`; the class is the image's true class when the data
+:mod:`engine.maps.explain`, read by :func:`engine.maps.parts.find_parts`; the class is the image's true class when the data
 is labelled, else the predicted one.
 
 Coordinates in the files: points (x, y) (a part's peak) in original pixels with pixel centres at integers (as
@@ -31,15 +31,15 @@ import cv2
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from .data.scan import DataReport, Sample, Skipped
-from .data.transforms import Preprocessing
-from .errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
-from .events import Progress
-from .explain import explain, get_method
-from .export_files import STATE, read_records, write_coco, write_csv
-from .imageio import read_image
-from .parts import crop, find_parts, square_box
-from .runs import LoadedRun
+from engine.data.scan import DataReport, Sample, Skipped
+from engine.data.transforms import Preprocessing
+from engine.errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
+from engine.events import Progress
+from engine.maps.explain import explain, get_method
+from engine.export.files import STATE, read_records, write_coco, write_csv
+from engine.data.imageio import read_image
+from engine.maps.parts import crop, find_parts, square_box
+from engine.runs import LoadedRun
 
 log = logging.getLogger(__name__)
 

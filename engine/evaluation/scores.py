@@ -1,4 +1,4 @@
-"""The figures of :mod:`engine.evaluate` from gathered part positions (ALGORITHMS.md §4), for the run and for its
+"""The figures of :mod:`engine.evaluation.evaluate` from gathered part positions (ALGORITHMS.md §4), for the run and for its
 baselines: part hit rate, keypoint regression error (Huang et al., "Interpretable and Accurate Fine-grained
 Recognition via Region Grouping", CVPR 2020; PDiscoNet, ICCV 2023), NMI / ARI, and toy birds' mark recall.
 """
@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import metrics
+import engine.evaluation.metrics as metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def mark_columns(root: str, classes: Sequence[str], part_names: Sequence[str]) -
 
     A mark on an eye, wing or leg sits on the visible side, so it gets an extra column: the visible one of the
     (left, right) keypoints (``extra`` lists those pairs; columns P, P+1, ... in that order)."""
-    from .toybirds import TRUTH_FILE, class_marks
+    from engine.toybirds.dataset import TRUTH_FILE, class_marks
 
     if not (Path(root) / TRUTH_FILE).is_file():
         return None

@@ -10,11 +10,11 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from .data.scan import Skipped, walk_images
-from .data.transforms import Preprocessing, normalize, test_transform
-from .errors import DataError, DecodeError
-from .imageio import is_image_name, read_image
-from .runs import LoadedRun
+from engine.data.scan import Skipped, walk_images
+from engine.data.transforms import Preprocessing, normalize, test_transform
+from engine.errors import DataError, DecodeError
+from engine.data.imageio import is_image_name, read_image
+from engine.runs import LoadedRun
 
 
 @dataclass

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Part:
 
 def find_parts(mapset, bird_box: Sequence[float] | None = None, box: str = "region", fraction: float = 0.5,
                size: float = 0.3, iou: float = 0.5, min_distance: float = 0.05) -> list[Part]:
-    """One part per map of ``mapset`` (an :class:`engine.explain.MapSet`), duplicates marked.
+    """One part per map of ``mapset`` (an :class:`engine.maps.explain.MapSet`), duplicates marked.
 
     ``box="region"``: the connected region above ``fraction`` of the peak (on the full-resolution map);
     ``"fixed"``: a square of ``size`` × the bird box's longer side (``bird_box`` x0, y0, w, h) or the image's.
@@ -197,9 +197,9 @@ def suppress_duplicates(parts: Sequence[Part], iou: float = 0.5, distance: float
 
 def parts_to_original(parts: Sequence[Part], grid: torch.Tensor, in_size: tuple[int, int]) -> list[Part]:
     """Parts found on a TASN resampled view → original pixels, through its sampling ``grid`` (S, S, 2) with
-    :func:`engine.sampler.resampled_to_original` (points) and ``box_to_original`` (boxes: the grid is separable
+    :func:`engine.models.sampler.resampled_to_original` (points) and ``box_to_original`` (boxes: the grid is separable
     and monotone, so a box maps to a box)."""
-    from .sampler import box_to_original, resampled_to_original
+    from engine.models.sampler import box_to_original, resampled_to_original
 
     if not parts:
         return []

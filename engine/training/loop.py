@@ -5,7 +5,7 @@ A stop request is checked between batches and raises :class:`engine.errors.Cance
 is already on disk, and ``resume=True`` continues from the last complete epoch.
 
 Started by torchrun (or ``fieldmark train --nproc N``), the same generator trains with DistributedDataParallel
-(:mod:`engine.distributed`): ``batch_size`` is then the global batch, every rank trains on its share, metrics are
+(:mod:`engine.training.distributed`): ``batch_size`` is then the global batch, every rank trains on its share, metrics are
 summed over the ranks, and only rank 0 writes the run folder and yields events (the other ranks yield nothing and
 return the same :class:`Finished`). ``BatchEnd.loss`` is rank 0's own batch loss; epoch metrics are global.
 """
@@ -25,17 +25,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import distributed as ddp
-from . import runs
-from .config import TrainConfig
-from .data import require_trainable, scan
-from .data.loader import ImageCache, ImageDataset
-from .data.transforms import Preprocessing, normalize
-from .device import amp_dtype, describe_device, uses_channels_last
-from .errors import Cancelled, CheckpointError, ConfigError, EngineError
-from .events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
-from .losses import CECriterion, MCLossCriterion
-from .models import create_model
+import engine.training.distributed as ddp
+import engine.runs as runs
+from engine.training.config import TrainConfig
+from engine.data import require_trainable, scan
+from engine.data.loader import ImageCache, ImageDataset
+from engine.data.transforms import Preprocessing, normalize
+from engine.device import amp_dtype, describe_device, uses_channels_last
+from engine.errors import Cancelled, CheckpointError, ConfigError, EngineError
+from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
+from engine.losses.mcloss import CECriterion, MCLossCriterion
+from engine.models import create_model
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
         return CECriterion()
     if cfg.method == "mcloss":
         return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask)
-    from .models.tasn import TASNCriterion
+    from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
 

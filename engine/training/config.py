@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from engine.errors import ConfigError
 
 METHODS = ("mcloss", "ce", "tasn")
 #: MC-Loss paper values: μ = 0.005 when fine-tuning a pretrained backbone, 1.5 from scratch; λ = 10.
@@ -57,7 +57,7 @@ class TrainConfig:
             bad("out", "give the run folder to write")
         if self.method not in METHODS:
             bad("method", f"use one of {', '.join(METHODS)}")
-        from .models import get_spec
+        from engine.models import get_spec
 
         spec = get_spec(self.model)  # raises ConfigError naming the model
         if self.method == "tasn" and spec.family != "tasn":

@@ -1,4 +1,4 @@
-"""Drawing of one toy bird on a cluttered background (see :mod:`engine.toybirds` for the data set).
+"""Drawing of one toy bird on a cluttered background (see :mod:`engine.toybirds.dataset` for the data set).
 
 The bird is built in a canonical frame: facing right, y down, unit = the body's half length, origin = the
 body centre. A pose (centre, scale, rotation, horizontal flip) maps it to the image; the CUB keypoints go through
