@@ -104,18 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_job(gen: Generator[Any, None, Any], out: TextIO) -> Any:
     """Drive ``gen``, writing each event and then its result as JSON lines to ``out``."""
-    from engine.events import to_json
+    from engine.events import drive, to_json
 
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as done:
-            if done.value is not None:
-                out.write(to_json(done.value) + "\n")
-                out.flush()
-            return done.value
-        out.write(to_json(ev) + "\n")
+    def write(item: Any) -> None:
+        out.write(to_json(item) + "\n")
         out.flush()
+
+    result = drive(gen, write)
+    if result is not None:
+        write(result)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

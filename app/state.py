@@ -1,9 +1,9 @@
-"""The small dataclasses that the application's signals carry (one dataclass per signal)."""
+"""The small dataclasses that the application's signals carry (one dataclass per signal). A run travels as
+:class:`engine.runs.RunInfo`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from engine.data import DataReport, Sample
 
@@ -25,41 +25,10 @@ class SelectionState:
 
 
 @dataclass(frozen=True)
-class RunRef:
-    """A run folder, as the status bar and the later workspaces (Explore, Export) need it."""
+class StepRequest:
+    """Show the image ``delta`` places away in the library's current order (Explore's arrow keys)."""
 
-    path: str
-    model: str = ""
-    method: str = ""
-    classes: tuple[str, ...] = ()
-    epoch: int = 0
-    epochs: int = 0
-    data: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        from pathlib import Path
-
-        return Path(self.path).name
-
-    def summary(self) -> str:
-        """One line: ``name (model, method, epoch e/n, top-1 x%)``."""
-        top1 = self.metrics.get("test_top1")
-        acc = f", top-1 {top1 * 100:.1f}%" if isinstance(top1, (int, float)) else ""
-        return f"{self.name} ({self.model}, {self.method}, epoch {self.epoch}/{self.epochs}{acc})"
-
-    @classmethod
-    def from_folder(cls, path: str) -> "RunRef":
-        """Read a run folder's model.json (raises engine.errors.CheckpointError when it is none)."""
-        from engine.runs import read_meta, run_dir_of
-
-        run = run_dir_of(path)
-        meta = read_meta(run)
-        cfg = meta.get("config") or {}
-        return cls(str(run), (meta.get("arch") or {}).get("name", "?"), meta.get("method", "?"),
-                   tuple(meta.get("classes") or ()), int(meta.get("epoch", 0)), int(meta.get("epochs", 0)),
-                   str(cfg.get("data", "")), dict(meta.get("metrics") or {}))
+    delta: int
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The main window: a workspace switcher, menus and shortcuts, a status bar, a log dock, themes and settings.
 
-Workspaces plug in with :meth:`MainWindow.add_workspace`; the window owns the application state that crosses
-workspaces (the open data set, the active run) and announces it with ``data_changed`` / ``active_run_changed``.
+The pages come from :class:`app.workspaces.Workspaces` and plug in with :meth:`MainWindow.add_workspace`; the window
+owns the application state that crosses workspaces (the open data set, the active run), announces it with
+``data_changed`` / ``active_run_changed`` (connected to the workspaces' public slots), and stops them in
+:meth:`closeEvent`, the one shutdown path.
 """
 
 from __future__ import annotations
@@ -16,19 +18,17 @@ from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, Q
                                QStackedWidget, QToolBar, QWidget)
 
 from engine.errors import EngineError
-from engine.runs import is_run
+from engine.runs import RunInfo, is_run
 
 from . import settings as app_settings
 from .cpu import reserve_gui_core
-from .explore.install import install as install_workspaces
-from .library import LibraryPage
 from .logpanel import LogPanel, install_handler
 from .qtcompat import guard_singletons
 from .resources import app_icon
-from .state import DataState, RunRef, ThemeState, WorkspaceState
+from .state import DataState, ThemeState, WorkspaceState
 from .theme import apply_theme
-from .train import TrainPage
 from .train.process import JobState
+from .workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class MainWindow(QMainWindow):
     """Fieldmark's window. Set ``confirm_close = False`` to close without asking while a job runs (tests)."""
 
     workspace_changed = Signal(object)  # WorkspaceState
-    active_run_changed = Signal(object)  # RunRef
+    active_run_changed = Signal(object)  # RunInfo
     data_changed = Signal(object)  # DataState
     theme_changed = Signal(object)  # ThemeState
 
@@ -59,7 +59,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Fieldmark")
         self.setWindowIcon(app_icon())
         self.confirm_close = True
-        self.active_run: RunRef | None = None
+        self.active_run: RunInfo | None = None
         self._closing = False
         self.stack = QStackedWidget(self)
         self.setCentralWidget(self.stack)
@@ -89,15 +89,16 @@ class MainWindow(QMainWindow):
             w.setObjectName("statusField")
             self.statusBar().addPermanentWidget(w)
 
-        self.library = LibraryPage(self)
-        self.train = TrainPage(self)
-        self.add_workspace("Library", self.library)
-        self.add_workspace("Train", self.train)
+        self.workspaces = Workspaces(self)
+        self.library, self.train = self.workspaces.library, self.workspaces.train
+        for name, page in self.workspaces.pages():
+            self.add_workspace(name, page)
+        self.active_run_changed.connect(self.workspaces.set_run)
+        self.data_changed.connect(self.workspaces.set_data)
         self.library.data_changed.connect(self._on_library_data_changed)
         self.train.run_open_requested.connect(self._on_train_run_open_requested)
         self.train.job_changed.connect(self._on_train_job_changed)
         self.theme_changed.connect(self.train.apply_theme)
-        self.workspaces = install_workspaces(self)  # Explore, Compare, Export
 
         self._build_menus()
         self.theme = app_settings.get_str(app_settings.THEME, "light")
@@ -206,10 +207,10 @@ class MainWindow(QMainWindow):
         self.set_workspace("Library")
         self.library.open_folder(folder)
 
-    def open_run(self, path: str, open_data: bool = True) -> RunRef | None:
+    def open_run(self, path: str, open_data: bool = True) -> RunInfo | None:
         """Make the run at ``path`` the active run; also open its data folder when nothing is open."""
         try:
-            ref = RunRef.from_folder(os.path.abspath(os.path.expanduser(path)))
+            ref = RunInfo.read(os.path.abspath(os.path.expanduser(path)))
         except EngineError as exc:
             self.show_error("Cannot open the run", str(exc))
             return None
@@ -218,14 +219,13 @@ class MainWindow(QMainWindow):
             self.library.open_folder(ref.data)
         return ref
 
-    def set_active_run(self, ref: RunRef) -> None:
-        """Set the active run (status bar, Train curves, settings) and emit ``active_run_changed``."""
+    def set_active_run(self, ref: RunInfo) -> None:
+        """Set the active run (status bar, settings) and emit ``active_run_changed`` (the workspaces show it)."""
         self.active_run = ref
         self.run_label.setText(f"Run: {ref.summary()}")
         self.run_label.setToolTip(ref.path)
         app_settings.add_recent(app_settings.RECENT_RUNS, ref.path)
         app_settings.set_value(app_settings.LAST_RUN, ref.path)
-        self.train.show_run(ref)
         log.info("active run: %s", ref.path)
         self.active_run_changed.emit(ref)
 
@@ -254,13 +254,11 @@ class MainWindow(QMainWindow):
     def _on_library_data_changed(self, state: DataState) -> None:
         app_settings.add_recent(app_settings.RECENT_FOLDERS, state.root)
         app_settings.set_value(app_settings.LAST_FOLDER, state.root)
-        if state.report is not None and state.report.layout != "flat":
-            self.train.set_data_folder(state.root)
         self.setWindowTitle(f"Fieldmark — {Path(state.root).name}")
         self.data_changed.emit(state)
 
     @Slot(object)
-    def _on_train_run_open_requested(self, ref: RunRef) -> None:
+    def _on_train_run_open_requested(self, ref: RunInfo) -> None:
         self.set_active_run(ref)
 
     @Slot(object)
@@ -303,7 +301,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.sync()
-        self.library.shutdown()
+        self.workspaces.shutdown()
         QThreadPool.globalInstance().waitForDone(3000)
         logging.getLogger().removeHandler(self._log_handler)
         super().closeEvent(event)

@@ -51,13 +51,14 @@ class Trace:
 def train_tiny_run(tmp: Path) -> Path:
     """One epoch of smallnet at 64 px on 4 generated classes; returns the run folder."""
     from engine.training.config import TrainConfig
-    from engine.training.loop import run_to_end, train
+    from engine.events import drive
+    from engine.training.loop import train
 
     data = make_class_folders(tmp / "train-data", 4, 16, 96, 72, test_fraction=0.25)
     run = tmp / "run"
     cfg = TrainConfig(data=str(data), out=str(run), model="smallnet", method="mcloss", epochs=1, img_size=64,
                       batch_size=16, device="cpu", seed=0)
-    run_to_end(train(cfg))
+    drive(train(cfg))
     return run
 
 

@@ -28,7 +28,7 @@ import torch
 from benchmarks.common import cli, make_class_folders, row
 from engine.training.config import TrainConfig
 from engine.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from engine.events import BatchEnd, EpochEnd, Started
+from engine.events import BatchEnd, EpochEnd, Started, drive
 from engine.training.loop import build_criterion, lr_factor, make_optimizer, model_kwargs, seed_everything, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,13 +71,9 @@ def birds_folder(root: Path, test_per_class: int) -> Path:
 def fieldmark_side(cfg: TrainConfig) -> Result:
     """engine.training.loop.train, timed without its per-epoch evaluation and checkpoint writes."""
     prev, seconds, images, batch_images, loss = time.perf_counter(), 0.0, 0, cfg.batch_size, float("nan")
-    gen = train(cfg)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as end:
-            top1 = end.value.metrics["test_top1"]
-            break
+
+    def timed(ev: object) -> None:
+        nonlocal prev, seconds, images, batch_images, loss
         now = time.perf_counter()
         if isinstance(ev, EpochEnd):  # the evaluation and the checkpoint since the last step: not timed
             loss = float(ev.train["loss"])
@@ -88,6 +84,8 @@ def fieldmark_side(cfg: TrainConfig) -> Result:
         elif isinstance(ev, BatchEnd):
             images += batch_images
         prev = now
+
+    top1 = drive(train(cfg), timed).metrics["test_top1"]
     return Result(images, seconds, float(top1 or 0.0), loss)
 
 

@@ -1,6 +1,6 @@
 """The Compare workspace's jobs (no Qt): the run's confusion over the test split, and each class's strongest
 part crops per channel. Both are generators of :class:`engine.events.Progress` run on a worker lane; they return
-plain data. The model lives in a :class:`app.explore.compute.ModelCache` used by the lane's thread only.
+plain data. The model lives in a :class:`app.common.model_cache.ModelCache` used by the lane's thread only.
 
 Parts are the ξ channel maps of a class (Chang et al., "The Devil is in the Channels", IEEE TIP 2020) read by
 :func:`engine.maps.parts.find_parts`; a run whose model has no class channels falls back to its TASN attention or its
@@ -21,7 +21,8 @@ from engine.errors import CheckpointError, DataError
 from engine.events import Progress
 from engine.maps.parts import crop, find_parts
 
-from ..explore.compute import ModelCache, TokenLike, valid_methods
+from ..common.model_cache import ModelCache, valid_methods
+from ..common.tokens import TokenLike
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLab
 from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Progress
+from engine.runs import RunInfo
 
-from ..explore.compute import ModelCache
-from ..explore.image_view import to_pixmap
-from ..explore.lane import Lane
-from ..state import RunRef
+from ..common.lane import Lane
+from ..common.model_cache import ModelCache
+from ..common.pixmaps import to_pixmap
 from .compute import ClassParts, Confusion, Pair, class_parts_job, confusion_job
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class ComparePage(QWidget):
         self.parts_lane = Lane(self, "parts")
         self.confusion_models = ModelCache(keep=1)  # one cache per lane thread
         self.parts_models = ModelCache(keep=1)
-        self.run: RunRef | None = None
+        self.run: RunInfo | None = None
         self.report: DataReport | None = None
         self.confusion: Confusion | None = None
         self._confusion_for = ""
@@ -173,7 +173,7 @@ class ComparePage(QWidget):
         self._update_status()
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def set_run(self, ref: RunRef | None) -> None:
+    def set_run(self, ref: RunInfo | None) -> None:
         self.run = ref
         self.confusion = None
         self._confusion_for = ""

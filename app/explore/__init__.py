@@ -1,6 +1,5 @@
 """The Explore workspace: maps, parts and resampled views of the active run on the selected image."""
 
-from .install import install
 from .page import ExplorePage
 
-__all__ = ["ExplorePage", "install"]
+__all__ = ["ExplorePage"]

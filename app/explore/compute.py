@@ -1,27 +1,30 @@
 """The Explore workspace's jobs: plain functions over the engine that run on a worker thread (no Qt here).
 
 Everything they return is plain data (numpy arrays, dataclasses, floats) that the GUI thread can hold without
-touching a model: the loaded model stays in :class:`ModelCache`, which only the worker thread uses. Maps come
-from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`, and TASN's structure- and
-detail-preserved views (Zheng et al., CVPR 2019, §3.2) from :func:`engine.maps.explain.resampled_views`.
+touching a model: the loaded model stays in :class:`app.common.model_cache.ModelCache`, which only the worker
+thread uses. Maps come from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`,
+and TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from :func:`engine.maps.explain.resampled_views`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generator, Protocol
+from typing import Any, Generator
 
 import cv2
 import numpy as np
 
 from engine.data import DataReport
-from engine.errors import ConfigError, DataError
+from engine.errors import DataError
 from engine.events import Progress
 from engine.maps.parts import Part, crop, find_parts
+from engine.runs import RunInfo
+
+from ..common.model_cache import ModelCache, valid_methods
+from ..common.tokens import TokenLike
 
 log = logging.getLogger(__name__)
 
@@ -34,25 +37,14 @@ METHOD_LABELS = {"channels": "Part channels (MC-Loss)", "ccmp": "CCMP (all chann
 EVALUATION_FILE = "evaluation.json"
 
 
-class TokenLike(Protocol):
-    """What the jobs use of :class:`app.explore.lane.Token` (kept Qt-free, so a test can pass a stub)."""
-
-    def check(self) -> None: ...
-
-    def is_stale(self) -> bool: ...
-
-
 @dataclass(frozen=True)
-class RunInfo:
-    """What Explore shows about a run: its classes, the map methods its model supports, saved figures."""
+class ExploreRun:
+    """What Explore offers for a loaded run: the run folder's description, the map methods its model supports
+    and its saved evaluation figures (None: not evaluated yet)."""
 
-    path: str
-    model: str
-    method: str
-    classes: tuple[str, ...]
+    run: RunInfo
     methods: tuple[str, ...]
     evaluation: dict[str, Any] | None
-    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_method(self) -> str:
@@ -120,54 +112,6 @@ class MapResult:
         return [(int(i), float(self.probs[i])) for i in order]
 
 
-class ModelCache:
-    """Loaded runs and per-image probabilities, used on the worker thread only (never by widgets)."""
-
-    def __init__(self, keep: int = 2) -> None:
-        self.keep = keep
-        self._runs: OrderedDict[str, Any] = OrderedDict()
-        self._probs: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-
-    def get(self, path: str):
-        """The :class:`engine.runs.LoadedRun` of ``path`` (loaded on first use, on the best device)."""
-        from engine.device import resolve_device
-        from engine.runs import load_run
-
-        if path not in self._runs:
-            self._runs[path] = load_run(path, device=resolve_device("auto"))
-            while len(self._runs) > self.keep:
-                self._runs.popitem(last=False)
-        self._runs.move_to_end(path)
-        return self._runs[path]
-
-    def probs(self, run_path: str, image_path: str, image: np.ndarray) -> np.ndarray:
-        from engine.data.transforms import Preprocessing
-        from engine.maps.explain import predict_probs
-
-        key = (run_path, image_path)
-        if key not in self._probs:
-            run = self.get(run_path)
-            pp = Preprocessing.from_dict(run.preprocessing)
-            self._probs[key] = predict_probs(run.model, [image], pp)[0].astype(np.float32)
-            while len(self._probs) > 512:
-                self._probs.popitem(last=False)
-        return self._probs[key]
-
-
-def valid_methods(model) -> list[str]:
-    """The map methods of :mod:`engine.maps.explain` that ``model`` supports, in the engine's order."""
-    from engine.maps.explain import METHODS, get_method
-
-    out = []
-    for name in METHODS:
-        try:
-            get_method(name).check(model)
-        except ConfigError:
-            continue
-        out.append(name)
-    return out
-
-
 def read_evaluation(run: str | Path) -> dict[str, Any] | None:
     """The run folder's ``evaluation.json`` (written by the demo or by :func:`evaluate_job`), or None."""
     f = Path(run) / EVALUATION_FILE
@@ -181,13 +125,12 @@ def read_evaluation(run: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_run_info(path: str, models: ModelCache, token: TokenLike) -> RunInfo:
+def open_run(path: str, models: ModelCache, token: TokenLike) -> ExploreRun:
     """Load the run (into ``models``) and describe it."""
     token.check()
     run = models.get(path)
-    meta = run.meta
-    return RunInfo(str(run.run_dir), (meta.get("arch") or {}).get("name", "?"), run.method, tuple(run.classes),
-                   tuple(valid_methods(run.model)), read_evaluation(run.run_dir), dict(meta.get("metrics") or {}))
+    return ExploreRun(RunInfo.from_meta(run.run_dir, run.meta), tuple(valid_methods(run.model)),
+                      read_evaluation(run.run_dir))
 
 
 def _fit(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:

@@ -14,9 +14,10 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPus
 from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Progress
+from engine.runs import RunInfo
 
-from .compute import RunInfo, evaluate_job
-from .lane import Lane
+from ..common.lane import Lane
+from .compute import ExploreRun, evaluate_job
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,17 @@ class EvaluationPanel(QGroupBox):
         lay.addWidget(self.hint)
         self._update()
 
-    def set_run(self, info: RunInfo | None) -> None:
+    def set_run(self, run: ExploreRun | None) -> None:
         self.lane.cancel()
-        self.info = info
-        self.figures = info.evaluation if info else None
+        self.info = run.run if run else None
+        self.figures = run.evaluation if run else None
         self.status.setText("")
         self.progress.setVisible(False)
         self._update()
-        self.evaluation_changed.emit(EvaluationState(info.path if info else "", self.figures))
+        self.evaluation_changed.emit(EvaluationState(self.info.path if self.info else "", self.figures))
+
+    def shutdown(self) -> None:
+        self.lane.shutdown()
 
     def set_report(self, report: DataReport | None) -> None:
         self.report = report

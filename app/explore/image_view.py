@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPen, QPixmap
+from PySide6.QtGui import QColor, QPen
 from PySide6.QtWidgets import QGraphicsRectItem, QWidget
 
 from engine.maps.parts import Part
@@ -31,14 +31,6 @@ def colorize(values: np.ndarray, name: str) -> np.ndarray:
     lut = pg.colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=False).astype(np.uint8)
     idx = np.clip(np.round(np.asarray(values, np.float32) * 255), 0, 255).astype(np.uint8)
     return lut[idx]
-
-
-def to_pixmap(rgb: np.ndarray) -> QPixmap:
-    """An RGB uint8 array (H, W, 3) as a QPixmap (copied, so the array may go away)."""
-    rgb = np.ascontiguousarray(rgb)
-    h, w = rgb.shape[:2]
-    img = QImage(rgb.data, w, h, rgb.strides[0], QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(img.copy())
 
 
 def _pen(color: str, width: float = 2.0, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> QPen:

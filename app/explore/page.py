@@ -21,12 +21,15 @@ from superqt import QElidingLabel
 
 from engine.data import DataReport, Sample
 from engine.errors import EngineError
+from engine.runs import RunInfo
 
-from ..state import RunRef, SelectionState
-from .compute import METHOD_LABELS, THUMB, MapRequest, MapResult, ModelCache, RunInfo, compute_maps, load_run_info
+from ..common.lane import Lane
+from ..common.model_cache import ModelCache
+from ..common.pixmaps import to_pixmap
+from ..state import SelectionState, StepRequest
+from .compute import METHOD_LABELS, THUMB, ExploreRun, MapRequest, MapResult, compute_maps, open_run
 from .evaluation import EvaluationPanel
-from .image_view import COLORMAPS, MapImageView, colorize, to_pixmap
-from .lane import Lane
+from .image_view import COLORMAPS, MapImageView, colorize
 from .resampled import CursorState, ResampledPanel
 
 log = logging.getLogger(__name__)
@@ -47,13 +50,6 @@ class MapsState:
     map_index: int
 
 
-@dataclass(frozen=True)
-class StepRequest:
-    """Show the image ``delta`` places away in the library (arrow keys)."""
-
-    delta: int
-
-
 class ExplorePage(QWidget):
     """Explore the active run's maps on the selected image."""
 
@@ -64,7 +60,7 @@ class ExplorePage(QWidget):
         super().__init__(parent)
         self.lane = Lane(self, "explore")
         self.models = ModelCache()  # used by the lane's thread only
-        self.info: RunInfo | None = None
+        self.info: ExploreRun | None = None
         self.run_path = ""
         self.report: DataReport | None = None
         self.sample: Sample | None = None
@@ -172,7 +168,7 @@ class ExplorePage(QWidget):
         self._set_controls_enabled(False)
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def set_run(self, ref: RunRef | None) -> None:
+    def set_run(self, ref: RunInfo | None) -> None:
         """Explore ``ref``'s model: load it on the lane, then fill the method and class choices."""
         self.info = None
         self.run_path = ref.path if ref else ""
@@ -183,7 +179,7 @@ class ExplorePage(QWidget):
             return
         self._set_status(f"Loading {ref.name}…")
         path = ref.path
-        self.lane.submit(load_run_info, path, self.models, on_returned=self._on_lane_run_loaded,
+        self.lane.submit(open_run, path, self.models, on_returned=self._on_lane_run_loaded,
                          on_errored=lambda exc: self._show_error(f"Cannot load the run {path}", exc))
 
     def set_data(self, report: DataReport | None) -> None:
@@ -191,9 +187,10 @@ class ExplorePage(QWidget):
         self.keypoints_box.setEnabled(bool(report and report.has_parts))
         self.evaluation.set_report(report)
 
-    def set_selection(self, samples: tuple[Sample, ...]) -> None:
-        """Explore the first of the selected samples (a new image: its predicted class)."""
-        sample = samples[0] if samples else None
+    @Slot(object)
+    def set_selection(self, state: SelectionState) -> None:
+        """Explore the first of the library's selected samples (a new image: its predicted class)."""
+        sample = state.samples[0] if state.samples else None
         if sample is not None and self.sample is not None and sample.path == self.sample.path:
             return
         self.sample = sample
@@ -210,22 +207,22 @@ class ExplorePage(QWidget):
             return
         cls = self.class_choice
         if cls is None:
-            cls = self._predicted.get((self.info.path, self.sample.path))
-        key = (self.info.path, self.sample.path, method, cls) if cls is not None else None
+            cls = self._predicted.get((self.info.run.path, self.sample.path))
+        key = (self.info.run.path, self.sample.path, method, cls) if cls is not None else None
         if key is not None and key in self._cache:
             self.lane.cancel()
             self._cache.move_to_end(key)
             self._set_status("")
             self._show(self._cache[key])
             return
-        req = MapRequest(self.info.path, self.sample.path, method, self.class_choice)
+        req = MapRequest(self.info.run.path, self.sample.path, method, self.class_choice)
         self._set_status(f"Computing {METHOD_LABELS.get(method, method)} maps…")
         self.lane.submit(compute_maps, req, self.models, on_returned=self._on_lane_maps_returned,
                          on_errored=lambda exc: self._show_error("Cannot compute the maps", exc))
 
     @Slot(object)
-    def _on_lane_run_loaded(self, info: RunInfo) -> None:
-        if info.path != self.run_path:
+    def _on_lane_run_loaded(self, info: ExploreRun) -> None:
+        if info.run.path != self.run_path:
             return
         self.info = info
         self.method_box.blockSignals(True)
@@ -235,7 +232,7 @@ class ExplorePage(QWidget):
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(info.default_method)))
         self.method_box.blockSignals(False)
         self.class_box.clear()
-        self.class_box.addItems(list(info.classes))
+        self.class_box.addItems(list(info.run.classes))
         self.evaluation.set_run(info)
         self._set_controls_enabled(True)
         self._set_status("" if self.sample else "Pick an image in the Library.")
@@ -249,7 +246,7 @@ class ExplorePage(QWidget):
             self._cache.popitem(last=False)
         self._predicted[(result.run, result.path)] = result.predicted
         cur = self.sample
-        if self.info is None or cur is None or (result.run, result.path) != (self.info.path, cur.path):
+        if self.info is None or cur is None or (result.run, result.path) != (self.info.run.path, cur.path):
             return
         self._set_status("")
         self._show(result)
@@ -261,7 +258,7 @@ class ExplorePage(QWidget):
         if new_image:
             self.image_view.set_image(result.image, result.image_size)
             self._show_keypoints()
-        classes = self.info.classes if self.info else ()
+        classes = self.info.run.classes if self.info else ()
         self.predictions.clear()
         for i, p in result.top_k():
             item = QListWidgetItem(f"{classes[i] if i < len(classes) else i}   {100 * p:.1f} %")
@@ -332,14 +329,11 @@ class ExplorePage(QWidget):
         self._set_status(f"{title}: {text}")
 
     def shutdown(self) -> None:
+        """Stop the page's workers (the window's one shutdown path calls it)."""
         self.lane.shutdown()
-        self.evaluation.lane.shutdown()
+        self.evaluation.shutdown()
 
     # -- slots -----------------------------------------------------------------------------------------------
-    @Slot(object)
-    def _on_library_selection_changed(self, state: SelectionState) -> None:
-        self.set_selection(state.samples)
-
     @Slot(int)
     def _on_method_box_current_index_changed(self, _index: int) -> None:
         self.request()

@@ -21,10 +21,10 @@ from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Progress
 from engine.export.crops import ExportSummary
+from engine.runs import RunInfo
 
-from ..explore.compute import TokenLike
-from ..explore.lane import Lane
-from ..state import RunRef
+from ..common.lane import Lane
+from ..common.tokens import TokenLike
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ExportPage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.lane = Lane(self, "export")
-        self.run: RunRef | None = None
+        self.run: RunInfo | None = None
         self.report: DataReport | None = None
         self.state = ExportState(IDLE)
         self.batch_size = 8
@@ -158,7 +158,7 @@ class ExportPage(QWidget):
         self._update()
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def set_run(self, ref: RunRef | None) -> None:
+    def set_run(self, ref: RunInfo | None) -> None:
         self.run = ref
         self.run_label.setText(ref.summary() if ref else "none")
         if ref is not None and self.state.status not in (RUNNING, CANCELLING):

@@ -16,7 +16,7 @@ from superqt.utils import create_worker
 from engine.data import DataReport, scan
 from engine.errors import Cancelled, EngineError
 
-from ..state import DataState, SelectionState
+from ..state import DataState, SelectionState, StepRequest
 from .model import SampleFilter, SampleListModel, SampleRole
 from .preview import PreviewPanel
 from .report import ClassPick, ReportPanel
@@ -262,6 +262,17 @@ class LibraryPage(QWidget):
             self.grid.setCurrentIndex(self.model.index(0, 0))
         else:
             self.preview.clear()
+
+    @Slot(object)
+    def step(self, request: StepRequest) -> None:
+        """Make the image ``request.delta`` rows away the current one (clamped to the visible rows)."""
+        rows = self.model.rowCount()
+        if rows == 0:
+            return
+        cur = self.grid.currentIndex().row()
+        row = min(max(0, (cur if cur >= 0 else 0) + request.delta), rows - 1)
+        if row != cur:
+            self.grid.setCurrentIndex(self.model.index(row, 0))
 
     @Slot()
     def _on_filters_changed(self) -> None:

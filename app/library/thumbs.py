@@ -13,12 +13,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
-import numpy as np
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, Signal, Slot
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 
 from engine.errors import DecodeError
 from engine.data.imageio import read_image
+
+from ..common.pixmaps import to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ def decode_thumbnail(path: str, size: int) -> QImage:
     scale = size / max(h, w)
     if scale < 1:
         rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    rgb = np.ascontiguousarray(rgb)
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+    return to_qimage(rgb)
 
 
 def placeholder_pixmap(size: int, color: str = "#8a909a", alpha: int = 60) -> QPixmap:

@@ -17,10 +17,10 @@ from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QPro
                                QSplitter, QVBoxLayout, QWidget)
 
 from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
-from engine.runs import read_history
+from engine.runs import RunInfo, read_history
 
 from .. import settings as app_settings
-from ..state import RunRef, ThemeState
+from ..state import ThemeState
 from .curves import TrainCurves
 from .form import ConfigState, TrainForm
 from .process import FAILED, FINISHED, JobProcess, JobState
@@ -45,7 +45,7 @@ def _fmt_s(seconds: float) -> str:
 class TrainPage(QWidget):
     """Edit a TrainConfig and train it in a child process; list and open past runs."""
 
-    run_open_requested = Signal(object)  # RunRef
+    run_open_requested = Signal(object)  # RunInfo
     job_changed = Signal(object)  # JobState
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -150,7 +150,7 @@ class TrainPage(QWidget):
         self.runs_folder = folder
         self.runs.set_folder(folder)
 
-    def show_run(self, ref: RunRef) -> None:
+    def show_run(self, ref: RunInfo) -> None:
         """Show an opened run: its curves and, when idle, its settings (so Resume continues it)."""
         if self.job.is_running():
             return
@@ -257,7 +257,7 @@ class TrainPage(QWidget):
             log.info("training finished: %s", ev.run_dir)
             self.runs.refresh()
             try:
-                self.run_open_requested.emit(RunRef.from_folder(ev.run_dir))
+                self.run_open_requested.emit(RunInfo.read(ev.run_dir))
             except Exception as exc:  # noqa: BLE001
                 log.warning("cannot open the finished run %s: %s", ev.run_dir, exc)
 

@@ -13,8 +13,6 @@ from superqt import QElidingLabel
 from engine.errors import EngineError
 from engine.runs import RunInfo, list_runs
 
-from ..state import RunRef
-
 log = logging.getLogger(__name__)
 
 COLUMNS = ["Run", "Model", "Method", "Epoch", "Top-1", "Img/s", "Updated"]
@@ -29,9 +27,9 @@ def _item(text: object, right: bool = False) -> QTableWidgetItem:
 
 
 class RunsPanel(QWidget):
-    """A table of the runs in one folder. ``run_open_requested`` carries the chosen run's RunRef."""
+    """A table of the runs in one folder. ``run_open_requested`` carries the chosen run's RunInfo."""
 
-    run_open_requested = Signal(object)  # RunRef
+    run_open_requested = Signal(object)  # RunInfo
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -110,7 +108,7 @@ class RunsPanel(QWidget):
         if not 0 <= row < len(self.runs):
             return
         try:
-            ref = RunRef.from_folder(self.runs[row].path)
+            ref = RunInfo.read(self.runs[row].path)
         except EngineError as exc:
             log.error("%s", exc)
             return

@@ -1,10 +1,9 @@
-"""Small helpers shared by the sub-commands: number formats, progress bars, and the loop that drives an engine
-generator to its end."""
+"""Small helpers shared by the sub-commands: number formats and progress bars (the sub-commands run the engine's
+generators with :func:`engine.events.drive`)."""
 
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Generator
 
 from tqdm import tqdm
 
@@ -19,7 +18,8 @@ def tqdm_bar(total: int, desc: str, unit: str = "batch") -> tqdm:
 
 
 class Bars:
-    """At most one progress bar on stderr at a time; opening another (or :meth:`close`) closes the current."""
+    """At most one progress bar on stderr at a time; opening another (or :meth:`close`) closes the current. As a
+    context manager it closes the last one however the job ends (an error, Ctrl+C)."""
 
     def __init__(self) -> None:
         self.bar: tqdm | None = None
@@ -43,17 +43,8 @@ class Bars:
             self.bar.close()
         self.bar, self.stage = None, None
 
+    def __enter__(self) -> "Bars":
+        return self
 
-def drive(gen: Generator[Any, None, Any], handle: Callable[[Any], None], bars: Bars | None = None) -> Any:
-    """Pass every event of an engine generator to ``handle`` and return the generator's result; ``bars`` are
-    closed however it ends (an error, Ctrl+C)."""
-    try:
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as end:
-                return end.value
-            handle(ev)
-    finally:
-        if bars is not None:
-            bars.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()

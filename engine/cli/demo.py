@@ -21,9 +21,9 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from engine.demo import DemoSettings, build_demo, demo_paths
-    from engine.events import EpochEnd, Message, Progress, Started, to_json
+    from engine.events import EpochEnd, Message, Progress, Started, drive, to_json
     from engine.evaluation.scores import format_marks
-    from engine.cli.common import Bars, drive
+    from engine.cli.common import Bars
 
     settings = DemoSettings() if args.epochs is None else replace(DemoSettings(), epochs=args.epochs)
     data, run_dir = demo_paths(args.out)
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         elif isinstance(ev, Message):
             print(f"{ev.level}: {ev.text}", file=sys.stderr)
 
-    result = drive(gen, show, bars)
+    with bars:
+        result = drive(gen, show)
     if args.json_events:  # the result last, as one more JSON line (the child-process protocol of the app)
         print(to_json(result), flush=True)
         return 0

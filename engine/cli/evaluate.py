@@ -28,15 +28,16 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluation.evaluate import evaluate
     from engine.evaluation.scores import format_marks, format_table
     from engine.runs import load_run
-    from engine.cli.common import Bars, drive
+    from engine.cli.common import Bars
+    from engine.events import drive
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, device)
     base = load_run(args.baseline, device) if args.baseline else None
     report = scan(args.data)
     gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
-    bars = Bars()
-    result = drive(gen, lambda ev: bars.progress(ev.stage, ev.done, ev.total), bars)
+    with Bars() as bars:
+        result = drive(gen, lambda ev: bars.progress(ev.stage, ev.done, ev.total))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import scan
     from engine.device import resolve_device
-    from engine.events import Progress
+    from engine.events import Progress, drive
     from engine.export.crops import export_parts
     from engine.runs import load_run
-    from engine.cli.common import Bars, drive
+    from engine.cli.common import Bars
 
     loaded = load_run(args.run, resolve_device(args.device))
     report = scan(args.data)
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(ev, Progress):
             bars.progress("export", ev.done, ev.total)
 
-    summary = drive(gen, show, bars)
+    with bars:
+        summary = drive(gen, show)
     for f in report.skipped + summary.failed:  # what the scan refused, then what failed to decode
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.training.config import TrainConfig
 from engine.events import BatchEnd, EpochEnd, Message, Started
-from engine.cli.common import Bars, drive, fmt_pct
+from engine.cli.common import Bars, fmt_pct
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,8 +95,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from engine.training.distributed import is_main_process
     from engine.errors import ConfigError
-    from engine.events import to_json
-    from engine.training.loop import run_to_end, train
+    from engine.events import drive, to_json
+    from engine.training.loop import train
 
     cfg = config_from_args(args)
     if args.nproc != 1:
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         return launch(args, cfg)
     gen = train(cfg, resume=args.resume)
     if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 reports
-        run_to_end(gen)
+        drive(gen)
         return 0
     bars = Bars()
 
@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={fmt_pct(ev.test_top1)}  "
                   f"{ev.images_per_s:.1f} img/s  {ev.seconds:.0f}s  eta {ev.eta_s / 60:.1f} min", file=sys.stderr)
 
-    result = drive(gen, show, bars)
+    with bars:
+        result = drive(gen, show)
     if args.json_events:  # the result last, as one more JSON line (the child-process protocol of the app)
         print(to_json(result), flush=True)
         return 0

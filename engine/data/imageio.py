@@ -207,12 +207,6 @@ def read_image(path: str | os.PathLike, max_side: int = MAX_SIDE) -> np.ndarray:
     return decode_bytes(_read_bytes(path), path, max_side=max_side)
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) of the image as :func:`read_image` returns it (decodes it)."""
-    img = read_image(path)
-    return img.shape[1], img.shape[0]
-
-
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 92) -> None:
     """Write an RGB uint8 image atomically (temporary file, fsync, rename)."""
     from engine.fileio import atomic_write_bytes

@@ -96,7 +96,3 @@ def normalize(batch: torch.Tensor, pp: Preprocessing, dtype: torch.dtype = torch
     std = torch.tensor(pp.std, dtype=dtype, device=x.device).view(1, 3, 1, 1)
     return x.sub_(mean).div_(std)
 
-
-def image_tensor(img: np.ndarray, pp: Preprocessing, device="cpu") -> torch.Tensor:
-    """One RGB uint8 image, test transform, normalised: (1, 3, S, S)."""
-    return normalize(torch.from_numpy(test_transform(img, pp))[None].to(device), pp)

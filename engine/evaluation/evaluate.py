@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from engine.data.scan import DataReport, Sample
 from engine.data.transforms import Preprocessing, normalize, test_transform
 from engine.errors import Cancelled, CheckpointError, DataError, DecodeError
-from engine.events import Progress
+from engine.events import Progress, drive
 from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
 from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import read_image
@@ -249,12 +249,7 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
 def evaluate_run(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None,
                  should_stop: Callable[[], bool] | None = None, **kwargs: Any) -> EvalResult:
     """:func:`evaluate` driven to its end (for the demo and the GUI's worker)."""
-    gen = evaluate(run, report, baseline, should_stop=should_stop, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            return end.value
+    return drive(evaluate(run, report, baseline, should_stop=should_stop, **kwargs))
 
 
 __all__ = ["KEYS", "EvalResult", "evaluate", "evaluate_run"]

@@ -15,6 +15,8 @@ from engine.errors import ConfigError
 METHODS = ("mcloss", "ce", "tasn")
 #: MC-Loss paper values: μ = 0.005 when fine-tuning a pretrained backbone, 1.5 from scratch; λ = 10.
 MU_PRETRAINED, MU_SCRATCH = 0.005, 1.5
+#: Options that older runs saved and no code reads any more: dropped when such a config is read back.
+RETIRED = frozenset({"label_smoothing"})
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.5
-    label_smoothing: float = 0.0
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -82,8 +83,6 @@ class TrainConfig:
             bad("weight_decay", "must be in [0, 1)")
         if not 0 <= self.momentum < 1:
             bad("momentum", "must be in [0, 1)")
-        if not 0 <= self.label_smoothing < 1:
-            bad("label_smoothing", "must be in [0, 1)")
         if not 0 < self.val_fraction < 1:
             bad("val_fraction", "must be between 0 and 1 (e.g. 0.2)")
         if self.warmup_epochs < 0:
@@ -120,11 +119,11 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = {k: v for k, v in d.items() if k not in RETIRED}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}: this run was written by another Fieldmark version")
-        d = dict(d)
         if "crop_scale" in d:
             d["crop_scale"] = tuple(d["crop_scale"])
         return cls(**d)

@@ -33,7 +33,7 @@ from engine.data.loader import ImageCache, ImageDataset
 from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
 from engine.errors import Cancelled, CheckpointError, ConfigError, EngineError
-from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
+from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started, drive, relay
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 
@@ -93,13 +93,6 @@ class LossModel(nn.Module):
         return self.criterion(self.model, x, y)
 
 
-def evaluate_top1(model: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device,
-                  should_stop: Callable[[], bool] | None = None) -> tuple[float | None, float | None]:
-    """Top-1 accuracy and mean cross-entropy over a loader (None, None when it is empty)."""
-    correct, total, loss_sum = evaluate_sums(model, loader, pp, device, should_stop)
-    return (correct / total, loss_sum / total) if total else (None, None)
-
-
 @torch.no_grad()
 def evaluate_sums(model: nn.Module, loader: DataLoader, pp: Preprocessing, device: torch.device,
                   should_stop: Callable[[], bool] | None = None) -> tuple[int, int, float]:
@@ -155,7 +148,7 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
         gen = _train(cfg, should_stop or (lambda: False), resume, ctx)
         if ctx.is_main:
             return (yield from gen)
-        return run_to_end(gen)  # other ranks train silently
+        return drive(gen)  # other ranks train silently
     finally:
         ddp.close(ctx)
 
@@ -317,24 +310,12 @@ def _load_cache(cache: ImageCache, split: str, stop: Callable[[], bool]):
         return []
     total = len(cache.samples)
     every = max(1, total // 20)
-    loader = cache.iter_load()
-    while True:
-        try:
-            done = next(loader)
-        except StopIteration as end:
-            return end.value
-        if done % every == 0 or done == total:
-            if stop():
-                raise Cancelled("stopped while decoding images")
-            yield Progress(f"decoding {split} images", done, total)
 
+    def progress(done: int) -> Progress | None:
+        if done % every and done != total:
+            return None
+        if stop():
+            raise Cancelled("stopped while decoding images")
+        return Progress(f"decoding {split} images", done, total)
 
-def run_to_end(gen: Generator[Event, None, Finished], on_event: Callable[[Event], None] | None = None) -> Finished:
-    """Drive a job generator to its end, passing events to ``on_event``; return its result."""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as done:
-            return done.value
-        if on_event is not None:
-            on_event(ev)
+    return (yield from relay(cache.iter_load(), progress))

@@ -23,7 +23,8 @@ def toy_run(base: Path) -> ToyRun:
     """Generate the data and train the run under ``base`` (pytest's basetemp), or reuse them."""
     from engine.toybirds import dataset as toybirds
     from engine.training.config import TrainConfig
-    from engine.training.loop import run_to_end, train
+    from engine.events import drive
+    from engine.training.loop import train
 
     root = base / "toyrun"
     data, run = root / "birds", root / "run"
@@ -32,7 +33,7 @@ def toy_run(base: Path) -> ToyRun:
     if not is_run(run):
         cfg = TrainConfig(data=str(data), out=str(run), model="smallnet", method="mcloss", xi=3, epochs=2,
                           img_size=96, batch_size=8, device="cpu", cache_mb=64, seed=0)
-        run_to_end(train(cfg))
+        drive(train(cfg))
     return ToyRun(data, run)
 
 

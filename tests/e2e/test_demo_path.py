@@ -8,8 +8,7 @@ import pytest
 
 from engine.cli import main as cli
 from engine.demo import DemoSettings, build_demo, demo_paths
-from engine.events import EpochEnd, Finished
-from engine.training.loop import run_to_end
+from engine.events import EpochEnd, Finished, drive
 
 TINY = replace(DemoSettings(), classes=4, per_class=8, size=96, epochs=2, img_size=96, batch_size=8, overlays=2)
 
@@ -18,7 +17,7 @@ TINY = replace(DemoSettings(), classes=4, per_class=8, size=96, epochs=2, img_si
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     events = []
-    result = run_to_end(build_demo(root, settings=TINY), events.append)
+    result = drive(build_demo(root, settings=TINY), events.append)
     return root, result, events
 
 
@@ -38,7 +37,7 @@ def test_demo_builds_everything(demo):
 def test_demo_rerun_reuses_what_is_complete(demo):
     root, first, _ = demo
     events = []
-    again = run_to_end(build_demo(root, settings=TINY), events.append)
+    again = drive(build_demo(root, settings=TINY), events.append)
     assert not any(isinstance(e, EpochEnd) for e in events)
     assert again.metrics == first.metrics
 

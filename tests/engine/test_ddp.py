@@ -29,8 +29,8 @@ from engine import runs
 from engine.cli import main as cli
 from engine.training.config import TrainConfig
 from engine.errors import ConfigError
-from engine.events import EpochEnd
-from engine.training.loop import run_to_end, train
+from engine.events import EpochEnd, drive
+from engine.training.loop import train
 
 from ..conftest import ROOT, make_class_folders
 
@@ -105,7 +105,7 @@ def reference_run(data: Path, out: Path, monkeypatch) -> list[dict]:
         return model
 
     monkeypatch.setattr(engine_train, "create_model", split_bn_model)
-    run_to_end(train(TrainConfig(data=str(data), out=str(out), **ARGS)))
+    drive(train(TrainConfig(data=str(data), out=str(out), **ARGS)))
     monkeypatch.setattr(engine_train, "create_model", real)
     return runs.read_history(out)
 

@@ -20,7 +20,7 @@ from engine.export import crops as export_mod
 from engine.data import scan
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, ConfigError
-from engine.events import Progress
+from engine.events import Progress, drive
 from engine.export.crops import ExportError, export_parts
 from engine.models.partnet import PartNet
 from engine.runs import LoadedRun
@@ -89,11 +89,7 @@ def toy(tmp_path_factory):
 
 def run_all(gen):
     events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as end:
-            return end.value, events
+    return drive(gen, events.append), events
 
 
 def rows(out: Path) -> list[dict]:
@@ -394,13 +390,7 @@ def test_memory_stays_flat_over_2000_images(tmp_path):
     proc = psutil.Process()
     rss: list[tuple[int, int]] = []
     gen = export_parts(run, report, tmp_path / "out", split="all", crop_size=16, batch_size=50)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as end:
-            summary = end.value
-            break
-        rss.append((ev.done, proc.memory_info().rss))
+    summary = drive(gen, lambda ev: rss.append((ev.done, proc.memory_info().rss)))
     total = len(report.samples)
     assert summary.exported == total == 2000
     window = [r for d, r in rss if d >= total // 4]

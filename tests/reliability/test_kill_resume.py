@@ -13,7 +13,8 @@ import pytest
 
 from engine import runs
 from engine.training.config import TrainConfig
-from engine.training.loop import run_to_end, train
+from engine.events import drive
+from engine.training.loop import train
 
 from ..conftest import make_class_folders
 
@@ -103,8 +104,8 @@ def test_a_kill_between_the_epoch_files_loses_no_metrics_line(tmp_path):
     data = make_class_folders(tmp_path / "data", classes=2, per_class=5, size=(36, 36))
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="smallnet", img_size=32, batch_size=4,
                       epochs=2, seed=1)
-    run_to_end(train(cfg))
+    drive(train(cfg))
     metrics = tmp_path / "run" / runs.METRICS
     metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
-    run_to_end(train(cfg.replace(epochs=3), resume=True))
+    drive(train(cfg.replace(epochs=3), resume=True))
     assert [h["epoch"] for h in runs.read_history(tmp_path / "run")] == [1, 2, 3]

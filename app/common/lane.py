@@ -6,9 +6,9 @@ The pattern of napari's ``thread_worker`` (superqt): every job is a superqt work
 global pool stays free for the library's thumbnails.
 
 Stale work: each :meth:`Lane.submit` with ``supersede=True`` moves the lane's generation on. Older jobs see their
-:class:`Token` go stale (``token.check()`` raises :class:`engine.errors.Cancelled`, so a queued job ends before
-it starts and a running one at its next check), and whatever an old job still returns is dropped on the GUI
-thread. Cancellation is never an error the user sees (Anki's ``Interrupted``).
+:class:`~app.common.tokens.Token` go stale (``token.check()`` raises :class:`engine.errors.Cancelled`, so a queued
+job ends before it starts and a running one at its next check), and whatever an old job still returns is dropped
+on the GUI thread. Cancellation is never an error the user sees (Anki's ``Interrupted``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import functools
 import inspect
 import logging
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import shiboken6
@@ -25,6 +24,8 @@ from PySide6.QtCore import QObject, QThreadPool
 from superqt.utils import WorkerBase, create_worker
 
 from engine.errors import Cancelled
+
+from .tokens import Generation, Token
 
 log = logging.getLogger(__name__)
 
@@ -45,30 +46,6 @@ def _guard_generator(fn: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-class _Counter:
-    """The lane's generation, shared with its jobs (an int read and written whole, so no lock is needed)."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-@dataclass(frozen=True)
-class Token:
-    """A job's ticket: stale once a newer job was submitted with ``supersede`` or the lane was cancelled."""
-
-    counter: _Counter
-    generation: int
-    stop: threading.Event
-
-    def is_stale(self) -> bool:
-        return self.stop.is_set() or self.counter.value != self.generation
-
-    def check(self) -> None:
-        """Raise Cancelled when stale (call between steps of a job)."""
-        if self.is_stale():
-            raise Cancelled("superseded by a newer request")
-
-
 class Lane(QObject):
     """Runs jobs one at a time off the GUI thread. A job is ``fn(*args, token=Token)`` returning plain data."""
 
@@ -78,7 +55,7 @@ class Lane(QObject):
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(1)
         self.pool.setExpiryTimeout(-1)  # keep the one thread: torch's thread-local state stays warm
-        self._counter = _Counter()
+        self._counter = Generation()
         self._workers: set[WorkerBase] = set()
         self._stop = threading.Event()
         self.busy = 0  # jobs submitted and not yet finished
