@@ -76,13 +76,9 @@ def _tasn_builder(backbone: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, input_size: int = 224,
               sample_size: int = 224) -> nn.Module:
         import engine.models.tasn as tasn
-        from engine.models.backbones import _TV
-        from engine.models.weights import load_state_dict_file, looks_like_path, torchvision_state_dict
+        from engine.models.backbones import pretrained_state
 
-        state = None
-        if pretrained not in (None, "", "none", "None"):
-            state = (load_state_dict_file(pretrained) if looks_like_path(pretrained)
-                     else torchvision_state_dict(_TV[backbone][1], pretrained))
+        state = pretrained_state(backbone, pretrained)
         return getattr(tasn, f"tasn_{backbone}")(num_classes, pretrained_backbone=state, input_size=input_size,
                                                  sample_size=sample_size)
 

@@ -17,21 +17,24 @@ from engine.models.weights import load_into, load_state_dict_file, looks_like_pa
 BackboneBuilder = Callable[[str | None], tuple[nn.Module, int, int]]
 
 
-def _with_weights(net: nn.Module, weights_enum, pretrained: str | None, ignore: tuple[str, ...]) -> nn.Module:
+def pretrained_state(name: str, pretrained: str | None) -> dict | None:
+    """The state dict that ``pretrained`` names for torchvision network ``name``: a local file, or a torchvision
+    weights name (DEFAULT, IMAGENET1K_V1, ...); None for none."""
     if pretrained in (None, "", "none", "None"):
-        return net
+        return None
     if looks_like_path(pretrained):
-        state = load_state_dict_file(pretrained)
-    else:
-        state = torchvision_state_dict(weights_enum, pretrained)
-    load_into(net, state, pretrained, ignore_prefixes=ignore)
-    return net
+        return load_state_dict_file(pretrained)
+    return torchvision_state_dict(_TV[name][1], pretrained)
 
 
 def torchvision_net(name: str, pretrained: str | None = None, **kwargs) -> nn.Module:
     """A whole torchvision network with its weights loaded (used by TASN, which takes its own layers)."""
-    ctor, enum, ignore = _TV[name]
-    return _with_weights(ctor(weights=None, **kwargs), enum, pretrained, ignore)
+    ctor, _enum, ignore = _TV[name]
+    net = ctor(weights=None, **kwargs)
+    state = pretrained_state(name, pretrained)
+    if state is not None:
+        load_into(net, state, pretrained, ignore_prefixes=ignore)
+    return net
 
 
 _TV = {
