@@ -18,8 +18,10 @@ def _current_umask() -> int:
 _UMASK = _current_umask()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(fh)`` on a temporary file beside ``path`` and move it into place only when complete."""
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb", sync: bool = True) -> None:
+    """Call ``write(fh)`` on a temporary file beside ``path`` and move it into place only when complete.
+    ``sync=False`` skips the fsyncs (still atomic against a crash of this process): for many small files whose
+    caller syncs once per batch."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -27,8 +29,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -36,7 +39,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    if sync:
+        _fsync_dir(path.parent)
 
 
 def _fsync_dir(folder: Path) -> None:

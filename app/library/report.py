@@ -7,11 +7,12 @@ import os
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QSplitter, QTableWidget, QVBoxLayout, QWidget
 
 from engine.data import DataReport
 from engine.data.scan import LAYOUTS
+
+from ..common.widgets import table_item
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +22,6 @@ class ClassPick:
     """A class the user picked in the counts table (label -1: all classes)."""
 
     label: int
-
-
-def _item(text: object, align_right: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(str(text))
-    it.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-    if align_right:
-        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return it
 
 
 def _table(headers: list[str], parent: QWidget) -> QTableWidget:
@@ -120,12 +113,12 @@ class ReportPanel(QWidget):
         self.summary.setToolTip(f"{report.root}\n{report.layout}: {LAYOUTS.get(report.layout, '')}")
         self.classes.setRowCount(len(report.classes))
         for row, (name, c) in enumerate(report.counts().items()):
-            name_item = _item(name)
+            name_item = table_item(name)
             name_item.setToolTip(name)
             self.classes.setItem(row, 0, name_item)
-            self.classes.setItem(row, 1, _item(c["train"], True))
-            self.classes.setItem(row, 2, _item(c["test"], True))
-            self.classes.setItem(row, 3, _item(c["train"] + c["test"], True))
+            self.classes.setItem(row, 1, table_item(c["train"], True))
+            self.classes.setItem(row, 2, table_item(c["test"], True))
+            self.classes.setItem(row, 3, table_item(c["train"] + c["test"], True))
         self.skipped_title.setText(f"Skipped files ({len(report.skipped)})" if report.skipped
                                    else "Skipped files (none)")
         total = max(sum(self.splitter.sizes()), 400)  # not laid out yet while hidden: QSplitter scales weights
@@ -135,11 +128,11 @@ class ReportPanel(QWidget):
         root = report.root.rstrip("/") + "/"
         for row, sk in enumerate(report.skipped):
             shown = sk.path[len(root):] if sk.path.startswith(root) else sk.path
-            item = _item(shown)
+            item = table_item(shown)
             item.setToolTip(sk.path)
             self.skipped.setItem(row, 0, item)
-            self.skipped.setItem(row, 1, _item(sk.reason))
-            detail = _item(sk.detail)
+            self.skipped.setItem(row, 1, table_item(sk.reason))
+            detail = table_item(sk.detail)
             detail.setToolTip(sk.detail)
             self.skipped.setItem(row, 2, detail)
 

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal, Slot
 
@@ -62,6 +63,17 @@ def signal_name(num: int) -> str:
         return signal.Signals(num).name
     except ValueError:
         return f"signal {num}"
+
+
+def _each_line(buffer: bytes, handle: Callable[[str], None]) -> bytes:
+    """Give every complete, non-blank line of ``buffer`` to ``handle`` (decoded, trailing white space removed);
+    return the incomplete rest."""
+    *lines, rest = buffer.split(b"\n")
+    for raw in lines:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            handle(line)
+    return rest
 
 
 class JobProcess(QObject):
@@ -156,16 +168,10 @@ class JobProcess(QObject):
 
     @Slot()
     def _on_proc_ready_read_standard_output(self) -> None:
-        if self.proc is None:
-            return
-        self._out += bytes(self.proc.readAllStandardOutput().data())
-        *lines, self._out = self._out.split(b"\n")
-        for raw in lines:
-            self._handle_line(raw.decode("utf-8", "replace").strip())
+        if self.proc is not None:
+            self._out = _each_line(self._out + bytes(self.proc.readAllStandardOutput().data()), self._handle_line)
 
     def _handle_line(self, line: str) -> None:
-        if not line:
-            return
         try:
             event = from_dict(json.loads(line))
         except (ValueError, TypeError) as exc:
@@ -179,16 +185,10 @@ class JobProcess(QObject):
 
     @Slot()
     def _on_proc_ready_read_standard_error(self) -> None:
-        if self.proc is None:
-            return
-        self._err += bytes(self.proc.readAllStandardError().data())
-        *lines, self._err = self._err.split(b"\n")
-        for raw in lines:
-            self._stderr_line(raw.decode("utf-8", "replace").rstrip())
+        if self.proc is not None:
+            self._err = _each_line(self._err + bytes(self.proc.readAllStandardError().data()), self._stderr_line)
 
     def _stderr_line(self, line: str) -> None:
-        if not line:
-            return
         self._tail.append(line)
         word = line.split(" ", 1)[0]
         child_log.log(_LEVELS.get(word, logging.INFO), "%s", line)
@@ -200,8 +200,7 @@ class JobProcess(QObject):
             self._on_proc_ready_read_standard_output()
             self._on_proc_ready_read_standard_error()
         for rest, handler in ((self._out, self._handle_line), (self._err, self._stderr_line)):
-            if rest:
-                handler(rest.decode("utf-8", "replace").strip())
+            _each_line(rest + b"\n", handler)
         self._out = self._err = b""
         tail = tuple(self._tail)
         crashed = status == QProcess.ExitStatus.CrashExit

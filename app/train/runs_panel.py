@@ -6,24 +6,18 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QPushButton, QTableWidget, QVBoxLayout,
+                               QWidget)
 from superqt import QElidingLabel
 
 from engine.errors import EngineError
 from engine.runs import RunInfo, list_runs
 
+from ..common.widgets import table_item
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["Run", "Model", "Method", "Epoch", "Top-1", "Img/s", "Updated"]
-
-
-def _item(text: object, right: bool = False) -> QTableWidgetItem:
-    it = QTableWidgetItem(str(text))
-    it.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-    if right:
-        it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-    return it
 
 
 class RunsPanel(QWidget):
@@ -84,15 +78,15 @@ class RunsPanel(QWidget):
         for row, r in enumerate(self.runs):
             top1 = r.metrics.get("test_top1")
             speed = r.metrics.get("images_per_s")
-            name = _item(Path(r.path).name)
+            name = table_item(Path(r.path).name)
             name.setToolTip(r.path)
             self.table.setItem(row, 0, name)
-            self.table.setItem(row, 1, _item(r.model))
-            self.table.setItem(row, 2, _item(r.method))
-            self.table.setItem(row, 3, _item(f"{r.epoch}/{r.epochs}", True))
-            self.table.setItem(row, 4, _item(f"{top1 * 100:.1f}%" if isinstance(top1, (int, float)) else "–", True))
-            self.table.setItem(row, 5, _item(f"{speed:.1f}" if isinstance(speed, (int, float)) else "–", True))
-            self.table.setItem(row, 6, _item(r.updated.replace("T", " ")))
+            self.table.setItem(row, 1, table_item(r.model))
+            self.table.setItem(row, 2, table_item(r.method))
+            self.table.setItem(row, 3, table_item(f"{r.epoch}/{r.epochs}", True))
+            self.table.setItem(row, 4, table_item(f"{top1 * 100:.1f}%" if isinstance(top1, (int, float)) else "–", True))
+            self.table.setItem(row, 5, table_item(f"{speed:.1f}" if isinstance(speed, (int, float)) else "–", True))
+            self.table.setItem(row, 6, table_item(r.updated.replace("T", " ")))
         self.open_button.setEnabled(False)
 
     def row_of(self, path: str) -> int:

@@ -3,9 +3,19 @@ generators with :func:`engine.events.drive`)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from tqdm import tqdm
+
+
+def add_run_command(sub: argparse._SubParsersAction, name: str, help: str,
+                    description: str | None = None) -> argparse.ArgumentParser:
+    """The parser of a sub-command that works on a trained run: RUN first, and --device."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    return p
 
 
 def fmt_pct(v: float | None) -> str:

@@ -6,19 +6,19 @@ import argparse
 import json
 import sys
 
+from engine.cli.common import add_run_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="score a run's discovered parts against part keypoints (CUB layout)",
-                       description="top-1, part hit rate, keypoint regression error, NMI/ARI, regions per class "
-                                   "and (toy birds) mark recall, with a random and an optional Grad-CAM baseline.")
-    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p = add_run_command(sub, "evaluate", "score a run's discovered parts against part keypoints (CUB layout)",
+                        "top-1, part hit rate, keypoint regression error, NMI/ARI, regions per class and (toy "
+                        "birds) mark recall, with a random and an optional Grad-CAM baseline.")
     p.add_argument("data", help="CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or toy birds)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--baseline", metavar="RUN", help="a CE run whose Grad-CAM peak is the second baseline")
     p.add_argument("--split", default="test", choices=["test", "train"], help="split to score (default test)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
 
 

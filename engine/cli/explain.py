@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.cli.common import add_run_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from engine.maps.explain import METHODS
 
-    p = sub.add_parser("explain", help="part maps, CAM / Grad-CAM and TASN views of images, as PNG + NPY + JSON")
-    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p = add_run_command(sub, "explain", "part maps, CAM / Grad-CAM and TASN views of images, as PNG + NPY + JSON")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--out", required=True, help="folder for the overlays, maps and peaks")
     p.add_argument("--method", default="channels", choices=METHODS,
@@ -32,7 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     who.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     who.add_argument("--top-k", type=int, default=1, help="explain the k most probable classes (default 1)")
     p.add_argument("--resample", choices=["structure", "detail"], help="explain TASN's resampled view instead")
-    p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=run)
 

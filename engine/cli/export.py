@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.common import add_run_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from engine.maps.explain import METHODS
 
-    p = sub.add_parser("export", help="cut the discovered parts out as a data set (crops, parts.csv, COCO json)",
-                       description="Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts, "
-                                   "DIR/parts.csv and DIR/parts_coco.json. Run it again to resume.")
-    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p = add_run_command(sub, "export", "cut the discovered parts out as a data set (crops, parts.csv, COCO json)",
+                        "Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts, DIR/parts.csv and "
+                        "DIR/parts_coco.json. Run it again to resume.")
     p.add_argument("data", help="image folder (class folders, train/test folders, CUB_200_2011 or a flat folder)")
     p.add_argument("--out", required=True, help="export folder (new, empty, or an export to resume)")
     p.add_argument("--split", default="test", choices=["test", "train", "all"], help="default test")
@@ -27,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="region: the area above half the peak (default); fixed: 30%% of the bird box")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in process)")
-    p.add_argument("--device", default="auto")
     p.set_defaults(func=run)
 
 

@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 
+from engine.cli.common import add_run_command
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify images with a trained run")
-    p.add_argument("run", help="run folder written by `fieldmark train`")
+    p = add_run_command(sub, "predict", "classify images with a trained run")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="one JSON object with every prediction")
     p.set_defaults(func=run)
 

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generator
@@ -35,6 +34,7 @@ from engine.data.scan import DataReport, Sample, Skipped
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
 from engine.events import Progress
+from engine.fileio import atomic_write
 from engine.maps.explain import explain, get_method
 from engine.export.files import STATE, read_records, write_coco, write_csv
 from engine.data.imageio import read_image
@@ -69,17 +69,7 @@ class ExportSummary:
 # ------------------------------------------------------------------ file operations (one place, easy to fake)
 def _write_bytes(path: Path, data: bytes) -> None:
     """Atomic against crashes (temporary name, rename); durability comes from the per-batch sync."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(path, lambda fh: fh.write(data), sync=False)
 
 
 def _mkdir(path: Path, created: list[Path]) -> None:
