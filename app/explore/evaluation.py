@@ -1,5 +1,6 @@
-"""The active run's facts and part-evaluation figures (ALGORITHMS.md §4): its ``evaluation.json`` when present,
-else an Evaluate button that runs :func:`engine.evaluation.evaluate.evaluate` off the GUI thread with progress."""
+"""The active run's facts and part-evaluation figures (docs/METHODS.md#part-evaluation): its ``evaluation.json``
+when present, else an Evaluate button that runs :func:`engine.evaluation.evaluate.evaluate` off the GUI thread with
+progress."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .compute import ExploreRun, evaluate_job
 log = logging.getLogger(__name__)
 
 # (key, label, format): fractions shown as percentages; the engine gives keypoint error in % of the bird box
-# and NMI / ARI × 100 already (ALGORITHMS.md §4)
+# and NMI / ARI × 100 already (docs/METHODS.md#published-protocol)
 ROWS = (("top1", "Top-1 accuracy", "pct"), ("part_hit_rate", "Part hit rate", "pct"),
         ("keypoint_error", "Keypoint error (% of box)", "f1"), ("nmi", "NMI (×100)", "f1"),
         ("ari", "ARI (×100)", "f1"), ("regions_per_class", "Regions per class", "f2"),

@@ -1,4 +1,4 @@
-"""Evaluate a run's discovered parts on a CUB-layout data set with part keypoints (ALGORITHMS.md §4).
+"""Evaluate a run's discovered parts on a CUB-layout data set with part keypoints (docs/METHODS.md#part-evaluation).
 
 On the test split: ``top1`` (the run's own test transform: shorter side, centre crop); ``part_hit_rate`` (a part
 is the peak of one of the ξ channel maps of the image's true class, Chang et al., IEEE TIP 2020, mapped back to

@@ -1,4 +1,5 @@
-"""Scores for discovered parts against CUB-200-2011 part keypoints (ALGORITHMS.md §4). NumPy + scikit-learn only.
+"""Scores for discovered parts against CUB-200-2011 part keypoints (docs/METHODS.md#part-evaluation). NumPy and
+scikit-learn only.
 
 Conventions: N images, K discovered parts per image, P keypoints (15 on CUB, in the order of :data:`CUB_PARTS`).
 All coordinates are in original image pixels, x then y. ``keypoints`` is (N, P, 3): x, y, visible (0/1);
@@ -124,10 +125,11 @@ def keypoint_regression_error(train_centroids: np.ndarray, train_peak_values: np
     (``numpy.linalg.lstsq``, minimum-norm solution: deterministic). Error: the mean L2 distance, in normalised box
     units, pooled over all visible test keypoints, × 100.
 
-    ALGORITHMS.md §4 says "standardised ... no intercept": with centred features and no intercept every
-    prediction averages to 0 while the targets average about 0.5 (box units), so every method, random included,
-    scored 60-65 % of the box on toy birds. The published protocol code fits on non-centred features; with
-    standardised features the intercept is what restores the mean (same predictions as fitting raw features).
+    The project's first notes on the protocol said "standardised ... no intercept": with centred features and no
+    intercept every prediction averages to 0 while the targets average about 0.5 (box units), so every method,
+    random included, scored 60-65 % of the box on toy birds. The published protocol code fits on non-centred
+    features; with standardised features the intercept is what restores the mean (same predictions as fitting raw
+    features). docs/METHODS.md#published-protocol lists this among the differences.
 
     A keypoint never visible in training is left out of the error (warning). NaN (warning) when nothing can be
     fitted or no visible test keypoint remains.

@@ -1,6 +1,7 @@
-"""The figures of :mod:`engine.evaluation.evaluate` from gathered part positions (ALGORITHMS.md §4), for the run and for its
-baselines: part hit rate, keypoint regression error (Huang et al., "Interpretable and Accurate Fine-grained
-Recognition via Region Grouping", CVPR 2020; PDiscoNet, ICCV 2023), NMI / ARI, and toy birds' mark recall.
+"""The figures of :mod:`engine.evaluation.evaluate` from gathered part positions (docs/METHODS.md#part-evaluation),
+for the run and for its baselines: part hit rate, keypoint regression error (Huang et al., "Interpretable and
+Accurate Fine-grained Recognition via Region Grouping", CVPR 2020; PDiscoNet, ICCV 2023), NMI / ARI, and toy
+birds' mark recall.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Explanation maps for every registered model, in one template (the pattern of pytorch-grad-cam's
 ``base_cam.py``: the base class owns the pass and its hooks, each method overrides one function).
 
-Methods (ALGORITHMS.md §1-§3):
+Methods (docs/METHODS.md#maps):
 
 * ``channels``: the ξ part channels of a class (Chang et al., "The Devil is in the Channels: Mutual-Channel Loss
   for Fine-Grained Image Classification", IEEE TIP 2020): the maps MC-Loss trains to be the class's parts.

@@ -6,7 +6,7 @@ map is reduced to an x and a y profile by *max*, each profile is read as a densi
 cumulative sum places the S output samples (dense where the attention is high, at most about ``dense`` times
 the uniform rate, see below). ``grid_sample`` (bilinear, zeros, align_corners=True) then makes the zoomed image.
 
-The recipe is ALGORITHMS.md §2, which follows the authors' MXNet operator
+The recipe is docs/METHODS.md#tasn-sampler, which follows the authors' MXNet operator
 (researchmm/tasn, tasn-mxnet/src/operator/contrib/att_sampler-inl.h). Points where the recipe is a choice:
 
 * The cumulative sum starts at C[0] = 1, not p[0] (the operator fills its cumsum buffer with ``DType(1.0)``).
@@ -15,11 +15,11 @@ The recipe is ALGORITHMS.md §2, which follows the authors' MXNet operator
   (i - 1)·(n - 1)/(S - 1) + d_i with d_i = (n - S)(S - i) / (S²(S - 1)) input pixels (n = map size >= S):
   the plain align_corners=True resize shifted by exactly one output pixel, exact when n == S, off by less than
   (n - S)/(S(S - 1)) pixel otherwise. There is no offset that makes it the unshifted plain resize.
-* C[-1] = 0 is ALGORITHMS.md's reading. The MXNet operator reads ``mapxi[j - 1]`` at j = 0, i.e. one element
+* C[-1] = 0 is the reading of docs/METHODS.md. The MXNet operator reads ``mapxi[j - 1]`` at j = 0, i.e. one element
   before the sample's buffer: out of bounds for sample 0, the previous sample's C[n-1] (about S) for the others,
   so its first coordinate is batch-dependent (about -1 for b > 0). The authors' later PyTorch port
   (tasn-pytorch/src/att_grid_generator_cuda_kernel.cu) starts the cumsum at 0 and the search at j = 1, giving
-  exactly -1. We keep ALGORITHMS.md's deterministic C[-1] = 0 (only outputs whose target t <= 1 are affected).
+  exactly -1. We keep the deterministic C[-1] = 0 (only outputs whose target t <= 1 are affected).
 * The redistribution step divides by the profile's own number of bins (the operator's ``att_size``; the doc
   writes H_in, equal for the square maps the authors use). For non-square maps or outputs each axis is measured
   in units of its own uniform density S_axis/n_axis: the shared level m = min(max p_x, max p_y) and τ_d = dense
@@ -70,7 +70,8 @@ def _normalised_profile(p: torch.Tensor, total: int) -> torch.Tensor:
 
 
 def _inverse_cdf(p: torch.Tensor, out: int) -> torch.Tensor:
-    """Authors' inverse CDF (ALGORITHMS.md §2 step 3): (B, n) densities → (B, out) coordinates in [-1-2/(n-1), 1]."""
+    """Authors' inverse CDF (docs/METHODS.md#tasn-sampler, step 3): (B, n) densities → (B, out) coordinates in
+    [-1-2/(n-1), 1]."""
     b, n = p.shape
     cdf = torch.cumsum(p, dim=1) - p[:, :1] + 1.0                      # C[0] = 1, C[k] = C[k-1] + p[k]
     step = cdf[:, -1:] / out
@@ -85,9 +86,10 @@ def _inverse_cdf(p: torch.Tensor, out: int) -> torch.Tensor:
 
 
 def _clip_and_redistribute(qs: list[torch.Tensor], dense: float, iters: int) -> list[torch.Tensor]:
-    """ALGORITHMS.md §2 step 2 on profiles q (A, B, n) in units of their uniform density S/n (so Σq = n): clip
-    them all at min(dense, m) in the first iteration and at m = min over the x and y profiles of their maxima
-    afterwards, then add the deficit evenly: p += (S - Σp)/n ⇔ q += (n - Σq)/n, n = the profile's own bins."""
+    """Step 2 of docs/METHODS.md#tasn-sampler on profiles q (A, B, n) in units of their uniform density S/n (so
+    Σq = n): clip them all at min(dense, m) in the first iteration and at m = min over the x and y profiles of their
+    maxima afterwards, then add the deficit evenly: p += (S - Σp)/n ⇔ q += (n - Σq)/n, n = the profile's own
+    bins."""
     for it in range(iters):
         m = torch.stack([q.amax(dim=2, keepdim=True).amin(dim=0, keepdim=True) for q in qs]).amin(dim=0)
         level = m.clamp(max=dense) if it == 0 else m  # (1, B, 1); τ_d = dense·S/n is ``dense`` in these units
@@ -268,7 +270,7 @@ def _reference_inverse_cdf(p: list[float], out: int) -> list[float]:
 def reference_sampling_grid(attention: torch.Tensor, out_size: Size, dense: float = 4.0,
                             iters: int = 5) -> torch.Tensor:
     """Slow, obviously-correct float64 reference of ``sampling_grid``: per sample, per row and per bin loops
-    written as ALGORITHMS.md §2 reads. For tests and the benchmark only. Returns a float64 CPU grid."""
+    written as docs/METHODS.md#tasn-sampler reads. For tests and the benchmark only. Returns a float64 CPU grid."""
     _check_map(attention)
     s_h, s_w = _pair(out_size)
     maps = attention.detach().cpu().double().numpy()

@@ -1,5 +1,5 @@
 """TASN: Trilinear Attention Sampling Network (Zheng et al., "Looking for the Devil in the Details: Learning
-Trilinear Attention Sampling Network for Fine-grained Image Recognition", CVPR 2019), as ALGORITHMS.md §2.
+Trilinear Attention Sampling Network for Fine-grained Image Recognition", CVPR 2019), as docs/METHODS.md#tasn.
 
 Pipeline: an attention network (stride-8 features X, its own BN + ReLU + GAP + linear + CE head) → trilinear
 attention M(X) (C maps, treated as constants) → structure map (channel sum, squared) and detail map (one random
@@ -133,7 +133,7 @@ class TASN(nn.Module):
         self.fc = nn.Linear(feature_width, num_classes)
         self.num_classes, self.feature_width, self.attention_width = num_classes, feature_width, att_width
         self.input_size, self.sample_size = input_size, sample_size
-        self.tau, self.dense, self.iters = 7.0, 4.0, 5  # authors' values (ALGORITHMS.md §2)
+        self.tau, self.dense, self.iters = 7.0, 4.0, 5  # authors' values (docs/METHODS.md#tasn-sampler)
 
     # ------------------------------------------------------------------------------------ attention network
     def _attention_input(self, x: torch.Tensor) -> torch.Tensor:

@@ -109,9 +109,9 @@ def loaded(model: nn.Module, tmp: Path) -> LoadedRun:
 
 
 def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.ndarray]) -> float:
-    """The protocol of ALGORITHMS.md §4 written out directly: box-normalised centroids, parts below 0.5 set to
-    zero, standardised with the training mean / population std, least squares with an intercept per keypoint
-    (see engine.evaluation.metrics.keypoint_regression_error for why not without)."""
+    """The protocol of docs/METHODS.md#published-protocol written out directly: box-normalised centroids, parts
+    below 0.5 set to zero, standardised with the training mean / population std, least squares with an intercept
+    per keypoint (see engine.evaluation.metrics.keypoint_regression_error for why not without)."""
     def feats(ids):
         return np.stack([np.where(values[i][:, None] >= 0.5, (parts[i] - [0, 0]) / [W, H], 0).ravel() for i in ids])
 

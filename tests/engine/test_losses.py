@@ -1,4 +1,4 @@
-"""MC-Loss against hand-computed tiny cases (ALGORITHMS.md §1)."""
+"""MC-Loss against hand-computed tiny cases (docs/METHODS.md#mc-loss)."""
 
 import math
 
