@@ -3,7 +3,8 @@
 Everything they return is plain data (numpy arrays, dataclasses, floats) that the GUI thread can hold without
 touching a model: the loaded model stays in :class:`app.common.model_cache.ModelCache`, which only the worker
 thread uses. Maps come from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`,
-and TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from :func:`engine.maps.explain.resampled_views`.
+and TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from
+:func:`engine.maps.explain.resampled_views`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The image with its top-k predictions; a class to explain; a method (only those the run's model supports); a strip
 of the class's maps (MC-Loss ξ channels, TASN attention, CAM, Grad-CAM, Guided Grad-CAM) as thumbnails; the picked
 map overlaid with its part's peak and box and the part's crop at full resolution; TASN's resampled views of the
-image for that map with a linked cursor. Maps are computed on a worker lane (:mod:`app.explore.lane`), cached per
+image for that map with a linked cursor. Maps are computed on a worker lane (:mod:`app.common.lane`), cached per
 (run, image, method, class), and a new selection makes older requests stale. Arrow keys step through the images.
 """
 

@@ -84,7 +84,8 @@ class RunsPanel(QWidget):
             self.table.setItem(row, 1, table_item(r.model))
             self.table.setItem(row, 2, table_item(r.method))
             self.table.setItem(row, 3, table_item(f"{r.epoch}/{r.epochs}", True))
-            self.table.setItem(row, 4, table_item(f"{top1 * 100:.1f}%" if isinstance(top1, (int, float)) else "–", True))
+            self.table.setItem(row, 4, table_item(f"{top1 * 100:.1f}%" if isinstance(top1, (int, float)) else "–",
+                                                  True))
             self.table.setItem(row, 5, table_item(f"{speed:.1f}" if isinstance(speed, (int, float)) else "–", True))
             self.table.setItem(row, 6, table_item(r.updated.replace("T", " ")))
         self.open_button.setEnabled(False)
