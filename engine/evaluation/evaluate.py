@@ -37,6 +37,7 @@ from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, p
 from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import read_image
 from engine.losses.mcloss import mc_loss_terms
+from engine.evaluation.published import PublishedPass
 from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
 from engine.runs import LoadedRun
@@ -44,7 +45,7 @@ from engine.runs import LoadedRun
 log = logging.getLogger(__name__)
 
 KEYS = ("top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class",
-        "mark_recall", "baselines")
+        "mark_recall", "baselines", "protocol")
 
 
 @dataclass
@@ -60,10 +61,11 @@ class EvalResult:
     regions_per_class: float | None
     mark_recall: float | None
     baselines: dict[str, dict[str, float | None] | None]
+    protocol: dict[str, Any] | None = None  # the published protocol: {"own", "random", "gradcam"} (published.py)
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in KEYS}
+        return {k: _finite(getattr(self, k)) for k in KEYS}
 
     def saved(self) -> dict[str, Any]:
         """What a run's ``evaluation.json`` holds: :meth:`to_dict`, plus ``marks`` (the per-class, per-mark table
@@ -72,6 +74,17 @@ class EvalResult:
         if self.info.get("marks"):
             out["marks"] = self.info["marks"]
         return out
+
+
+def _finite(value: Any) -> Any:
+    """NaN → None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Decoded(Dataset):
@@ -164,6 +177,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     stop = should_stop or (lambda: False)
     n_parts = len(report.part_names)
     gathered: dict[str, dict[str, Any]] = {}
+    published = PublishedPass(run, baseline) if split != "train" else None
     for part in ("train", split) if split != "train" else (split,):
         samples = [s for s in report.split(part) if s.label >= 0]
         acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
@@ -172,8 +186,11 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
         for batch in loader:
             if stop():
                 raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
-            _gather(run, baseline, [(samples[i], img) for i, img in batch if img is not None], n_parts,
-                    part == split, acc)
+            items = [(samples[i], img) for i, img in batch if img is not None]
+            _gather(run, baseline, items, n_parts, part == split, acc)
+            if published is not None:
+                for sample, img in items:
+                    published.add("test" if part == split else "train", sample, img)
             done += len(batch)
             yield Progress(f"evaluate {part}", done, len(samples))
         gathered[part] = acc
@@ -202,6 +219,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
         info["marks"] = mark_table(_concat(test["own"]), truth["test"], marks, report.classes)
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
                       regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
+                      protocol=published.result(seed) if published is not None else None,
                       **{key: own[key] for key in ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi",
                                                    "ari", "mark_recall")})
 
