@@ -36,7 +36,7 @@ def _unit_max(maps: torch.Tensor) -> torch.Tensor:
 def describe_maps(model: nn.Module) -> tuple[str, bool]:
     """(what the protocol scores for this model, whether the maps include a background)."""
     if hasattr(model, "forward_parts"):
-        return f"shared-part softmax maps (K={model.num_parts} + background)", True
+        return f"shared-part softmax maps (K={model.parts} + background)", True
     if getattr(model, "groups", None):
         return f"MC-Loss channels of the true class (xi={max(model.groups)}), over their joint maximum", False
     return "TASN structure attention map (one part)", False

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from . import backbones
+from engine.errors import ConfigError
+import engine.models.backbones as backbones
 
 # name -> (channels of the stride-16 stage, channels of the last stage) for the two-stage bodies
 _SPLIT_WIDTHS = {"resnet18": (256, 512), "resnet50": (1024, 2048), "mobilenet_v2": (96, 1280)}

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from engine.errors import ConfigError
 
 # the authors' CUB learning rates relative to the base rate 1e-4: backbone and prototypes ×1, classifier ×10,
 # modulation ×100 (Adam; the released main.py)
@@ -152,7 +152,7 @@ def build_shared_parts(backbone: str, num_classes: int, parts: int = 8, pretrain
                        part_dropout: float = 0.3, gumbel: bool = False, **_ignored: Any) -> SharedPartsNet:
     """A :class:`SharedPartsNet` on the fine features of registry backbone ``backbone`` (``xi`` and other
     MC-Loss keywords that ``create_model`` passes are ignored)."""
-    from .fine import fine_backbone
+    from engine.models.fine import fine_backbone
 
     features, width, stride = fine_backbone(backbone, pretrained)
     return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)

@@ -12,7 +12,7 @@ from engine.errors import ConfigError
 from engine.models.backbones import BACKBONES, smallnet
 from engine.models.fine import fine_backbone
 from engine.models.shared_parts import SharedPartsNet, build_shared_parts, shared_parts_builder
-from engine.training.parts_losses import (PartsCriterion, Similarity, border_background_loss, concentration_loss,
+from engine.losses.parts import (PartsCriterion, Similarity, border_background_loss, concentration_loss,
                                           equivariance_loss, orthogonality_loss, pixel_entropy_loss, presence_loss,
                                           random_similarity, total_variation_loss, transform_images)
 
