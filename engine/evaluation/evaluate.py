@@ -212,7 +212,8 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                                            truth["test"], marks)
     h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
-            "source": "tasn structure map" if not getattr(run.model, "groups", None) else "channels of the true class",
+            "source": ("shared parts" if hasattr(run.model, "forward_parts") else "tasn structure map"
+                       if not getattr(run.model, "groups", None) else "channels of the true class"),
             "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
             "seconds": time.perf_counter() - t0}
     if marks is not None:
@@ -239,7 +240,11 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     boxes = np.array([s.bbox if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0]) for s, img in items],
                      np.float64)
     x = prepare(imgs, pp, dev)
-    if getattr(model, "groups", None):
+    if hasattr(model, "forward_parts"):  # shared parts: the K foreground maps, the same parts for every class
+        with session(model):
+            maps = model.forward_features(x)[:, :model.parts].float().cpu().numpy()
+        acc["own"].append(_partset(maps, np.ones(maps.shape[:2], bool), sizes, kps, None))
+    elif getattr(model, "groups", None):
         with session(model):
             features = model.forward_features(x).float()
         maps, valid = _true_class_maps(model, features, labels)

@@ -1,4 +1,5 @@
-"""Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops, ``DIR/parts.csv`` and
+"""Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops (a shared-parts run:
+``DIR/part_<k>/<class>/<image-stem>.jpg``, part k being the same body region for every class), ``DIR/parts.csv`` and
 ``DIR/parts_coco.json`` (COCO keypoints: one category per class, its ξ parts as keypoints, one annotation per
 image). Parts are the MC-Loss channel maps of a class (Chang et al., IEEE TIP 2020), or any other map method of
 :mod:`engine.maps.explain`, read by :func:`engine.maps.parts.find_parts`; the class is the image's true class when the data
@@ -289,7 +290,9 @@ def _export_one(sample: Sample, img: np.ndarray, ms, run: LoadedRun, report: Dat
     for p in parts:
         if p.duplicate_of is not None or p.score_norm < min_score or p.score <= 0:
             continue
-        rel_crop = f"{folder}/part_{p.index + 1}/{stem}.jpg"
+        # shared parts mean the same body region for every class: one folder per part, classes inside it
+        rel_crop = (f"part_{p.index + 1}/{folder}/{stem}.jpg" if hasattr(run.model, "forward_parts")
+                    else f"{folder}/part_{p.index + 1}/{stem}.jpg")
         path = out / rel_crop
         _mkdir(path.parent, created)
         _write_bytes(path, _encode_jpg(crop(img, p.box, crop_size or None)))

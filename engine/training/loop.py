@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 import engine.training.distributed as ddp
 import engine.runs as runs
-from engine.training.config import TrainConfig
+from engine.training.config import PARTS_LOSS_WEIGHTS, TrainConfig
 from engine.data import require_trainable, scan
 from engine.data.loader import ImageCache, ImageDataset
 from engine.data.transforms import Preprocessing, normalize
@@ -53,6 +53,10 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
         return CECriterion()
     if cfg.method == "mcloss":
         return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask)
+    if cfg.method == "parts":
+        from engine.losses.parts import PartsCriterion
+
+        return PartsCriterion(**parts_loss_weights(cfg))
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
@@ -62,7 +66,16 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
-    return {"part_channels": cfg.part_channels}
+    if cfg.method == "parts":
+        return {"head": "parts", "parts": cfg.parts, "fine": cfg.fine,
+                "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False))}
+    return {"part_channels": cfg.part_channels, **({"fine": True} if cfg.fine else {})}
+
+
+def parts_loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The shared-parts loss weights: the authors' (:data:`PARTS_LOSS_WEIGHTS`), each overridable by ``extra``'s
+    ``w_<name>``."""
+    return {k: float(cfg.extra.get(f"w_{k}", v)) for k, v in PARTS_LOSS_WEIGHTS.items()}
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -74,6 +87,12 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.method == "parts":  # Adam as the authors: backbone + prototypes, classifier, modulation at 10x it
+        backbone, head = model.param_groups(two_groups=True)
+        groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
+                  {"params": list(model.fc.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head},
+                  {"params": [model.modulation], "lr": 10 * cfg.lr_head, "base_lr": 10 * cfg.lr_head}]
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     backbone, head = model.param_groups()
     groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
               {"params": head, "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
