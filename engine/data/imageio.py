@@ -160,8 +160,12 @@ def _reduce_flag(size: tuple[int, int] | None, max_side: int) -> int:
 
 def _pixels(buf: np.ndarray, facts: FileFacts, max_side: int) -> tuple[np.ndarray | None, tuple[int, int]]:
     """(oriented RGB or None, the stored (width, height))."""
+    reduced = False
     if facts.format == "jpeg":  # IMREAD_COLOR converts gray and CMYK; the orientation is applied below
-        raw = cv2.imdecode(buf, _reduce_flag(facts.size, max_side) | cv2.IMREAD_IGNORE_ORIENTATION)
+        size = facts.size if facts.size and min(facts.size) > 0 else None
+        flag = _reduce_flag(size, max_side)
+        reduced = flag != cv2.IMREAD_COLOR
+        raw = cv2.imdecode(buf, flag | cv2.IMREAD_IGNORE_ORIENTATION)
         if raw is None:
             return None, (0, 0)
         rgb = cv2.cvtColor(raw, cv2.COLOR_BGR2RGB)
@@ -176,8 +180,7 @@ def _pixels(buf: np.ndarray, facts: FileFacts, max_side: int) -> tuple[np.ndarra
         # 8/16-bit, gray, RGB(A), LZW, JPEG-compressed and tiled files; tests/engine/test_imageio.py pins it)
         transposed = facts.orientation >= 5
         return rgb, ((h, w) if transposed else (w, h))
-    stored = facts.size if facts.format == "jpeg" and facts.size else (w, h)
-    return orient(rgb, facts.orientation), stored
+    return orient(rgb, facts.orientation), (facts.size if reduced else (w, h))
 
 
 def _cv_message(exc: cv2.error) -> str:

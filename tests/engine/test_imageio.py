@@ -181,3 +181,29 @@ def test_opencv_errors_become_decode_errors_naming_the_file(tmp_path):
     with pytest.raises(DecodeError) as info:
         write_image(tmp_path / "out.nosuchformat", np.zeros((4, 4, 3), np.uint8))
     assert "out.nosuchformat" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "TIFF"])
+def test_damaged_bytes_give_an_image_or_a_decode_error(fmt):
+    """Cut, overwritten and bit-flipped copies of a tagged file: the decoder returns an image or raises
+    DecodeError, never OpenCV's or struct's own exceptions (seeded)."""
+    from engine.data.imageio import decode
+
+    good = encode(photo(alpha=fmt != "JPEG"), fmt, 6)
+    rng = np.random.default_rng(16)
+    outcomes = {"image": 0, "error": 0}
+    for _ in range(150):
+        data = bytearray(good)
+        for _ in range(int(rng.integers(1, 6))):
+            at = int(rng.integers(0, len(data)))
+            data[at:at + int(rng.integers(1, 9))] = rng.integers(0, 256, int(rng.integers(1, 9)), np.uint8).tobytes()
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(8, len(data)))]
+        try:
+            img, info = decode(bytes(data), f"fuzz.{fmt.lower()}")
+            assert img.dtype == np.uint8 and img.ndim == 3 and info.size == (img.shape[1], img.shape[0])
+            outcomes["image"] += 1
+        except DecodeError as exc:
+            assert f"fuzz.{fmt.lower()}" in str(exc)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0
