@@ -57,9 +57,9 @@ class ImageDataset(Dataset):
     """Items are (uint8 HWC tensor, label). Train mode draws its augmentation from a generator seeded by
     (seed, epoch, index): the same epoch gives the same batches after a resume.
 
-    A file that fails to decode here (only when not cached) is never replaced by
-    another image: the item is None, the file is named in the log once per process and in ``failed``, and
-    :func:`collate_decoded` leaves it out of its batch."""
+    A file that fails to decode here (only when not cached) is never replaced by another image: the item is None,
+    the file is named in the log once per process and in ``failed``, and :func:`collate_decoded` leaves it out of
+    its batch."""
 
     def __init__(self, cache: ImageCache, train: bool, seed: int = 0):
         self.cache, self.train, self.seed, self.epoch = cache, train, seed, 0
