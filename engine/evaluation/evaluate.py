@@ -35,7 +35,7 @@ from engine.errors import Cancelled, CheckpointError, DataError, DecodeError
 from engine.events import Progress
 from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
 from engine.maps.explain import low_res_maps, model_device, prepare, session
-from engine.data.imageio import read_image
+from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
 from engine.evaluation.published import PublishedPass
 from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
@@ -96,7 +96,7 @@ class _Decoded(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, read_image(self.samples[i].path)
+            return i, load_image(self.samples[i].path)
         except DecodeError as exc:
             log.warning("%s: %s; left out of the evaluation", exc.path, exc.reason)
             return i, None
@@ -186,11 +186,11 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
         for batch in loader:
             if stop():
                 raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
-            items = [(samples[i], img) for i, img in batch if img is not None]
+            items = [(samples[i], *dec) for i, dec in batch if dec is not None]
             _gather(run, baseline, items, n_parts, part == split, acc)
             if published is not None:
-                for sample, img in items:
-                    published.add("test" if part == split else "train", sample, img)
+                for sample, img, info in items:
+                    published.add("test" if part == split else "train", sample, img, info)
             done += len(batch)
             yield Progress(f"evaluate {part}", done, len(samples))
         gathered[part] = acc
@@ -226,19 +226,22 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
 
 
 @torch.no_grad()
-def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray]], n_parts: int,
-            is_test: bool, acc: dict[str, Any]) -> None:
+def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray, ImageInfo]],
+            n_parts: int, is_test: bool, acc: dict[str, Any]) -> None:
+    """Scores are computed on the decoded images: the data set's keypoints and boxes (on the file's stored grid)
+    are mapped onto them through each image's orientation and decode scale."""
     if not items:
         return
     model = run.model
     pp = Preprocessing.from_dict(run.preprocessing)
     dev = model_device(model)
-    imgs = [img for _, img in items]
+    imgs = [img for _, img, _ in items]
     sizes = np.array([img.shape[:2] for img in imgs], np.float64)
-    labels = torch.tensor([s.label for s, _ in items])
-    kps = np.stack([s.keypoints() if s.parts is not None else np.zeros((n_parts, 3)) for s, _ in items])
-    boxes = np.array([s.bbox if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0]) for s, img in items],
-                     np.float64)
+    labels = torch.tensor([s.label for s, _, _ in items])
+    kps = np.stack([info.keypoints_to_image(s.keypoints()) if s.parts is not None else np.zeros((n_parts, 3))
+                    for s, _, info in items])
+    boxes = np.array([info.xywh_to_image(s.bbox) if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0])
+                      for s, img, info in items], np.float64)
     x = prepare(imgs, pp, dev)
     if hasattr(model, "forward_parts"):  # shared parts: the K foreground maps, the same parts for every class
         with session(model):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.data.orientation import ImageInfo
 from engine.data.records import Sample
 from engine.data.transforms import Preprocessing, normalize, resize_shorter
 from engine.evaluation.protocol import ProtocolAccumulator
@@ -79,12 +80,13 @@ class PublishedPass:
         x = normalize(torch.from_numpy(np.ascontiguousarray(resized))[None].to(model_device(model)), pp)
         return x, resized.shape[:2]
 
-    def add(self, split: str, sample: Sample, img: np.ndarray) -> None:
-        kp = sample.keypoints()
-        if kp is None or sample.label < 0:
+    def add(self, split: str, sample: Sample, img: np.ndarray, info: ImageInfo) -> None:
+        """One decoded image; its keypoints and box move with the decoder's orientation and scale (``info``)."""
+        if sample.parts is None or sample.label < 0:
             return
+        kp = info.keypoints_to_image(sample.keypoints())
         h, w = img.shape[:2]
-        box = sample.bbox if sample.bbox is not None else (0.0, 0.0, float(w), float(h))
+        box = info.xywh_to_image(sample.bbox) if sample.bbox is not None else (0.0, 0.0, float(w), float(h))
         x, size = self._input(img, self.pp, self.run.model)
         maps = part_maps(self.run.model, x, sample.label).cpu().numpy()
         self.own.add(split, maps, self.background, (h, w), box, kp[:, :2], kp[:, 2], size)

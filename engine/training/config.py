@@ -82,18 +82,18 @@ class TrainConfig:
             bad("extra", f"unknown loss weight {unknown[0]!r}: use w_ + one of {', '.join(PARTS_LOSS_WEIGHTS)}")
         if not 1 <= self.xi <= 64:
             bad("xi", "channels per class must be between 1 and 64 (the paper uses 3)")
-        if self.epochs < 1 or self.epochs > 100000:
-            bad("epochs", "must be at least 1")
+        if not 1 <= self.epochs <= 100000:
+            bad("epochs", "must be between 1 and 100000")
         if not 32 <= self.img_size <= 2048:
             bad("img_size", "must be between 32 and 2048 pixels")
-        if self.batch_size < 1 or self.batch_size > 4096:
-            bad("batch_size", "must be at least 1")
+        if not 1 <= self.batch_size <= 4096:
+            bad("batch_size", "must be between 1 and 4096 images")
         for name in ("lr_backbone", "lr_head", "mu"):
             v = getattr(self, name)
             if v is not None and not (v >= 0 and v < 100):
-                bad(name, "must be a non-negative number")
-        if self.lam < 0:
-            bad("lam", "must be non-negative (the paper uses 10)")
+                bad(name, "must be a number from 0 up to (not including) 100")
+        if not self.lam >= 0:
+            bad("lam", "must be 0 or more (the paper uses 10)")
         if not 0 <= self.weight_decay < 1:
             bad("weight_decay", "must be in [0, 1)")
         if not 0 <= self.momentum < 1:
