@@ -5,6 +5,10 @@ one step is the training loop's: criterion forward, ``zero_grad``, backward, SGD
 logged terms. The two steps alternate (CE, MC, CE, MC, ...) after a warm-up and the medians are compared.
 Goal: an MC-Loss step costs at most 1.05× a cross-entropy step.
 
+The shared-parts step (PDiscoNet, ``--method parts``: fine stride-16 features, K = 8, the four losses with the
+equivariance pass on a transformed copy of the batch, Adam) is timed in the same interleaving against the same CE
+step. Goal: at most 2.2× (the method needs a second forward and backward).
+
 ``python -m benchmarks.bench_train_step [--quick]`` prints the table; ``run()`` returns the rows.
 """
 
@@ -18,9 +22,11 @@ from torch import nn
 from benchmarks.common import cli, interleaved_medians, median, row
 from engine.device import resolve_device
 from engine.losses.mcloss import CECriterion, MCLossCriterion
+from engine.losses.parts import PartsCriterion
 from engine.models import create_model
 
 GOAL = 1.05
+PARTS_GOAL = 2.2
 
 
 def make_step(model: nn.Module, criterion: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
@@ -74,10 +80,16 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
     y = torch.arange(batch, device=dev) % classes
     ce = CECriterion().to(dev).train()
     mc = MCLossCriterion(model.groups, mu=0.005, lam=10.0).to(dev).train()
-    t_ce, t_mc = interleaved_medians([make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y)],
-                                     repeats=repeats, warmup=1)
-    ce_s, mc_s = median(t_ce), median(t_mc)
+    torch.manual_seed(0)
+    parts_model = create_model("mobilenet_v2", classes, head="parts", fine=True, parts=8).to(dev).train()
+    parts_opt = torch.optim.Adam(parts_model.parameters(), lr=1e-4)
+    pc = PartsCriterion().to(dev).train()
+    t_ce, t_mc, t_parts = interleaved_medians(
+        [make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y),
+         make_step(parts_model, pc, parts_opt, x, y)], repeats=repeats, warmup=1)
+    ce_s, mc_s, parts_s = median(t_ce), median(t_mc), median(t_parts)
     ratio = mc_s / ce_s
+    parts_ratio = parts_s / ce_s
     terms_s = loss_terms_seconds(model, mc, x, y, repeats=10 if quick else 30)
     what = f"mobilenet_v2 B={batch} {size}px, {sum(model.groups)} part channels, {dev.type}"
     return [
@@ -92,6 +104,11 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
             note="the MC-specific work (CWA mask, CCMP, softmax over the positions, L_dis, L_div) on the part "
                  "channels of the same batch, gradients to the features: the true extra cost of a step, which "
                  "the step ratio above only sees through the noise of a shared machine"),
+        row("train step shared parts, K=8, equivariance pass included (x CE step)", parts_s, parts_ratio,
+            f"<= {PARTS_GOAL}", parts_ratio <= PARTS_GOAL,
+            measured=f"{parts_s * 1e3:.0f} ms ({batch / parts_s:.1f} img/s)",
+            note=f"stride-16 features (1376 channels), Adam; spread {min(t_parts) * 1e3:.0f}-"
+                 f"{max(t_parts) * 1e3:.0f} ms"),
     ]
 
 

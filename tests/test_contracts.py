@@ -1,4 +1,5 @@
-"""The import contracts of ``pyproject.toml`` hold, and each one fails when broken.
+"""The import contracts of ``pyproject.toml`` hold, and each one fails when broken; no module imports another's
+private names.
 
 Every contract is broken once, on a copy of ``engine/`` and ``app/``, by one import that a careless change could
 add; import-linter must report that contract BROKEN. A contract added to ``pyproject.toml`` without a case here
@@ -8,6 +9,7 @@ the copy nor Qt is imported.
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -85,3 +87,22 @@ def test_contract_fails_when_broken(tree, tmp_path, contract, path, line):
         fh.write(f"\n{line}\n")
     out = lint(copy, contract)
     assert out.returncode != 0 and "BROKEN" in out.stdout, out.stdout + out.stderr
+
+
+def private_imports(source: str) -> list[str]:
+    """``from engine.x import _name`` / ``from .x import _name`` lines: another module's private names."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in ("engine", "app")):
+            found += [f"line {node.lineno}: {a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports("from engine.models.backbones import _TV\nfrom .lane import Lane, _guard\n") == [
+        "line 1: _TV", "line 2: _guard"]
+    offenders = {str(f.relative_to(ROOT)): found for package in ("engine", "app")
+                 for f in sorted((ROOT / package).rglob("*.py"))
+                 if (found := private_imports(f.read_text(encoding="utf-8")))}
+    assert not offenders, offenders

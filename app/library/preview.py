@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QGraphicsRectItem, QHBoxLayout, QLabel, QPushButto
 from superqt.utils import create_worker
 
 from engine.data import Sample
-from engine.data.imageio import read_image
+from engine.data.imageio import Decoded, load_image
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +77,24 @@ class PreviewPanel(QWidget):
         self._sample, self._class = sample, class_name
         self._set_info(None)
         path = sample.path
-        self._worker = create_worker(read_image, path, _start_thread=True, _connect={
-            "returned": lambda img: self._on_worker_returned(path, img),
+        self._worker = create_worker(load_image, path, _start_thread=True, _connect={
+            "returned": lambda dec: self._on_worker_returned(path, dec),
             "errored": lambda exc: self._on_worker_errored(path, exc)})
 
-    def _on_worker_returned(self, path: str, img: np.ndarray) -> None:
+    def _on_worker_returned(self, path: str, dec: Decoded) -> None:
         if not shiboken6.isValid(self) or self._sample is None or self._sample.path != path:
             return
+        img, info = dec  # the box and keypoints are on the file's grid: shown through its orientation and scale
         self.image.setImage(img, autoLevels=False, levels=(0, 255))
         self.image.setRect(QRectF(0, 0, img.shape[1], img.shape[0]))
         s = self._sample
         if s.bbox is not None:
-            x, y, w, h = s.bbox
+            x, y, w, h = info.xywh_to_image(s.bbox)
             self.box.setRect(QRectF(x, y, w, h))
             self.box.setVisible(True)
         else:
             self.box.setVisible(False)
-        kp = s.keypoints()
+        kp = info.keypoints_to_image(s.keypoints())
         if kp is not None and len(kp):
             vis = kp[:, 2] > 0
             names = self._part_names or [f"part {i + 1}" for i in range(len(kp))]

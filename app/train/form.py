@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QSpinBox, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QSpinBox, QWidget)
 
 from engine.training.config import TrainConfig
 from engine.errors import ConfigError
@@ -22,7 +22,7 @@ from engine.runs import MODEL_JSON, RESUME
 
 log = logging.getLogger(__name__)
 
-METHOD_LABELS = (("MC-Loss", "mcloss"), ("CE", "ce"), ("TASN", "tasn"))
+METHOD_LABELS = (("MC-Loss", "mcloss"), ("CE", "ce"), ("TASN", "tasn"), ("Shared parts (PDiscoNet)", "parts"))
 SCRATCH = "none (from scratch)"
 WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 
@@ -74,6 +74,10 @@ class TrainForm(QWidget):
         self.xi = QSpinBox(self)
         self.xi.setRange(0, 128)
         self.xi.setValue(3)
+        self.parts = QSpinBox(self)
+        self.parts.setRange(0, 128)
+        self.parts.setValue(8)
+        self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
         self.mu = QLineEdit(self)
         self.mu.setPlaceholderText("auto (paper value)")
         self.lam = QDoubleSpinBox(self)
@@ -108,6 +112,7 @@ class TrainForm(QWidget):
         rows = [("Data", _path_row(self.data, data_btn), h["data"]),
                 ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
                 ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
+                ("Parts (K)", self.parts, h["parts"]), ("Fine maps", self.fine, h["fine"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
                 ("Batch size", self.batch_size, h["batch_size"]),
                 ("Pretrained", _path_row(self.pretrained, weights_btn), h["pretrained"]),
@@ -125,8 +130,10 @@ class TrainForm(QWidget):
         for box in (self.model, self.device):
             box.currentIndexChanged.connect(self.revalidate)
         self.pretrained.currentTextChanged.connect(self.revalidate)
-        for spin in (self.xi, self.epochs, self.img_size, self.batch_size, self.seed, self.lam):
+        for spin in (self.xi, self.epochs, self.img_size, self.batch_size, self.seed, self.lam, self.parts):
             spin.valueChanged.connect(self.revalidate)
+        self.fine.toggled.connect(self.revalidate)
+        self._enable_method_fields()
         self.state = ConfigState(None)
         self.revalidate()
 
@@ -144,7 +151,7 @@ class TrainForm(QWidget):
             method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(),
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
             pretrained=None if weights in ("", SCRATCH) else weights, seed=self.seed.value(),
-            device=self.device.currentText())
+            device=self.device.currentText(), parts=self.parts.value(), fine=self.fine.isChecked())
 
     def set_config(self, cfg: TrainConfig | dict) -> None:
         """Fill the form from a config (e.g. the one saved with a run)."""
@@ -166,6 +173,10 @@ class TrainForm(QWidget):
         if self.device.findText(str(d.get("device", "auto"))) >= 0:
             self.device.setCurrentText(str(d.get("device", "auto")))
         self.seed.setValue(int(d.get("seed", 0)))
+        self.parts.setValue(int(d.get("parts", 8)))
+        fine = d.get("fine")
+        self.fine.setChecked(d.get("method") == "parts" if fine is None else bool(fine))
+        self._enable_method_fields()
         self.blockSignals(False)
         self.revalidate()
 
@@ -233,8 +244,21 @@ class TrainForm(QWidget):
             self.model.setCurrentText("mobilenet_v2")
         self.model.blockSignals(False)
 
+    def _enable_method_fields(self) -> None:
+        """ξ, μ, λ belong to MC-Loss/CE, K to shared parts; fine maps to every method but TASN (stride 8)."""
+        method = self.method.currentData()
+        for w in (self.xi, self.mu, self.lam):
+            w.setEnabled(method in ("mcloss", "ce"))
+        self.parts.setEnabled(method == "parts")
+        self.fine.setEnabled(method != "tasn")
+
     @Slot()
     def _on_method_current_index_changed(self) -> None:
+        method = self.method.currentData()
+        self.fine.blockSignals(True)
+        self.fine.setChecked(method == "parts")  # the method's default; the user may change it
+        self.fine.blockSignals(False)
+        self._enable_method_fields()
         self._fill_models()
         self.revalidate()
 

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         summary = drive(gen, show)
     for f in report.skipped + summary.failed:  # what the scan refused, then what failed to decode
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"
           + (f"; {summary.resumed} were already done" if summary.resumed else ""))
     print(f"{summary.total_images} images in {summary.csv} and {summary.coco}")

@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {s.path}: {s.reason}" + (f" ({s.detail})" if s.detail else ""), file=sys.stderr)
     if args.json:
         print(json.dumps({"run": str(loaded.run_dir), "predictions": [
-            {"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top]} for p in preds],
+            {"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top],
+             **({} if p.part_contributions is None else {"parts": [
+                 {"part": k + 1, "contribution": v} for k, v in enumerate(p.part_contributions)]})} for p in preds],
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, indent=2))
     return 0 if preds else 2

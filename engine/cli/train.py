@@ -23,8 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help=h["data"])
     p.add_argument("--out", required=True, help=h["out"])
     p.add_argument("--model", default="mobilenet_v2", help=h["model"] + " (default mobilenet_v2)")
-    p.add_argument("--method", default="mcloss", choices=["mcloss", "ce", "tasn"], help=h["method"])
+    p.add_argument("--method", default="mcloss", choices=["mcloss", "ce", "tasn", "parts"], help=h["method"])
     p.add_argument("--xi", type=int, default=3, help=h["xi"] + " (default 3)")
+    p.add_argument("--parts", type=int, default=8, metavar="K", help=h["parts"] + " (default 8)")
+    p.add_argument("--fine", action=argparse.BooleanOptionalAction, default=None, help=h["fine"])
+    p.add_argument("--part-loss", action="append", default=[], metavar="NAME=WEIGHT",
+                   help="a shared-parts loss weight (ce 2, conc 1000, orth 1, equiv 1, pres 1; PDiscoFormer's tv, "
+                        "border, entropy 0); repeat for several")
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
     p.add_argument("--epochs", type=int, default=10, help="default 10")
@@ -50,12 +55,16 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("lam", "--lam"), ("epochs", "--epochs"), ("pretrained", "--pretrained"), ("img_size", "--img-size"),
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
-             ("json_events", "--json-events")]
+             ("json_events", "--json-events"), ("parts", "--parts")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one worker: this one without --nproc."""
     argv = (["-v"] if getattr(args, "verbose", False) else []) + ["train", args.data]
+    if args.fine is not None:
+        argv += ["--fine" if args.fine else "--no-fine"]
+    for item in args.part_loss:
+        argv += ["--part-loss", item]
     for dest, flag in FORWARDED:
         value = getattr(args, dest)
         if isinstance(value, bool):
@@ -85,11 +94,28 @@ def launch(args: argparse.Namespace, cfg: TrainConfig) -> int:
     return ddp.launch_local(args.nproc, worker_argv(args), verbose=getattr(args, "verbose", False))
 
 
+def part_loss_weights(items: list[str]) -> dict[str, float]:
+    """``["equiv=2", "conc=500"]`` → ``{"w_equiv": 2.0, "w_conc": 500.0}`` (TrainConfig checks the names)."""
+    from engine.errors import ConfigError
+
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[f"w_{name.strip()}"] = float(value)
+        except ValueError:
+            raise ConfigError(f"--part-loss {item!r}: write NAME=WEIGHT, e.g. --part-loss equiv=2") from None
+        if not sep:
+            raise ConfigError(f"--part-loss {item!r}: write NAME=WEIGHT, e.g. --part-loss equiv=2")
+    return out
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
                        mu=args.mu, lam=args.lam, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
-                       lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers)
+                       lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
+                       parts=args.parts, fine=args.fine, extra=part_loss_weights(args.part_loss))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import posixpath
+from pathlib import Path, PureWindowsPath
 from typing import Callable
 
 from engine.errors import DataError, DecodeError
 from engine.data.imageio import check_file, read_image
-from engine.data.records import DataReport, Sample, Skipped
+from engine.data.records import CUB_PARTS, DataReport, Sample, Skipped  # noqa: F401  (CUB_PARTS re-exported)
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("images.txt", "classes.txt", "image_class_labels.txt")
-CUB_PARTS = ["back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing",
-             "nape", "right eye", "right leg", "right wing", "tail", "throat"]
 
 
 def find_root(root: Path) -> Path | None:
@@ -67,6 +66,11 @@ def read(root: Path, *, verify: bool = False, progress: Callable[[int, int], Non
         path = root / "images" / images[image_id]
         if progress is not None:
             progress(n + 1, len(ids))
+        outside = _outside(images[image_id])
+        if outside:
+            skipped.append(Skipped(str(path), OUTSIDE, f"images.txt, image id {image_id}: {images[image_id]!r} is "
+                                                       f"{outside}; give a path inside {str(root / 'images')!r}"))
+            continue
         if image_id not in labels or labels[image_id] not in index:
             skipped.append(Skipped(str(path), "no class", f"image id {image_id} has no valid class label"))
             continue
@@ -84,6 +88,21 @@ def read(root: Path, *, verify: bool = False, progress: Callable[[int, int], Non
                               tuple(parts) if parts is not None else None))
     return DataReport(str(root), "cub", classes, samples, skipped, part_names=part_names,
                       split_source="train_test_split.txt" if is_train is not None else "none", notes=notes)
+
+
+OUTSIDE = "outside the images folder"
+
+
+def _outside(rel: str) -> str:
+    """Why an images.txt path leaves the images folder ("" when it does not): absolute, or climbing out with
+    "..". Checked on the text, as given (backslashes count as separators)."""
+    text = rel.replace("\\", "/")
+    if text.startswith("/") or PureWindowsPath(rel).drive:
+        return "an absolute path"
+    norm = posixpath.normpath(text)
+    if norm == ".." or norm.startswith("../"):
+        return "a path that climbs out with '..'"
+    return ""
 
 
 def _pretty(name: str) -> str:

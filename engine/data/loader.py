@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from engine.errors import DecodeError
 from engine.data.imageio import read_image
@@ -55,10 +55,15 @@ class ImageCache:
 
 class ImageDataset(Dataset):
     """Items are (uint8 HWC tensor, label). Train mode draws its augmentation from a generator seeded by
-    (seed, epoch, index): the same epoch gives the same batches after a resume."""
+    (seed, epoch, index): the same epoch gives the same batches after a resume.
+
+    A file that fails to decode here (only when not cached) is never replaced by another image: the item is None,
+    the file is named in the log once per process and in ``failed``, and :func:`collate_decoded` leaves it out of
+    its batch."""
 
     def __init__(self, cache: ImageCache, train: bool, seed: int = 0):
         self.cache, self.train, self.seed, self.epoch = cache, train, seed, 0
+        self.failed: dict[str, Skipped] = {}  # path → why, of the files that failed in this process
 
     def __len__(self) -> int:
         return len(self.cache.samples)
@@ -69,12 +74,22 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             img = self.cache.get(i)
-        except DecodeError as exc:  # only when not cached: a file changed after the scan
-            log.warning("%s: %s; using another image in its place", exc.path, exc.reason)
-            return self[(i + 1) % len(self)]
+        except DecodeError as exc:  # only when not cached: the fast scan decodes nothing, or the file changed
+            if exc.path not in self.failed:
+                self.failed[exc.path] = Skipped(exc.path, exc.reason, exc.detail)
+                log.warning("%s: %s, skipped", exc.path, exc.reason)
+            return None
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             out = train_transform(img, self.cache.pp, rng)
         else:
             out = test_transform(img, self.cache.pp, cached=True)
         return torch.from_numpy(out), int(self.cache.samples[i].label)
+
+
+def collate_decoded(items: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of the items that decoded (None items left out); an empty batch when none did."""
+    kept = [it for it in items if it is not None]
+    if not kept:
+        return torch.zeros((0, 0, 0, 3), dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
+    return default_collate(kept)

@@ -17,6 +17,9 @@ LAYOUTS = {
     "cub": "the CUB_200_2011 layout (images.txt, classes.txt, image_class_labels.txt, train_test_split.txt)",
     "flat": "a folder of images without classes (prediction and maps only)",
 }
+#: The 15 part keypoints of CUB-200-2011 (parts/parts.txt), in its order: the one definition.
+CUB_PARTS = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing", "nape",
+             "right eye", "right leg", "right wing", "tail", "throat")
 EXPECTED = (
     "Expected one of: a folder with one sub-folder of images per class (ROOT/<class>/*.jpg), "
     "train/ and test/ folders of class sub-folders, the CUB_200_2011 layout (images.txt, classes.txt, ...), "

@@ -35,8 +35,9 @@ from engine.errors import Cancelled, CheckpointError, DataError, DecodeError
 from engine.events import Progress, drive
 from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
 from engine.maps.explain import low_res_maps, model_device, prepare, session
-from engine.data.imageio import read_image
+from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
+from engine.evaluation.published import PublishedPass
 from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
 from engine.runs import LoadedRun
@@ -44,7 +45,7 @@ from engine.runs import LoadedRun
 log = logging.getLogger(__name__)
 
 KEYS = ("top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class",
-        "mark_recall", "baselines")
+        "mark_recall", "baselines", "protocol")
 
 
 @dataclass
@@ -60,10 +61,11 @@ class EvalResult:
     regions_per_class: float | None
     mark_recall: float | None
     baselines: dict[str, dict[str, float | None] | None]
+    protocol: dict[str, Any] | None = None  # the published protocol: {"own", "random", "gradcam"} (published.py)
     info: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in KEYS}
+        return {k: _finite(getattr(self, k)) for k in KEYS}
 
     def saved(self) -> dict[str, Any]:
         """What a run's ``evaluation.json`` holds: :meth:`to_dict`, plus ``marks`` (the per-class, per-mark table
@@ -72,6 +74,17 @@ class EvalResult:
         if self.info.get("marks"):
             out["marks"] = self.info["marks"]
         return out
+
+
+def _finite(value: Any) -> Any:
+    """NaN → None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class _Decoded(Dataset):
@@ -83,7 +96,7 @@ class _Decoded(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, read_image(self.samples[i].path)
+            return i, load_image(self.samples[i].path)
         except DecodeError as exc:
             log.warning("%s: %s; left out of the evaluation", exc.path, exc.reason)
             return i, None
@@ -164,6 +177,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     stop = should_stop or (lambda: False)
     n_parts = len(report.part_names)
     gathered: dict[str, dict[str, Any]] = {}
+    published = PublishedPass(run, baseline) if split != "train" else None
     for part in ("train", split) if split != "train" else (split,):
         samples = [s for s in report.split(part) if s.label >= 0]
         acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
@@ -172,8 +186,11 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
         for batch in loader:
             if stop():
                 raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
-            _gather(run, baseline, [(samples[i], img) for i, img in batch if img is not None], n_parts,
-                    part == split, acc)
+            items = [(samples[i], *dec) for i, dec in batch if dec is not None]
+            _gather(run, baseline, items, n_parts, part == split, acc)
+            if published is not None:
+                for sample, img, info in items:
+                    published.add("test" if part == split else "train", sample, img, info)
             done += len(batch)
             yield Progress(f"evaluate {part}", done, len(samples))
         gathered[part] = acc
@@ -195,33 +212,42 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                                            truth["test"], marks)
     h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
-            "source": "tasn structure map" if not getattr(run.model, "groups", None) else "channels of the true class",
+            "source": ("shared parts" if hasattr(run.model, "forward_parts") else "tasn structure map"
+                       if not getattr(run.model, "groups", None) else "channels of the true class"),
             "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
             "seconds": time.perf_counter() - t0}
     if marks is not None:
         info["marks"] = mark_table(_concat(test["own"]), truth["test"], marks, report.classes)
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
                       regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
+                      protocol=published.result(seed) if published is not None else None,
                       **{key: own[key] for key in ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi",
                                                    "ari", "mark_recall")})
 
 
 @torch.no_grad()
-def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray]], n_parts: int,
-            is_test: bool, acc: dict[str, Any]) -> None:
+def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray, ImageInfo]],
+            n_parts: int, is_test: bool, acc: dict[str, Any]) -> None:
+    """Scores are computed on the decoded images: the data set's keypoints and boxes (on the file's stored grid)
+    are mapped onto them through each image's orientation and decode scale."""
     if not items:
         return
     model = run.model
     pp = Preprocessing.from_dict(run.preprocessing)
     dev = model_device(model)
-    imgs = [img for _, img in items]
+    imgs = [img for _, img, _ in items]
     sizes = np.array([img.shape[:2] for img in imgs], np.float64)
-    labels = torch.tensor([s.label for s, _ in items])
-    kps = np.stack([s.keypoints() if s.parts is not None else np.zeros((n_parts, 3)) for s, _ in items])
-    boxes = np.array([s.bbox if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0]) for s, img in items],
-                     np.float64)
+    labels = torch.tensor([s.label for s, _, _ in items])
+    kps = np.stack([info.keypoints_to_image(s.keypoints()) if s.parts is not None else np.zeros((n_parts, 3))
+                    for s, _, info in items])
+    boxes = np.array([info.xywh_to_image(s.bbox) if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0])
+                      for s, img, info in items], np.float64)
     x = prepare(imgs, pp, dev)
-    if getattr(model, "groups", None):
+    if hasattr(model, "forward_parts"):  # shared parts: the K foreground maps, the same parts for every class
+        with session(model):
+            maps = model.forward_features(x)[:, :model.parts].float().cpu().numpy()
+        acc["own"].append(_partset(maps, np.ones(maps.shape[:2], bool), sizes, kps, None))
+    elif getattr(model, "groups", None):
         with session(model):
             features = model.forward_features(x).float()
         maps, valid = _true_class_maps(model, features, labels)

@@ -19,11 +19,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from engine.data.records import CUB_PARTS
+
 log = logging.getLogger(__name__)
 
-# Same order as engine.data.cub.CUB_PARTS (not imported: that module pulls in image decoding).
-CUB_PARTS = ("back", "beak", "belly", "breast", "crown", "forehead", "left eye", "left leg", "left wing",
-             "nape", "right eye", "right leg", "right wing", "tail", "throat")
 
 _STD_EPS = 1e-12
 

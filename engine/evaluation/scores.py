@@ -197,9 +197,33 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     lines.append(f"{info.get('n_test', 0)} test / {info.get('n_train', 0)} train images; parts: "
                  f"{info.get('source', '?')}, {info.get('parts', '?')} per image (true class), "
                  f"{info.get('parts_all', '?')} in the all-channels regression; {info.get('seconds', 0):.1f} s")
+    if result.get("protocol"):
+        lines += ["", format_protocol(result["protocol"])]
+    return "\n".join(lines)
+
+
+def format_protocol(protocol: dict[str, Any]) -> str:
+    """The published protocol's figures (Huang et al. 2020 / PDiscoNet 2023), columns run / random / gradcam."""
+    cols = [(k, v) for k, v in (("run", protocol.get("own")), ("random", protocol.get("random")),
+                                ("gradcam", protocol.get("gradcam"))) if v]
+    rows = [("keypoint error (% box, lower is better)", "keypoint_error"), ("NMI (x100)", "nmi"),
+            ("ARI (x100)", "ari")]
+    width = max(len(r[0]) for r in rows)
+    lines = ["published protocol (shorter side resized, no crop; regression fitted on the train split):",
+             f"{'':<{width}}  " + "  ".join(f"{name:>9}" for name, _ in cols)]
+    for label, key in rows:
+        cells = [f"{'-' if d.get(key) is None or d.get(key) != d.get(key) else f'{d[key]:.2f}':>9}" for _, d in cols]
+        lines.append(f"{label:<{width}}  " + "  ".join(cells))
+    for name, d in cols:
+        meta = d.get("protocol", {})
+        lines.append(f"  {name}: {meta.get('maps', '?')}" + ("; background its own label" if meta.get("background")
+                                                              else "; no background map"))
+    own = protocol.get("own") or {}
+    lines.append(f"  {own.get('n_keypoints', 0)} visible test keypoints scored; images "
+                 f"{(own.get('n_images') or {}).get('train', 0)} train / {(own.get('n_images') or {}).get('test', 0)} test")
     return "\n".join(lines)
 
 
 __all__ = ["PART_KEYS", "PartSet", "Truth", "Marks", "nearest_labels", "random_partset", "mark_columns",
            "mark_table", "format_marks", "either_side",
-           "part_scores", "format_table"]
+           "part_scores", "format_table", "format_protocol"]

@@ -1,12 +1,21 @@
-"""Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops, ``DIR/parts.csv`` and
+"""Export discovered parts as a data set: ``DIR/<class>/part_<k>/<image-stem>.jpg`` crops (a shared-parts run:
+``DIR/part_<k>/<class>/<image-stem>.jpg``, part k being the same body region for every class), ``DIR/parts.csv`` and
 ``DIR/parts_coco.json`` (COCO keypoints: one category per class, its ξ parts as keypoints, one annotation per
 image). Parts are the MC-Loss channel maps of a class (Chang et al., IEEE TIP 2020), or any other map method of
 :mod:`engine.maps.explain`, read by :func:`engine.maps.parts.find_parts`; the class is the image's true class when the data
 is labelled, else the predicted one.
 
-Coordinates in the files: points (x, y) (a part's peak) in original pixels with pixel centres at integers (as
-CUB's part_locs.txt); boxes x0, y0, x1, y1 in edge coordinates, [0, W] × [0, H]: the square cut into the crop
-(the part's region widened to a square around its centre); COCO's bbox x, y, w, h likewise.
+Coordinates in the files are on the file's stored pixel grid at full resolution (before its EXIF orientation:
+the frame of the data set's own boxes and part_locs.txt, :mod:`engine.data.orientation`; ``width`` and ``height``
+are that grid's), whatever orientation or reduction the decoder applied; crops are cut upright from the decoded
+image. Points (x, y) (a part's peak) have pixel centres at integers (as CUB's part_locs.txt); boxes x0, y0, x1, y1
+are edge coordinates, [0, W] × [0, H]: the square cut into the crop (the part's region widened to a square around
+its centre); COCO's bbox x, y, w, h likewise.
+
+Class folders: a class name is made safe for a folder name (``/``, backslash and ``: * ? " < > |`` become ``_``,
+end dots and spaces go); classes whose names become one folder, or folders differing only in case (one folder on
+macOS and Windows), never merge: the later class in the run's order gets ``-2``, ``-3``, ... and the summary says
+so.
 
 The job streams over the images with a torch DataLoader (bounded memory) and is a generator of
 :class:`engine.events.Progress` returning an :class:`ExportSummary`. It is resumable and crash-safe: crops are
@@ -37,7 +46,7 @@ from engine.events import Progress
 from engine.fileio import atomic_write
 from engine.maps.explain import explain, get_method
 from engine.export.files import STATE, read_records, write_coco, write_csv
-from engine.data.imageio import read_image
+from engine.data.imageio import Decoded, load_image
 from engine.maps.parts import crop, find_parts, square_box
 from engine.runs import LoadedRun
 
@@ -61,6 +70,7 @@ class ExportSummary:
     failed: list[Skipped] = field(default_factory=list)
     csv: str = ""
     coco: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. classes given a suffixed folder
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,7 +146,7 @@ def _check_out(out: Path, job: dict[str, Any], append: bool) -> tuple[list[dict]
 
 
 class _Images(Dataset):
-    """Decodes one original image per item (RGB uint8); a failure comes back as its reason."""
+    """Decodes one original image per item (:class:`Decoded`); a failure comes back as its reason."""
 
     def __init__(self, samples: list[Sample]):
         self.samples = samples
@@ -144,9 +154,9 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+    def __getitem__(self, i: int) -> tuple[int, Decoded | None, str]:
         try:
-            return i, read_image(self.samples[i].path), ""
+            return i, load_image(self.samples[i].path), ""
         except DecodeError as exc:
             return i, None, exc.reason
 
@@ -172,6 +182,35 @@ def _encode_jpg(rgb: np.ndarray) -> bytes:
 def _folder_name(name: str) -> str:
     bad = '/\\:*?"<>|\0'
     return "".join("_" if ch in bad else ch for ch in name).strip(". ") or "class"
+
+
+def class_folders(classes: list[str], taken: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """({class: folder}, notes): each class's export folder, distinct even where names sanitise to one folder or
+    differ only in case; ``taken`` ({class: folder}) are the folders earlier exports in the folder already use."""
+    out = dict(taken or {})
+    owner = {f.casefold(): c for c, f in out.items()}
+    notes = []
+    for c in classes:
+        if c in out:
+            continue
+        base = folder = _folder_name(c)
+        n = 2
+        while folder.casefold() in owner:
+            folder = f"{base}-{n}"
+            n += 1
+        if folder != base:
+            notes.append(f"class {c!r} is exported to {folder}/: its name makes the folder {base}/, which class "
+                         f"{owner[base.casefold()]!r} already uses")
+        owner[folder.casefold()] = c
+        out[c] = folder
+    return out, notes
+
+
+def _record_folder(rec: dict[str, Any]) -> str:
+    """The class folder a done record's crops went to (older records: from a crop's path, or the class name)."""
+    if rec.get("folder"):
+        return rec["folder"]
+    return rec["parts"][0]["crop"].split("/")[0] if rec.get("parts") else _folder_name(rec["class"])
 
 
 def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, split: str = "test",
@@ -216,14 +255,20 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
 
     done: set[str] = set()
     names: dict[str, str] = {}  # crop stem → image, for collisions
+    used: dict[str, str] = {}  # class → folder, of the exports already in the folder
     for rec in read_records(done_file):
-        names.setdefault(f"{rec['class']}/{rec['stem']}", rec["image"])
+        folder = _record_folder(rec)
+        used.setdefault(rec["class"], folder)
+        names.setdefault(f"{folder}/{rec['stem']}", rec["image"])
         if rec.get("job") == job["id"]:
             done.add(rec["image"])
+    folders, notes = class_folders(run.classes, used)
+    for note in notes:
+        log.warning("%s", note)
     todo = [s for s in samples if _rel(s.path, report.root) not in done]
     resumed = len(samples) - len(todo)
     pp = Preprocessing.from_dict(run.preprocessing)
-    summary = ExportSummary(str(out), job["id"], 0, resumed, 0, 0)
+    summary = ExportSummary(str(out), job["id"], 0, resumed, 0, 0, notes=notes)
     loader = DataLoader(_Images(todo), batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate)
     yield Progress("export", resumed, len(samples))
     wrote_record = False
@@ -231,15 +276,15 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
         if stop():
             raise Cancelled(f"export stopped after {resumed + summary.exported} of {len(samples)} images; run it "
                             "again to go on")
-        ok = [(todo[i], img) for i, img, _ in batch if img is not None]
-        summary.failed += [Skipped(todo[i].path, why) for i, img, why in batch if img is None]
+        ok = [(todo[i], dec) for i, dec, _ in batch if dec is not None]
+        summary.failed += [Skipped(todo[i].path, why) for i, dec, why in batch if dec is None]
         classes = [s.label if labelled and s.label >= 0 else None for s, _ in ok]
-        sets = explain(run.model, [img for _, img in ok], method, classes, pp, keep_low_res=False) if ok else []
+        sets = explain(run.model, [dec.rgb for _, dec in ok], method, classes, pp, keep_low_res=False) if ok else []
         lines, written = [], []
         try:
-            for (sample, img), (ms, *_) in zip(ok, sets):
-                rec = _export_one(sample, img, ms, run, report, out, job, int(crop_size), float(min_score), box,
-                                  names, created, written)
+            for (sample, dec), (ms, *_) in zip(ok, sets):
+                rec = _export_one(sample, dec, ms, run, report, out, job, int(crop_size), float(min_score), box,
+                                  folders, names, created, written)
                 lines.append(json.dumps(rec) + "\n")
                 summary.crops += len(rec["parts"])
             os.sync()  # the crops are on disk before any record names them
@@ -263,36 +308,43 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
     return summary
 
 
-def _export_one(sample: Sample, img: np.ndarray, ms, run: LoadedRun, report: DataReport, out: Path,
-                job: dict, crop_size: int, min_score: float, box: str, names: dict[str, str],
-                created: list[Path], written: list[Path]) -> dict[str, Any]:
+def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataReport, out: Path,
+                job: dict, crop_size: int, min_score: float, box: str, folders: dict[str, str],
+                names: dict[str, str], created: list[Path], written: list[Path]) -> dict[str, Any]:
+    """Cut one image's parts (found on the decoded image) and return its record (in the file's frame)."""
+    img, info = dec
     rel = _rel(sample.path, report.root)
     cls = run.classes[ms.class_index]
-    folder = _folder_name(cls)
+    folder = folders[cls]
     stem = Path(sample.path).stem
     if names.get(f"{folder}/{stem}", rel) != rel:
         stem = f"{stem}-{hashlib.sha1(rel.encode()).hexdigest()[:8]}"
     names[f"{folder}/{stem}"] = rel
     h, w = img.shape[:2]
-    parts = find_parts(ms, bird_box=sample.bbox, box=box)
+    parts = find_parts(ms, bird_box=info.xywh_to_image(sample.bbox), box=box)
     rows = []
     for p in parts:
         if p.duplicate_of is not None or p.score_norm < min_score or p.score <= 0:
             continue
-        rel_crop = f"{folder}/part_{p.index + 1}/{stem}.jpg"
+        # shared parts mean the same body region for every class: one folder per part, classes inside it
+        rel_crop = (f"part_{p.index + 1}/{folder}/{stem}.jpg" if hasattr(run.model, "forward_parts")
+                    else f"{folder}/part_{p.index + 1}/{stem}.jpg")
         path = out / rel_crop
         _mkdir(path.parent, created)
         _write_bytes(path, _encode_jpg(crop(img, p.box, crop_size or None)))
         written.append(path)
         sq = square_box(p.box, (h, w))
-        x0, y0, x1, y1 = (max(0.0, sq[0] + 0.5), max(0.0, sq[1] + 0.5), min(float(w), sq[2] + 0.5),
-                          min(float(h), sq[3] + 0.5))
-        rows.append({"part": p.index + 1, "channel": p.channel, "x": round(p.peak[0], 2), "y": round(p.peak[1], 2),
-                     "box": [round(x0, 2), round(y0, 2), round(x1, 2), round(y1, 2)], "score": p.score,
-                     "score_norm": p.score_norm, "crop": rel_crop})
-    return {"job": job["id"], "image": rel, "width": w, "height": h, "class": cls, "class_index": ms.class_index,
+        edges = info.box_to_file((max(0.0, sq[0] + 0.5), max(0.0, sq[1] + 0.5), min(float(w), sq[2] + 0.5),
+                                  min(float(h), sq[3] + 0.5)))
+        x, y = info.points_to_file(p.peak)
+        rows.append({"part": p.index + 1, "channel": p.channel, "x": round(float(x), 2), "y": round(float(y), 2),
+                     "box": [round(v, 2) for v in edges], "score": p.score, "score_norm": p.score_norm,
+                     "crop": rel_crop})
+    fw, fh = info.file_size
+    return {"job": job["id"], "image": rel, "width": fw, "height": fh, "class": cls, "class_index": ms.class_index,
             "predicted": run.classes[ms.predicted], "truth": sample.label >= 0 and report.layout != "flat",
-            "bbox": list(sample.bbox) if sample.bbox else None, "stem": stem, "xi": len(ms.names), "parts": rows}
+            "bbox": list(sample.bbox) if sample.bbox else None, "stem": stem, "folder": folder, "xi": len(ms.names),
+            "parts": rows}
 
 
 def _unlink(p: Path) -> None:
@@ -314,4 +366,4 @@ def _undo(created: list[Path], state: Path | None) -> None:
             pass
 
 
-__all__ = ["ExportError", "ExportSummary", "export_parts", "job_id"]
+__all__ = ["ExportError", "ExportSummary", "class_folders", "export_parts", "job_id"]

@@ -29,9 +29,8 @@ never touched (gradients are taken with ``torch.autograd.grad`` w.r.t. activatio
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -41,12 +40,12 @@ from torch import nn
 
 from engine.data.transforms import Preprocessing, normalize
 from engine.errors import ConfigError
-from engine.models.groups import ccmp
+from engine.maps.methods import (METHODS, REGISTRY, MapMethod, Pass, get_method, has_shared_parts,  # noqa: F401
+                                 session)  # (METHODS, REGISTRY, MapMethod, get_method re-exported)
 from engine.maps.views import ResampledViews, resampled_views  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam")
 _EPS = 1e-12
 
 
@@ -75,189 +74,6 @@ class MapSet:
         lo = np.array([r[0] for r in self.raw_ranges], np.float32)[:, None, None]
         hi = np.array([r[1] for r in self.raw_ranges], np.float32)[:, None, None]
         return self.maps * (hi - lo) + lo
-
-
-@dataclass
-class Pass:
-    """What one forward pass gives every method: input ``x`` (B, 3, S, S), ``features`` (B, N, h, w) and the
-    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when guided)."""
-
-    model: nn.Module
-    x: torch.Tensor
-    features: torch.Tensor
-    logits: torch.Tensor
-    guided: bool
-    _grads: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
-
-    def gradients(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(∂y_t/∂features, ∂y_t/∂x or None), one target class per sample; cached per target vector."""
-        key = tuple(targets.tolist())
-        if key not in self._grads:
-            score = self.logits.gather(1, targets.view(-1, 1)).sum()  # samples are independent in eval mode
-            inputs = [self.features, self.x] if self.guided else [self.features]
-            grads = torch.autograd.grad(score, inputs, retain_graph=True)
-            self._grads[key] = (grads[0], grads[1] if self.guided else None)
-        return self._grads[key]
-
-
-# ------------------------------------------------------------------------------------------------ template
-class MapMethod:
-    """Template: :meth:`run` owns the pass (inside :meth:`session`, which always removes its hooks); a method
-    overrides :meth:`maps` only. ``needs_grad``/``guided`` say what the pass must provide."""
-
-    name = ""
-    needs_grad = False
-    guided = False
-
-    def check(self, model: nn.Module) -> None:
-        """Raise ConfigError when the model cannot give this method's maps."""
-
-    def maps(self, p: Pass, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[list[str]], list[list[int]]]:
-        """Per sample: raw maps (K, h, w), their names and model channels (-1 when not a channel)."""
-        raise NotImplementedError
-
-
-@contextmanager
-def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
-    """Eval mode and parameters frozen (so no ``.grad`` is ever written); with ``guided``, every ``nn.ReLU`` /
-    ``nn.ReLU6`` module gets a full backward hook clamping the gradient it passes back at 0 (guided
-    backpropagation), with ``inplace`` switched off while hooked (backward hooks refuse in-place outputs).
-    Everything is restored on exit, also after an exception."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    relus: list[tuple[nn.Module, bool]] = []
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        if guided:
-            for m in model.modules():
-                if isinstance(m, (nn.ReLU, nn.ReLU6)):
-                    relus.append((m, m.inplace))
-                    m.inplace = False
-                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-        for m, inplace in relus:
-            m.inplace = inplace
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-def _guided_relu_hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
-    """Guided backprop: the ReLU's own backward (grad · 1[x > 0]) then only the positive part goes on."""
-    return tuple(g.clamp(min=0.0) if g is not None else None for g in grad_input)
-
-
-def _part_model(model: nn.Module, method: str) -> None:
-    if not getattr(model, "groups", None) or not hasattr(model, "class_channels"):
-        raise ConfigError(f"method {method!r} needs per-class part channels (a PartNet trained with MC-Loss or CE); "
-                          f"{type(model).__name__} has none: use gradcam, guided-gradcam"
-                          + (" or tasn" if hasattr(model, "attention_maps") else ""))
-
-
-class ChannelMaps(MapMethod):
-    name = "channels"
-
-    def check(self, model):
-        _part_model(model, self.name)
-
-    def maps(self, p, targets):
-        out, names, chans = [], [], []
-        for b, t in enumerate(targets.tolist()):
-            rng = list(p.model.class_channels(t))
-            out.append(p.features[b, rng[0]:rng[-1] + 1])
-            names.append([f"part {k + 1} (ch {c})" for k, c in enumerate(rng)])
-            chans.append(rng)
-        return out, names, chans
-
-
-class CCMPMap(MapMethod):
-    name = "ccmp"
-
-    def check(self, model):
-        _part_model(model, self.name)
-
-    def maps(self, p, targets):
-        pooled = ccmp(p.features, p.model.groups)  # (B, c, h, w)
-        b = torch.arange(len(targets), device=targets.device)
-        return list(pooled[b, targets].unsqueeze(1)), [["CCMP"]] * len(targets), [[-1]] * len(targets)
-
-
-def _cam_inputs(model: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(activations the head pools, its linear weights): F and ``fc`` on a PartNet; ReLU(BN(X)) and ``att_fc``
-    on TASN's attention network."""
-    if hasattr(model, "att_fc") and hasattr(model, "att_bn"):
-        return F.relu(model.att_bn(features)), model.att_fc.weight
-    return features, model.fc.weight
-
-
-class CAM(MapMethod):
-    name = "cam"
-
-    def check(self, model):
-        if not isinstance(getattr(model, "fc", None), nn.Linear):
-            raise ConfigError(f"method 'cam' needs a GAP + linear head (model.fc); {type(model).__name__} has none: "
-                              "use gradcam")
-
-    def maps(self, p, targets):
-        acts, w = _cam_inputs(p.model, p.features)
-        cam = torch.einsum("bnhw,bn->bhw", acts, w[targets].to(acts.dtype))
-        return list(cam.unsqueeze(1)), [["CAM"]] * len(targets), [[-1]] * len(targets)
-
-
-class GradCAM(MapMethod):
-    name = "gradcam"
-    needs_grad = True
-
-    def maps(self, p, targets):
-        grad, _ = p.gradients(targets)
-        alpha = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
-        return list(cam), [["Grad-CAM"]] * len(targets), [[-1]] * len(targets)
-
-
-class GuidedGradCAM(MapMethod):
-    name = "guided-gradcam"
-    needs_grad = True
-    guided = True
-
-    def maps(self, p, targets):
-        grad, xgrad = p.gradients(targets)
-        alpha = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
-        cam = F.interpolate(cam, size=p.x.shape[-2:], mode="bilinear", align_corners=False)
-        saliency = xgrad.abs().amax(dim=1, keepdim=True)  # (B, 1, S, S)
-        return list(cam * saliency), [["Guided Grad-CAM"]] * len(targets), [[-1]] * len(targets)
-
-
-class TASNMaps(MapMethod):
-    name = "tasn"
-
-    def check(self, model):
-        if not hasattr(model, "attention_maps"):
-            raise ConfigError(f"method 'tasn' needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2); "
-                              f"{type(model).__name__} is not one: use channels, ccmp, cam or gradcam")
-
-    def maps(self, p, targets):
-        att = p.model.attention_maps(p.x)
-        stacked = torch.stack((att["structure"], att["detail"]), dim=1)  # (B, 2, S, S), class-agnostic
-        return list(stacked), [["structure", "detail"]] * len(targets), [[-1, -1]] * len(targets)
-
-
-REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
-                                                             GuidedGradCAM)}
-
-
-def get_method(name: str) -> MapMethod:
-    try:
-        return REGISTRY[name]()
-    except KeyError:
-        raise ConfigError(f"map method {name!r} is unknown: use one of {', '.join(METHODS)}") from None
 
 
 # --------------------------------------------------------------------------------------------- the pass
@@ -357,7 +173,7 @@ def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequen
                     out[b].append(MapSet(m.name, int(t[b]), maps, names[b], ranges, sizes[b],
                                          r.detach().float().cpu().numpy() if keep_low_res else None,
                                          list(chans[b]), float(probs[b, t[b]]), int(top1[b])))
-        p._grads.clear()
+        p.release()
     return out
 
 
@@ -365,6 +181,12 @@ def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, guided: bool) 
     """The one forward pass (inside :func:`session` and the right grad mode)."""
     if guided:
         x = x.detach().requires_grad_(True)
+    if has_shared_parts(model):  # the head needs the fine features z as well as the part maps
+        z = model.embed(x)
+        if needs_grad and not z.requires_grad:
+            z.requires_grad_(True)
+        maps = model.part_maps(z)
+        return Pass(model, x, maps, model.forward_head(maps, z), guided)
     features = model.forward_features(x)
     if needs_grad and not features.requires_grad:
         features.requires_grad_(True)  # a leaf: the graph covers only the head

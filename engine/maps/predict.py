@@ -21,6 +21,8 @@ from engine.runs import LoadedRun
 class Prediction:
     path: str
     top: list[tuple[str, float]]  # (class, probability), best first
+    #: a shared-parts run: each part's share of the top class's logit (the logit is their sum), part 1 first
+    part_contributions: list[float] | None = None
 
 
 def expand_inputs(items: Iterable[str]) -> tuple[list[Path], list[Skipped]]:
@@ -51,10 +53,17 @@ def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, batch_size: int =
 
     def flush():
         x = normalize(torch.from_numpy(np.stack([b[1] for b in batch])).to(device), pp)
-        probs = run.model(x).float().softmax(1).cpu()
+        shares = None
+        if hasattr(run.model, "forward_parts"):
+            out = run.model.forward_parts(x)
+            logits, shares = out.logits.float(), out.part_logits.float() / out.part_logits.shape[1]
+        else:
+            logits = run.model(x).float()
+        probs = logits.softmax(1).cpu()
         vals, idx = probs.topk(k, dim=1)
-        for (p, _), v, i in zip(batch, vals, idx):
-            yield Prediction(str(p), [(run.classes[j], float(q)) for q, j in zip(v.tolist(), i.tolist())])
+        for n, ((p, _), v, i) in enumerate(zip(batch, vals, idx)):
+            contrib = None if shares is None else [round(float(c), 6) for c in shares[n, :, int(i[0])].tolist()]
+            yield Prediction(str(p), [(run.classes[j], float(q)) for q, j in zip(v.tolist(), i.tolist())], contrib)
         batch.clear()
 
     for p in paths:

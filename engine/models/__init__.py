@@ -13,7 +13,9 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.models.backbones import BACKBONES
+from engine.models.fine import fine_backbone
 from engine.models.partnet import PartNet
+from engine.models.shared_parts import SharedPartsNet
 
 
 @dataclass(frozen=True)
@@ -55,9 +57,23 @@ def create_model(name: str, num_classes: int, xi: int = 3, pretrained: str | Non
     return model
 
 
+HEADS = ("mcloss", "parts")
+
+
 def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
-    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto") -> nn.Module:
-        features, width, stride = BACKBONES[backbone][0](pretrained)
+    """A part network on ``backbone``. ``head="mcloss"`` (default, also the CE method's): per-class part channels
+    (:class:`PartNet`); ``head="parts"``: K parts shared by all classes (:class:`SharedPartsNet`, PDiscoNet).
+    ``fine``: stride-16 features, the last stage upsampled and concatenated with the one before it
+    (:mod:`engine.models.fine`)."""
+
+    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto",
+              head: str = "mcloss", fine: bool = False, parts: int = 8, part_dropout: float = 0.3,
+              gumbel: bool = False) -> nn.Module:
+        if head not in HEADS:
+            raise ConfigError(f"head={head!r}: use one of {', '.join(HEADS)}")
+        features, width, stride = fine_backbone(backbone, pretrained) if fine else BACKBONES[backbone][0](pretrained)
+        if head == "parts":
+            return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)
         return PartNet(features, width, stride, num_classes, xi, part_channels)
 
     return build
@@ -91,4 +107,4 @@ for _name, _desc in (("resnet18", "TASN, ResNet-18 attention net (stride 8) + Re
     register(ModelSpec(f"tasn_{_name}", "tasn", _desc, _tasn_builder(_name), _DEFAULT_WEIGHTS[_name]))
 
 
-__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet"]
+__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet", "SharedPartsNet", "HEADS"]

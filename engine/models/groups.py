@@ -1,5 +1,5 @@
 """Channel groups of the MC-Loss part network (Chang et al., IEEE TIP 2020): which contiguous channels belong to
-which class, the maximum over each group, and cross-channel max pooling (docs/METHODS.md, MC-Loss)."""
+which class, the maximum over each group, and cross-channel max pooling (docs/METHODS.md#mc-loss)."""
 
 from __future__ import annotations
 

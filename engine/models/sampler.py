@@ -15,7 +15,7 @@ The recipe is docs/METHODS.md#tasn-sampler, which follows the authors' MXNet ope
   (i - 1)·(n - 1)/(S - 1) + d_i with d_i = (n - S)(S - i) / (S²(S - 1)) input pixels (n = map size >= S):
   the plain align_corners=True resize shifted by exactly one output pixel, exact when n == S, off by less than
   (n - S)/(S(S - 1)) pixel otherwise. There is no offset that makes it the unshifted plain resize.
-* C[-1] = 0 is the reading of docs/METHODS.md. The MXNet operator reads ``mapxi[j - 1]`` at j = 0, i.e. one element
+* C[-1] = 0 is the reading of docs/METHODS.md#tasn-sampler. The MXNet operator reads ``mapxi[j - 1]`` at j = 0, i.e. one element
   before the sample's buffer: out of bounds for sample 0, the previous sample's C[n-1] (about S) for the others,
   so its first coordinate is batch-dependent (about -1 for b > 0). The authors' later PyTorch port
   (tasn-pytorch/src/att_grid_generator_cuda_kernel.cu) starts the cumsum at 0 and the search at j = 1, giving

@@ -12,11 +12,18 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-METHODS = ("mcloss", "ce", "tasn")
+METHODS = ("mcloss", "ce", "tasn", "parts")
+#: the shared-parts losses (PDiscoNet, docs/METHODS.md#shared-parts) and their weights as the authors train CUB;
+#: ``extra`` may override any of them (and PDiscoFormer's tv, border, entropy, off by default)
+PARTS_LOSS_WEIGHTS = {"ce": 2.0, "conc": 1000.0, "orth": 1.0, "equiv": 1.0, "pres": 1.0, "tv": 0.0, "border": 0.0,
+                      "entropy": 0.0}
 #: MC-Loss paper values: μ = 0.005 when fine-tuning a pretrained backbone, 1.5 from scratch; λ = 10.
 MU_PRETRAINED, MU_SCRATCH = 0.005, 1.5
 #: Options that older runs saved and no code reads any more: dropped when such a config is read back.
 RETIRED = frozenset({"label_smoothing"})
+#: shared parts (Adam): backbone + prototypes, classifier (the modulation learns at 10x the classifier), the
+#: authors' 1e-4 / 1e-3 / 1e-2 times 3 (README: measured on cub-parts-dev)
+PARTS_LR = (3e-4, 3e-3)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class TrainConfig:
     model: str = "mobilenet_v2"
     method: str = "mcloss"
     xi: int = 3
+    parts: int = 8  # shared parts K (method parts)
+    fine: bool | None = None  # stride-16 features (last stage upsampled + the stage before); None: on for parts
     mu: float | None = None  # None: the paper's value for pretrained / from-scratch training
     lam: float = 10.0
     epochs: int = 10
@@ -65,20 +74,27 @@ class TrainConfig:
             bad("model", "the tasn method needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2)")
         if self.method != "tasn" and spec.family == "tasn":
             bad("method", f"model {self.model} is a TASN model: use --method tasn")
+        if self.method == "tasn" and self.fine:
+            bad("fine", "TASN's attention maps are already at stride 8, finer than --fine's 16: leave it off for tasn")
+        if not 1 <= self.parts <= 64:
+            bad("parts", "the number of shared parts K must be between 1 and 64 (the paper uses 4, 8 or 16)")
+        unknown = sorted(k for k in self.extra if k.startswith("w_") and k[2:] not in PARTS_LOSS_WEIGHTS)
+        if unknown:
+            bad("extra", f"unknown loss weight {unknown[0]!r}: use w_ + one of {', '.join(PARTS_LOSS_WEIGHTS)}")
         if not 1 <= self.xi <= 64:
             bad("xi", "channels per class must be between 1 and 64 (the paper uses 3)")
-        if self.epochs < 1 or self.epochs > 100000:
-            bad("epochs", "must be at least 1")
+        if not 1 <= self.epochs <= 100000:
+            bad("epochs", "must be between 1 and 100000")
         if not 32 <= self.img_size <= 2048:
             bad("img_size", "must be between 32 and 2048 pixels")
-        if self.batch_size < 1 or self.batch_size > 4096:
-            bad("batch_size", "must be at least 1")
+        if not 1 <= self.batch_size <= 4096:
+            bad("batch_size", "must be between 1 and 4096 images")
         for name in ("lr_backbone", "lr_head", "mu"):
             v = getattr(self, name)
             if v is not None and not (v >= 0 and v < 100):
-                bad(name, "must be a non-negative number")
-        if self.lam < 0:
-            bad("lam", "must be non-negative (the paper uses 10)")
+                bad(name, "must be a number from 0 up to (not including) 100")
+        if not self.lam >= 0:
+            bad("lam", "must be 0 or more (the paper uses 10)")
         if not 0 <= self.weight_decay < 1:
             bad("weight_decay", "must be in [0, 1)")
         if not 0 <= self.momentum < 1:
@@ -98,12 +114,14 @@ class TrainConfig:
         fill = {
             "pretrained": None if scratch else self.pretrained,
             "mu": self.mu if self.mu is not None else (MU_SCRATCH if scratch else MU_PRETRAINED),
-            "lr_backbone": self.lr_backbone if self.lr_backbone is not None else (0.05 if scratch else 0.001),
+            "fine": bool(self.fine) if self.fine is not None else self.method == "parts",
+            "lr_backbone": self.lr_backbone if self.lr_backbone is not None else (
+                PARTS_LR[0] if self.method == "parts" else 0.05 if scratch else 0.001),
             # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01: MC-Loss fine-tuned
             # on birds-dev reached 80.0 % in 6 epochs at 0.01 and 91.3 % at 0.05 (README). TASN's heads are plain
             # linear layers on large pooled features, where 0.1 diverges (shared/weights/README.md): 0.01.
             "lr_head": self.lr_head if self.lr_head is not None else (
-                0.01 if self.method == "tasn" and not scratch else 0.05),
+                PARTS_LR[1] if self.method == "parts" else 0.01 if self.method == "tasn" and not scratch else 0.05),
             "crop_scale": tuple(float(v) for v in self.crop_scale),
         }
         for k, v in fill.items():
@@ -138,8 +156,10 @@ _HELP = {
     "data": "image folder (class sub-folders, train/test folders or CUB_200_2011)",
     "out": "run folder to write",
     "model": "registered model name (fieldmark models)",
-    "method": "mcloss (mutual-channel loss), ce (plain cross-entropy) or tasn",
+    "method": "mcloss (mutual-channel loss), ce (plain cross-entropy), tasn, or parts (K shared parts, PDiscoNet)",
     "xi": "channels per class, ξ (paper: 3)",
+    "parts": "shared parts K of the parts method (PDiscoNet: 4, 8 or 16)",
+    "fine": "stride-16 part maps: the last stage upsampled and joined with the stage before (default: on for parts)",
     "mu": "MC-Loss weight μ (paper: 0.005 fine-tuning, 1.5 from scratch)",
     "lam": "MC-Loss diversity weight λ (paper: 10)",
     "epochs": "number of passes over the training images",

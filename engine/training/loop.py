@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 
 import engine.training.distributed as ddp
 import engine.runs as runs
-from engine.training.config import TrainConfig
+from engine.training.config import PARTS_LOSS_WEIGHTS, TrainConfig
 from engine.data import require_trainable, scan
-from engine.data.loader import ImageCache, ImageDataset
+from engine.data.loader import ImageCache, ImageDataset, collate_decoded
 from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
-from engine.errors import Cancelled, CheckpointError, ConfigError, EngineError
+from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, EngineError
 from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started, drive, relay
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
@@ -53,6 +53,10 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
         return CECriterion()
     if cfg.method == "mcloss":
         return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask)
+    if cfg.method == "parts":
+        from engine.losses.parts import PartsCriterion
+
+        return PartsCriterion(**parts_loss_weights(cfg))
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
@@ -62,7 +66,16 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
-    return {"part_channels": cfg.part_channels}
+    if cfg.method == "parts":
+        return {"head": "parts", "parts": cfg.parts, "fine": cfg.fine,
+                "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False))}
+    return {"part_channels": cfg.part_channels, **({"fine": True} if cfg.fine else {})}
+
+
+def parts_loss_weights(cfg: TrainConfig) -> dict[str, float]:
+    """The shared-parts loss weights: the authors' (:data:`PARTS_LOSS_WEIGHTS`), each overridable by ``extra``'s
+    ``w_<name>``."""
+    return {k: float(cfg.extra.get(f"w_{k}", v)) for k, v in PARTS_LOSS_WEIGHTS.items()}
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -74,6 +87,12 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.method == "parts":  # Adam as the authors: backbone + prototypes, classifier, modulation at 10x it
+        backbone, head = model.param_groups(two_groups=True)
+        groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
+                  {"params": list(model.fc.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head},
+                  {"params": [model.modulation], "lr": 10 * cfg.lr_head, "base_lr": 10 * cfg.lr_head}]
+        return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     backbone, head = model.param_groups()
     groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
               {"params": head, "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
@@ -102,6 +121,8 @@ def evaluate_sums(model: nn.Module, loader: DataLoader, pp: Preprocessing, devic
     for x, y in loader:
         if should_stop is not None and should_stop():
             raise Cancelled("stopped during evaluation")
+        if len(y) == 0:  # every image of the batch failed to decode (named in the log)
+            continue
         x, y = normalize(x.to(device), pp), y.to(device)
         logits = model(x).float()
         loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
@@ -215,9 +236,10 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
     sampler = ddp.train_sampler(train_ds, ctx, cfg.seed)
     train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", collate_fn=collate_decoded)
     test_loader = DataLoader(test_ds, max(rank_batch, 32), sampler=ddp.ShardSampler(len(test_ds), ctx),
-                             num_workers=cfg.workers)
+                             num_workers=cfg.workers, collate_fn=collate_decoded)
+    may_fail = not caches["train"].enabled  # decoded per item: a file can fail in the middle of an epoch
     steps = len(train_loader)
     total_steps, warmup = steps * cfg.epochs, int(round(cfg.warmup_epochs * steps))
     amp = amp_dtype(device) if cfg.amp else None
@@ -236,6 +258,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
                   len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
 
     t_run = time.perf_counter()
+    reported: set[str] = set()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         train_ds.set_epoch(epoch)
@@ -246,6 +269,8 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
         for step, (x, y) in enumerate(train_loader):
             if ddp.any_rank(stop(), ctx):
                 raise Cancelled(f"stopped in epoch {epoch + 1}; epochs 1-{epoch} are saved in {run}")
+            if may_fail and ddp.any_rank(len(y) == 0, ctx):  # no image of a batch decoded: all ranks skip it
+                continue
             g = epoch * steps + step
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * lr_factor(g, total_steps, warmup)
@@ -273,11 +298,17 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
         train_s = time.perf_counter() - t0
         keys = list(sums)  # the same order on every rank: the same code filled it
         *totals, seen = ddp.all_reduce_sum([sums[k] for k in keys] + [seen], ctx)
+        if not seen:
+            example = next(iter(train_ds.failed.values()), None)
+            raise DataError(f"none of the {len(train_ds)} training images of {cfg.data!r} could be decoded in "
+                            f"epoch {epoch + 1}" + (f" (e.g. {example.path}: {example.reason})" if example else "")
+                            + ": check the files (`fieldmark scan --verify` lists them), then train again")
         sums = dict(zip(keys, totals))
         ddp.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's model (BatchNorm statistics)
         correct, counted, loss_sum = ddp.all_reduce_sum(
             evaluate_sums(model, test_loader, pp, device, None if ctx.distributed else stop), ctx)
         top1, test_loss = (correct / counted, loss_sum / counted) if counted else (None, None)
+        yield from _failed_files(train_ds, test_ds, reported)
         seconds = time.perf_counter() - t0
         done_here = epoch + 1 - start_epoch
         eta = (time.perf_counter() - t_run) / done_here * (cfg.epochs - epoch - 1)
@@ -302,6 +333,15 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
     final = history[-1] if history else {}
     return Finished(str(run), cfg.epochs, {"test_top1": final.get("test_top1"), "test_loss": final.get("test_loss"),
                                            "images_per_s": final.get("images_per_s")})
+
+
+def _failed_files(train_ds: ImageDataset, test_ds: ImageDataset, reported: set[str]):
+    """A warning per file that failed to decode in this process since the last call (worker processes name
+    theirs in the log)."""
+    for f in list(train_ds.failed.values()) + list(test_ds.failed.values()):
+        if f.path not in reported:
+            reported.add(f.path)
+            yield Message("warning", f"{f.path}: {f.reason}, skipped")
 
 
 def _load_cache(cache: ImageCache, split: str, stop: Callable[[], bool]):

@@ -86,3 +86,19 @@ def test_the_form_builds_the_config_the_cli_builds(qtbot, data_dir, tmp_path):
     assert form.build_config() == config_from_args(args)
     form.set_config(form.build_config().replace(epochs=9, pretrained="DEFAULT"))
     assert form.epochs.value() == 9 and form.build_config().pretrained == "DEFAULT"
+
+
+def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    assert not form.parts.isEnabled() and not form.fine.isChecked()  # MC-Loss: ξ, μ, λ; no K
+    form.method.setCurrentIndex(form.method.findData("parts"))
+    assert form.parts.isEnabled() and not form.xi.isEnabled() and form.fine.isChecked()
+    form.parts.setValue(4)
+    cfg = form.state.config
+    assert (cfg.method, cfg.parts, cfg.fine) == ("parts", 4, True)
+    args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--method", "parts", "--parts", "4"])
+    assert config_from_args(args) == cfg.replace(pretrained=None, epochs=10, img_size=224, batch_size=32)
+    form.parts.setValue(0)
+    assert form.state.config is None and form.state.error.startswith("parts=0")
+    form.method.setCurrentIndex(form.method.findData("tasn"))
+    assert not form.fine.isEnabled() and not form.fine.isChecked()

@@ -233,11 +233,18 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
     assert main(["evaluate", str(run), str(cub), "--json", "--baseline", str(run), "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
-                         "regions_per_class", "mark_recall", "baselines"]
+                         "regions_per_class", "mark_recall", "baselines", "protocol"]
     assert set(out["baselines"]) == {"random", "gradcam"} and out["mark_recall"] is None
+    # the published protocol: the run, chance and Grad-CAM, each saying which maps it scored
+    assert set(out["protocol"]) == {"own", "random", "gradcam"}
+    assert out["protocol"]["own"]["protocol"]["maps"].startswith("MC-Loss channels of the true class (xi=2)")
+    assert out["protocol"]["own"]["protocol"]["background"] is False
+    assert out["protocol"]["gradcam"]["protocol"]["maps"].startswith("Grad-CAM")
+    assert out["protocol"]["own"]["n_images"] == {"train": 4, "test": 4}
     assert main(["evaluate", str(run), str(cub), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "part hit rate" in text and "random" in text and "4 test / 4 train images" in text
+    assert "published protocol" in text and "NMI (x100)" in text
 
 
 def test_a_tasn_run_is_scored_by_its_structure_map(cub, tmp_path):

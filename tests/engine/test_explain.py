@@ -12,8 +12,9 @@ from torch import nn
 
 from engine.data.transforms import Preprocessing
 from engine.errors import ConfigError, EngineError
-from engine.maps.explain import (METHODS, GuidedGradCAM, MapSet, explain, low_res_maps, predict_probs, prepare,
-                            resolve_class, session)
+from engine.maps.explain import (METHODS, MapSet, explain, low_res_maps, predict_probs, prepare, resolve_class,
+                                 session)
+from engine.maps.methods import GuidedGradCAM
 from engine.models import create_model, get_spec, list_models
 
 SIZE = 64  # small inputs: vgg16_bn and resnet50 (and their TASN forms) are the slow ones

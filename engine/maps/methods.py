@@ -1,0 +1,216 @@
+"""The map methods of :func:`engine.maps.explain.explain`: one template (:class:`MapMethod`, the pattern of
+pytorch-grad-cam's ``base_cam.py``), the forward :class:`Pass` they share with its gradients, and the
+:func:`session` that leaves a model as it found it. See :mod:`engine.maps.explain` for what each method shows."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import ConfigError
+from engine.models.groups import ccmp
+
+METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam")
+
+
+@dataclass
+class Pass:
+    """What one forward pass gives every method: input ``x`` (B, 3, S, S), ``features`` (B, N, h, w) and the
+    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when guided)."""
+
+    model: nn.Module
+    x: torch.Tensor
+    features: torch.Tensor
+    logits: torch.Tensor
+    guided: bool
+    _grads: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
+
+    def gradients(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(∂y_t/∂features, ∂y_t/∂x or None), one target class per sample; cached per target vector."""
+        key = tuple(targets.tolist())
+        if key not in self._grads:
+            score = self.logits.gather(1, targets.view(-1, 1)).sum()  # samples are independent in eval mode
+            inputs = [self.features, self.x] if self.guided else [self.features]
+            grads = torch.autograd.grad(score, inputs, retain_graph=True)
+            self._grads[key] = (grads[0], grads[1] if self.guided else None)
+        return self._grads[key]
+
+    def release(self) -> None:
+        """Drop the cached gradients (and with them the graph they keep alive)."""
+        self._grads.clear()
+
+
+# ------------------------------------------------------------------------------------------------ template
+class MapMethod:
+    """Template: :meth:`run` owns the pass (inside :meth:`session`, which always removes its hooks); a method
+    overrides :meth:`maps` only. ``needs_grad``/``guided`` say what the pass must provide."""
+
+    name = ""
+    needs_grad = False
+    guided = False
+
+    def check(self, model: nn.Module) -> None:
+        """Raise ConfigError when the model cannot give this method's maps."""
+
+    def maps(self, p: Pass, targets: torch.Tensor) -> tuple[list[torch.Tensor], list[list[str]], list[list[int]]]:
+        """Per sample: raw maps (K, h, w), their names and model channels (-1 when not a channel)."""
+        raise NotImplementedError
+
+
+@contextmanager
+def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
+    """Eval mode and parameters frozen (so no ``.grad`` is ever written); with ``guided``, every ``nn.ReLU`` /
+    ``nn.ReLU6`` module gets a full backward hook clamping the gradient it passes back at 0 (guided
+    backpropagation), with ``inplace`` switched off while hooked (backward hooks refuse in-place outputs).
+    Everything is restored on exit, also after an exception."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    relus: list[tuple[nn.Module, bool]] = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        if guided:
+            for m in model.modules():
+                if isinstance(m, (nn.ReLU, nn.ReLU6)):
+                    relus.append((m, m.inplace))
+                    m.inplace = False
+                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        for m, inplace in relus:
+            m.inplace = inplace
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def _guided_relu_hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
+    """Guided backprop: the ReLU's own backward (grad · 1[x > 0]) then only the positive part goes on."""
+    return tuple(g.clamp(min=0.0) if g is not None else None for g in grad_input)
+
+
+def has_shared_parts(model: nn.Module) -> bool:
+    """A shared-parts model (PDiscoNet, docs/METHODS.md#shared-parts): its maps are its K parts."""
+    return hasattr(model, "forward_parts")
+
+
+def _part_model(model: nn.Module, method: str) -> None:
+    if method == "channels" and has_shared_parts(model):
+        return
+    if not getattr(model, "groups", None) or not hasattr(model, "class_channels"):
+        raise ConfigError(f"method {method!r} needs per-class part channels (a PartNet trained with MC-Loss or CE); "
+                          f"{type(model).__name__} has none: use gradcam, guided-gradcam"
+                          + (" or tasn" if hasattr(model, "attention_maps") else ""))
+
+
+class ChannelMaps(MapMethod):
+    name = "channels"
+
+    def check(self, model):
+        _part_model(model, self.name)
+
+    def maps(self, p, targets):
+        if has_shared_parts(p.model):  # the K shared parts (background left out): the same for every class
+            k = p.model.parts
+            return list(p.features[:, :k]), [[f"part {i + 1}" for i in range(k)]] * len(targets), \
+                [list(range(k))] * len(targets)
+        out, names, chans = [], [], []
+        for b, t in enumerate(targets.tolist()):
+            rng = list(p.model.class_channels(t))
+            out.append(p.features[b, rng[0]:rng[-1] + 1])
+            names.append([f"part {k + 1} (ch {c})" for k, c in enumerate(rng)])
+            chans.append(rng)
+        return out, names, chans
+
+
+class CCMPMap(MapMethod):
+    name = "ccmp"
+
+    def check(self, model):
+        _part_model(model, self.name)
+
+    def maps(self, p, targets):
+        pooled = ccmp(p.features, p.model.groups)  # (B, c, h, w)
+        b = torch.arange(len(targets), device=targets.device)
+        return list(pooled[b, targets].unsqueeze(1)), [["CCMP"]] * len(targets), [[-1]] * len(targets)
+
+
+def _cam_inputs(model: nn.Module, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations the head pools, its linear weights): F and ``fc`` on a PartNet; ReLU(BN(X)) and ``att_fc``
+    on TASN's attention network."""
+    if hasattr(model, "att_fc") and hasattr(model, "att_bn"):
+        return F.relu(model.att_bn(features)), model.att_fc.weight
+    return features, model.fc.weight
+
+
+class CAM(MapMethod):
+    name = "cam"
+
+    def check(self, model):
+        if not isinstance(getattr(model, "fc", None), nn.Linear) or has_shared_parts(model):
+            raise ConfigError(f"method 'cam' needs a GAP + linear head (model.fc); {type(model).__name__} has none: "
+                              "use gradcam")
+
+    def maps(self, p, targets):
+        acts, w = _cam_inputs(p.model, p.features)
+        cam = torch.einsum("bnhw,bn->bhw", acts, w[targets].to(acts.dtype))
+        return list(cam.unsqueeze(1)), [["CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class GradCAM(MapMethod):
+    name = "gradcam"
+    needs_grad = True
+
+    def maps(self, p, targets):
+        grad, _ = p.gradients(targets)
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
+        return list(cam), [["Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class GuidedGradCAM(MapMethod):
+    name = "guided-gradcam"
+    needs_grad = True
+    guided = True
+
+    def maps(self, p, targets):
+        grad, xgrad = p.gradients(targets)
+        alpha = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
+        cam = F.interpolate(cam, size=p.x.shape[-2:], mode="bilinear", align_corners=False)
+        saliency = xgrad.abs().amax(dim=1, keepdim=True)  # (B, 1, S, S)
+        return list(cam * saliency), [["Guided Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+class TASNMaps(MapMethod):
+    name = "tasn"
+
+    def check(self, model):
+        if not hasattr(model, "attention_maps"):
+            raise ConfigError(f"method 'tasn' needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2); "
+                              f"{type(model).__name__} is not one: use channels, ccmp, cam or gradcam")
+
+    def maps(self, p, targets):
+        att = p.model.attention_maps(p.x)
+        stacked = torch.stack((att["structure"], att["detail"]), dim=1)  # (B, 2, S, S), class-agnostic
+        return list(stacked), [["structure", "detail"]] * len(targets), [[-1, -1]] * len(targets)
+
+
+REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
+                                                             GuidedGradCAM)}
+
+
+def get_method(name: str) -> MapMethod:
+    try:
+        return REGISTRY[name]()
+    except KeyError:
+        raise ConfigError(f"map method {name!r} is unknown: use one of {', '.join(METHODS)}") from None
