@@ -38,6 +38,19 @@ def make_class_folders(root: Path, classes: int = 3, per_class: int = 8, size: t
     return root
 
 
+def fit_one_batch(criterion, model, x, y, optimizer, steps: int) -> tuple[tuple[float, dict], tuple[float, dict]]:
+    """``steps`` optimiser steps of an engine criterion on one batch; the (loss, parts) of the first and the last
+    step, as floats (each measured before its own update)."""
+    seen = []
+    for _ in range(steps):
+        loss, parts = criterion(model, x, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen.append((float(loss.detach()), {k: float(v) for k, v in parts.items()}))
+    return seen[0], seen[-1]
+
+
 @pytest.fixture
 def class_folders(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "data")

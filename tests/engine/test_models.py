@@ -7,7 +7,7 @@ from engine.errors import ConfigError, WeightsError
 from engine.losses.mcloss import MCLossCriterion
 from engine.models import create_model, get_spec, list_models
 
-from ..conftest import MOBILENET_WEIGHTS, need
+from ..conftest import MOBILENET_WEIGHTS, fit_one_batch, need
 
 PARTNETS = list_models("partnet")
 SIZE = 64
@@ -49,15 +49,9 @@ def test_small_model_overfits_one_batch():
     x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
     backbone, head = m.param_groups()
     opt = torch.optim.Adam([{"params": backbone, "lr": 3e-3}, {"params": head, "lr": 2e-2}])
-    first = None
-    for _ in range(60):
-        loss, parts = crit(m, x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first if first is not None else float(parts["ce"])
+    (_, first), (_, last) = fit_one_batch(crit, m, x, y, opt, 60)
     m.eval()
-    assert float(parts["ce"]) < first * 0.2
+    assert last["ce"] < first["ce"] * 0.2
     assert (m(x).argmax(1) == y).all()
 
 

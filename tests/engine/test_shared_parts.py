@@ -16,7 +16,7 @@ from engine.losses.parts import (PartsCriterion, Similarity, border_background_l
                                           equivariance_loss, orthogonality_loss, pixel_entropy_loss, presence_loss,
                                           random_similarity, total_variation_loss, transform_images)
 
-from ..conftest import MOBILENET_WEIGHTS, need
+from ..conftest import MOBILENET_WEIGHTS, fit_one_batch, need
 
 FINE = {"resnet18": (768, 16), "resnet50": (3072, 16), "vgg16_bn": (512, 16), "mobilenet_v2": (1376, 16),
         "smallnet": (128, 8)}
@@ -185,15 +185,9 @@ def test_small_model_overfits_one_batch():
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
     crit = PartsCriterion()
     opt = torch.optim.Adam(m.param_groups(base_lr=1e-3))  # the authors' ratios, a faster base
-    first = None
-    for _ in range(40):
-        loss, parts = crit(m, x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        first = first or (float(loss.detach()), float(parts["ce"]))
-    assert float(loss.detach()) < 0.5 * first[0] and float(parts["ce"]) < 0.5 * first[1], (first, parts)
-    assert float(parts["pres"]) < 0.75  # foreground parts still present: not collapsed into the background
+    (loss0, first), (loss, parts) = fit_one_batch(crit, m, x, y, opt, 40)
+    assert loss < 0.5 * loss0 and parts["ce"] < 0.5 * first["ce"], (loss0, first, parts)
+    assert parts["pres"] < 0.75  # foreground parts still present: not collapsed into the background
 
 
 # -- losses by hand -----------------------------------------------------------------------------------------------
