@@ -263,5 +263,5 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 92) -> 
 
 
 __all__ = ["CORRUPT", "Decoded", "IMAGE_SUFFIXES", "ImageInfo", "MAX_SIDE", "NOT_AN_IMAGE", "TOO_LARGE", "TRUNCATED",
-           "UNREADABLE", "ZERO_BYTES", "check_file", "decode", "decode_bytes", "image_size", "is_image_name",
+           "UNREADABLE", "ZERO_BYTES", "check_file", "decode", "decode_bytes", "is_image_name",
            "jpeg_size", "load_image", "read_image", "sniff_format", "write_image"]
