@@ -44,6 +44,18 @@ class Bars:
         self.bar, self.stage = None, None
 
 
+def show_progress_or_message(ev: Any, bars: Bars) -> None:
+    """The CLI's view of a job's events: Progress as a bar, Message as a ``level: text`` line on stderr."""
+    from engine.events import Message, Progress
+
+    if isinstance(ev, Progress):
+        bars.progress(ev.stage, ev.done, ev.total)
+    elif isinstance(ev, Message):
+        if bars.bar is not None:
+            bars.bar.clear()
+        print(f"{ev.level}: {ev.text}", file=sys.stderr)
+
+
 def drive(gen: Generator[Any, None, Any], handle: Callable[[Any], None], bars: Bars | None = None) -> Any:
     """Pass every event of an engine generator to ``handle`` and return the generator's result; ``bars`` are
     closed however it ends (an error, Ctrl+C)."""

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluation.evaluate import evaluate
     from engine.evaluation.scores import format_marks, format_table
     from engine.runs import load_run
-    from engine.cli.common import Bars, drive
+    from engine.cli.common import Bars, drive, show_progress_or_message
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, device)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     report = scan(args.data)
     gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
     bars = Bars()
-    result = drive(gen, lambda ev: bars.progress(ev.stage, ev.done, ev.total), bars)
+    result = drive(gen, lambda ev: show_progress_or_message(ev, bars), bars)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -13,6 +13,8 @@ from typing import Any
 from engine.errors import ConfigError
 
 METHODS = ("mcloss", "ce", "tasn")
+#: Keys of older saved configs and their names now (runs and configs written before keep loading).
+RENAMED = {"val_fraction": "test_fraction"}
 #: MC-Loss paper values: μ = 0.005 when fine-tuning a pretrained backbone, 1.5 from scratch; λ = 10.
 MU_PRETRAINED, MU_SCRATCH = 0.005, 1.5
 
@@ -36,7 +38,7 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.0
-    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # share of each class held out for testing (class folders without split.csv)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -84,8 +86,8 @@ class TrainConfig:
             bad("momentum", "must be in [0, 1)")
         if not 0 <= self.label_smoothing < 1:
             bad("label_smoothing", "must be in [0, 1)")
-        if not 0 < self.val_fraction < 1:
-            bad("val_fraction", "must be between 0 and 1 (e.g. 0.2)")
+        if not 0 < self.test_fraction < 1:
+            bad("test_fraction", "must be between 0 and 1 (e.g. 0.2)")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be non-negative")
         if self.workers < 0:
@@ -118,13 +120,23 @@ class TrainConfig:
         d["crop_scale"] = list(self.crop_scale)
         return d
 
+    @staticmethod
+    def upgrade_dict(d: dict[str, Any]) -> dict[str, Any]:
+        """A saved config with the keys of older versions renamed (``val_fraction`` is ``test_fraction``)."""
+        d = dict(d)
+        for old, new in RENAMED.items():
+            if old in d:
+                value = d.pop(old)
+                d.setdefault(new, value)
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = cls.upgrade_dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}: this run was written by another Fieldmark version")
-        d = dict(d)
         if "crop_scale" in d:
             d["crop_scale"] = tuple(d["crop_scale"])
         return cls(**d)
@@ -150,5 +162,6 @@ _HELP = {
     "lr_backbone": "learning rate of the backbone (default 0.001 fine-tuning, 0.05 from scratch)",
     "lr_head": "learning rate of the new layers (default 0.05; TASN fine-tuning 0.01)",
     "seed": "random seed (split, initialisation, augmentation)",
+    "test_fraction": "share of each class held out for testing when the folder has no split of its own",
     "device": "auto, cpu, cuda, cuda:N or mps",
 }
