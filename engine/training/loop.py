@@ -196,11 +196,13 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     test_ds = ImageDataset(caches["test"], train=False)
     drop_last = len(train_ds) > cfg.batch_size
     sampler = EpochSampler(ddp.train_sampler(train_ds, ctx, cfg.seed))  # the epoch reaches the workers' datasets
+    # the loaders draw their workers' base seeds from generators of their own, never from the global RNG that the
+    # training steps use (CWA masks, dropout): persistent workers draw once, fresh ones every epoch
     train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                              pin_memory=device.type == "cuda")
+                              pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
     test_loader = DataLoader(test_ds, max(rank_batch, 32), sampler=ddp.ShardSampler(len(test_ds), ctx),
-                             num_workers=cfg.workers)
+                             num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
     steps = len(train_loader)
     schedule = Schedule.plan(cfg.epochs, steps, cfg.warmup_epochs)
     amp = amp_dtype(device) if cfg.amp else None

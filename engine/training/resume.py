@@ -112,17 +112,17 @@ def training_data(run: Path, report: DataReport, state: dict[str, Any] | None,
     if check is not None and check.foreign:
         raise DataError(f"{report.root!r} holds none of the {check.saved} photos the run {str(run)!r} was trained "
                         "on: resume with the run's own data folder, or start a new run on this one")
+    epoch = int(state["epoch"])
+    if check is not None and check.train_changed and not allow_data_change:
+        raise DataError(f"the training photos of the run {str(run)!r} changed since it saved its split: "
+                        f"{check.describe_train_change()}. Put them back as they were, or resume with "
+                        "--allow-data-change to go on with the folder as it is now (recorded in the run)")
     for level, text in data.messages:
         yield Message(level, text)
     if check is None:
         return TrainingData(data.report, True)
     if not check.train_changed:
         return TrainingData(data.report, False)
-    epoch = int(state["epoch"])
-    if not allow_data_change:
-        raise DataError(f"the training photos of the run {str(run)!r} changed since it saved its split: "
-                        f"{check.describe_train_change()}. Put them back as they were, or resume with "
-                        "--allow-data-change to go on with the folder as it is now (recorded in the run)")
     change = {"after_epoch": epoch, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "missing": {k: v for k, v in check.missing.items() if v},
               "changed": {k: v for k, v in check.changed.items() if v}, "added_left_out": len(check.added)}
