@@ -195,7 +195,9 @@ def run_split(run: str | Path, report: DataReport, config: dict[str, Any] | None
         applied, check = apply_saved_split(report, doc, str(run))
         return RunData(report if check.foreign else applied, check, check.messages())
     if config is None:
-        config = (read_meta(run).get("config") or {}) if is_run(run) else {}
+        if not is_run(run):  # a model held in memory, never saved as a run: nothing to remember
+            return RunData(report, None, [])
+        config = read_meta(run).get("config") or {}
     if report.layout == "class-folders" and report.split_source.startswith("seeded"):
         seed = int(config.get("seed", 0))
         fraction = float(config.get("test_fraction", config.get("val_fraction", 0.2)))
