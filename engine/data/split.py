@@ -172,6 +172,7 @@ class SplitCheck:
     missing: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # left out
     changed: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # kept, named
     foreign: bool = False  # none of the saved files is in the folder: it is not the run's data
+    same_classes: bool = True  # the folder has the run's classes (else the caller's class check speaks)
 
     @property
     def clean(self) -> bool:
@@ -194,6 +195,8 @@ class SplitCheck:
         """(level, text) lines for the user: what was left out and what is not what the run saw."""
         out = []
         if self.foreign:
+            if not self.same_classes:
+                return []
             return [("warning", f"{self.root} holds none of the {self.saved} photos of the run {self.run}: it is "
                                 "not the run's data, so its own split is used")]
         if self.added:
@@ -238,7 +241,7 @@ def apply_saved_split(report: DataReport, doc: dict[str, Any], run: str = "") ->
             check.changed[split].append(rel)
         kept.append(replace(s, label=label, split=split))
     if not found and saved:
-        check.foreign = True
+        check.foreign, check.same_classes = True, list(report.classes) == classes
         check.added = []
         return report, check
     for rel, (split, _, _) in saved.items():

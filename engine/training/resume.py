@@ -76,7 +76,9 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
                               f"give --epochs {done} or more")
         return run, state
     if run.is_dir():
-        runs.remove_orphan_temps(run)  # a run killed inside its first save left only these
+        runs.remove_orphan_temps(run)  # a run killed inside its first save left only these,
+        if [p.name for p in run.iterdir()] == [runs.SPLIT]:  # or the split it writes first: start it again
+            (run / runs.SPLIT).unlink()
     if run.exists() and any(run.iterdir()):
         if (run / runs.MODEL_JSON).exists() or (run / runs.RESUME).exists():
             raise ConfigError(f"run folder {str(run)!r} already holds a run: add --resume to continue it, "

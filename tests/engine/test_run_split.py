@@ -230,3 +230,15 @@ def test_run_folder_file_names_live_in_engine_runs_only():
             offenders += [f"{f.relative_to(root)}: {n}" for n in names
                           if f'"{n}"' in text or f"'{n}'" in text or f"/ {n!r}" in text]
     assert not offenders, offenders
+
+
+def test_a_run_killed_after_writing_its_split_starts_again(data, tmp_path):
+    """The first save writes split.json before resume.pt: a kill between the two leaves a folder that holds only
+    the split, and the same command must start the run again rather than call the folder foreign."""
+    run = tmp_path / "run"
+    train_events(tiny_cfg(data, run))
+    for f in run.iterdir():
+        if f.name != "split.json":
+            f.unlink()
+    events = train_events(tiny_cfg(data, run))
+    assert any(isinstance(e, Started) and e.start_epoch == 0 for e in events) and runs.read_meta(run)["epoch"] == 1
