@@ -30,6 +30,7 @@ from torch import nn
 from engine import __version__
 from engine.data.records import DataReport
 from engine.data.split import SplitCheck, apply_saved_split, check_doc, redraw
+from engine.data.split import to_text as split_text
 from engine.errors import CheckpointError
 from engine.events import Message
 from engine.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -141,7 +142,7 @@ def read_history(run: Path) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------- the split and the evaluation
 def write_split(run: str | Path, doc: dict[str, Any]) -> None:
-    atomic_write_json(Path(run) / SPLIT, doc)
+    atomic_write_text(Path(run) / SPLIT, split_text(doc))
 
 
 def read_split(run: str | Path) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ hash is computed once per file when the split is first saved (the run decodes ev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zlib
 from dataclasses import dataclass, field, replace
@@ -137,6 +138,18 @@ def record_split(report: DataReport, progress: Callable[[int, int], None] | None
         if progress is not None:
             progress(i + 1, len(todo))
     return doc
+
+
+def to_text(doc: dict[str, Any]) -> str:
+    """The document as JSON with one line per file (readable, and diffs show which photos moved)."""
+    lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in doc.items() if k not in SPLITS]
+    for i, split in enumerate(SPLITS):
+        items = list(doc.get(split, {}).items())
+        lines.append(f"  {json.dumps(split)}: {{")
+        lines += [f"    {json.dumps(p)}: {json.dumps(r)}" + ("," if j < len(items) - 1 else "")
+                  for j, (p, r) in enumerate(items)]
+        lines.append("  }" + ("," if i < len(SPLITS) - 1 else ""))
+    return "\n".join(lines + ["}", ""])
 
 
 def check_doc(doc: Any, where: str) -> dict[str, Any]:

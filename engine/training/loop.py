@@ -306,11 +306,16 @@ def _resumed_schedule(state: dict, epoch: int, cfg: TrainConfig, steps: int):
         int(old.get("epochs", cfg.epochs)), steps, float(old.get("warmup_epochs", cfg.warmup_epochs))))
     schedule = saved.resumed(epoch, cfg.epochs, steps)
     if schedule != saved:
-        yield Message("info", f"the learning-rate schedule is re-planned for {cfg.epochs} epochs instead of "
-                              f"{saved.epochs}" + (f" ({steps} steps an epoch instead of {saved.steps_per_epoch})"
-                                                  if steps != saved.steps_per_epoch else "") +
-                      f": it goes on from {schedule.factor(epoch * steps):.4g} × the base rates after epoch {epoch} "
-                      f"and decays to 0 at epoch {cfg.epochs}, never rising")
+        factor = schedule.factor(epoch * steps)
+        text = (f"the learning-rate schedule is re-planned for {cfg.epochs} epochs instead of {saved.epochs}"
+                + (f" ({steps} steps an epoch instead of {saved.steps_per_epoch})" if steps != saved.steps_per_epoch
+                   else "") + f": it goes on from {factor:.4g} × the base rates after epoch {epoch} and decays to 0 "
+                f"at epoch {cfg.epochs}, never rising")
+        if factor < 1e-3:
+            yield Message("warning", text + "; the run had finished its schedule, so the extra epochs will change "
+                                            "little: to train on at a real learning rate, start a new run")
+        else:
+            yield Message("info", text)
     return schedule
 
 
