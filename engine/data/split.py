@@ -162,6 +162,12 @@ def check_doc(doc: Any, where: str) -> dict[str, Any]:
                               f"{VERSION}: upgrade Fieldmark to open it")
     if not isinstance(doc.get("classes"), list) or not all(isinstance(doc.get(k), dict) for k in SPLITS):
         raise CheckpointError(f"{where!r} is damaged (no classes or splits): restore it, or delete it")
+    for split in SPLITS:
+        for rel, rec in doc[split].items():
+            if not (isinstance(rec, list) and len(rec) == len(FIELDS) and all(isinstance(v, int) for v in rec[:3])
+                    and 0 <= rec[0] < len(doc["classes"])):
+                raise CheckpointError(f"{where!r} is damaged: the {split} entry {rel!r} is {rec!r}, not "
+                                      f"[{', '.join(FIELDS)}]: restore it, or delete it")
     return doc
 
 
@@ -186,10 +192,6 @@ class SplitCheck:
     changed: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # kept, named
     foreign: bool = False  # none of the saved files is in the folder: it is not the run's data
     same_classes: bool = True  # the folder has the run's classes (else the caller's class check speaks)
-
-    @property
-    def clean(self) -> bool:
-        return not (self.added or any(self.missing.values()) or any(self.changed.values()))
 
     @property
     def train_changed(self) -> bool:
@@ -237,8 +239,8 @@ def apply_saved_split(report: DataReport, doc: dict[str, Any], run: str = "") ->
         for rel, rec in doc[split].items():
             saved[rel] = (split, int(rec[0]), rec)
     check.saved = len(saved)
-    if report.layout == "flat":
-        check.foreign = True
+    if report.layout == "flat":  # photos without classes are prediction data, never the run's: nothing to say
+        check.foreign, check.same_classes = True, False
         return report, check
     kept: list[Sample] = []
     found: set[str] = set()
@@ -249,8 +251,7 @@ def apply_saved_split(report: DataReport, doc: dict[str, Any], run: str = "") ->
             continue
         split, label, rec = saved[rel]
         found.add(rel)
-        if not (0 <= label < len(classes)) or report.classes[s.label] != classes[label] or \
-                not same_content(s.path, int(rec[1]), int(rec[2]), str(rec[3])):
+        if report.classes[s.label] != classes[label] or not same_content(s.path, rec[1], rec[2], str(rec[3])):
             check.changed[split].append(rel)
         kept.append(replace(s, label=label, split=split))
     if not found and saved:
