@@ -242,3 +242,21 @@ def test_a_run_killed_after_writing_its_split_starts_again(data, tmp_path):
             f.unlink()
     events = train_events(tiny_cfg(data, run))
     assert any(isinstance(e, Started) and e.start_epoch == 0 for e in events) and runs.read_meta(run)["epoch"] == 1
+
+
+def test_a_damaged_split_file_is_one_clear_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    train_events(tiny_cfg(data, run))
+    f = run / "split.json"
+    good = f.read_text()
+    which = saved_split(run)["class_0/img_000.jpg"]
+    argv = ["export", str(run), str(data), "--out", str(tmp_path / "parts")]
+    for text, needle in [(good[: len(good) // 2], "is damaged"),
+                         (good.replace('"class_0/img_000.jpg": [0, ', '"class_0/img_000.jpg": [7, ', 1),
+                          f"the {which} entry 'class_0/img_000.jpg' is [7, "),
+                         ('{"format": "other"}', "is not a Fieldmark split file")]:
+        f.write_text(text)
+        assert cli(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fieldmark: error:") and needle in err[0], err
+        assert "delete it" in err[0] and str(f) in err[0]
