@@ -196,13 +196,11 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     test_ds = ImageDataset(caches["test"], train=False)
     drop_last = len(train_ds) > cfg.batch_size
     sampler = EpochSampler(ddp.train_sampler(train_ds, ctx, cfg.seed))  # the epoch reaches the workers' datasets
-    # the loaders draw their workers' base seeds from generators of their own, never from the global RNG that the
-    # training steps use (CWA masks, dropout): persistent workers draw once, fresh ones every epoch
     train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                              pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+                              pin_memory=device.type == "cuda")
     test_loader = DataLoader(test_ds, max(rank_batch, 32), sampler=ddp.ShardSampler(len(test_ds), ctx),
-                             num_workers=cfg.workers, generator=torch.Generator().manual_seed(cfg.seed))
+                             num_workers=cfg.workers)
     steps = len(train_loader)
     schedule = Schedule.plan(cfg.epochs, steps, cfg.warmup_epochs)
     amp = amp_dtype(device) if cfg.amp else None
@@ -231,6 +229,11 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
         net.train()
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
+        if cfg.workers > 0 and epoch > start_epoch:
+            # a DataLoader draws its workers' base seed from this generator whenever it makes an iterator: every
+            # epoch without workers, only the first with persistent ones. This draw keeps the training's random
+            # stream the same with and without workers, and after a resume
+            torch.empty((), dtype=torch.int64).random_()
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
