@@ -1,6 +1,6 @@
 """The child-process runner the GUI starts for long jobs (training, building the demo). No Qt here.
 
-    python -m app.child train --config '<TrainConfig as JSON>' [--resume]
+    python -m app.child train --config '<TrainConfig as JSON>' [--resume [--allow-data-change]]
     python -m app.child demo [--out DIR]
 
 Every engine event goes to stdout as one JSON line (:func:`engine.events.to_json`), the job's result last;
@@ -79,7 +79,7 @@ def train_job(args: argparse.Namespace, should_stop: Callable[[], bool]) -> Gene
     from engine.training.loop import train
 
     cfg = TrainConfig.from_dict(json.loads(args.config))
-    return train(cfg, should_stop=should_stop, resume=args.resume)
+    return train(cfg, should_stop=should_stop, resume=args.resume, allow_data_change=args.allow_data_change)
 
 
 def demo_job(args: argparse.Namespace, should_stop: Callable[[], bool]) -> Generator[Any, None, Any]:
@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a TrainConfig given as JSON")
     t.add_argument("--config", required=True, help="TrainConfig.to_dict() as a JSON string")
     t.add_argument("--resume", action="store_true")
+    t.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: go on although training photos were removed or changed (recorded in the run)")
     t.set_defaults(func=train_job)
     d = sub.add_parser("demo", help="build the toy-birds demo")
     d.add_argument("--out", default=None)

@@ -2,7 +2,8 @@
 evaluation against the generator's truth → a few map overlays. ``fieldmark demo`` and the app's first start use it.
 
 Everything lands in one folder (default: the user cache, ``~/.cache/fieldmark/demo``, or ``$FIELDMARK_DEMO_DIR``):
-``toybirds/`` (the data), ``run/`` (the model), ``run/evaluation.json`` and ``run/overlays/``. A rerun reuses
+``toybirds/`` (the data), ``run/`` (the model, with its evaluation and overlays: file names of
+:mod:`engine.runs`). A rerun reuses
 what is complete and resumes an interrupted training.
 """
 
@@ -20,7 +21,6 @@ from engine.training.config import TrainConfig
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled
 from engine.events import Finished, Message, Progress
-from engine.fileio import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,13 @@ def build_demo(out: str | os.PathLike | None = None, should_stop: Callable[[], b
         yield from train(cfg, should_stop=stop, resume=resume)
     else:
         yield Message("info", f"trained demo model found in {run}")
-    evaluation = run / "evaluation.json"
-    if evaluation.is_file():
-        figures = json.loads(evaluation.read_text())
-    else:
+    figures = runs.read_evaluation(run)
+    if figures is None:
         loaded = load_run(run)
         result = yield from evaluate(loaded, scan(data), should_stop=stop)
         figures = result.saved()
-        atomic_write_json(evaluation, figures)
-        yield from _overlays(loaded, data, run / "overlays", s.overlays, stop)
+        runs.write_evaluation(run, figures)
+        yield from _overlays(loaded, data, run / runs.OVERLAYS, s.overlays, stop)
     return Finished(str(run), s.epochs, figures)
 
 
@@ -125,9 +123,9 @@ def _clear_run(run: Path) -> None:
     """Remove a stale demo run (only the files the demo writes)."""
     import shutil
 
-    for name in (runs.MODEL_JSON, runs.MODEL_WEIGHTS, runs.METRICS, runs.RESUME, "evaluation.json"):
+    for name in runs.RUN_FILES:
         (run / name).unlink(missing_ok=True)
-    shutil.rmtree(run / "overlays", ignore_errors=True)
+    shutil.rmtree(run / runs.OVERLAYS, ignore_errors=True)
 
 
 def _overlays(loaded, data: Path, out: Path, n: int, stop: Callable[[], bool]):
@@ -138,7 +136,7 @@ def _overlays(loaded, data: Path, out: Path, n: int, stop: Callable[[], bool]):
     from engine.data.imageio import read_image, write_image
     from engine.maps.parts import find_parts
 
-    report = scan(data)
+    report = runs.run_split(loaded.run_dir, scan(data)).report  # the run's own test photos
     firsts: dict[int, str] = {}
     for sm in report.split("test"):
         firsts.setdefault(sm.label, sm.path)

@@ -1,6 +1,16 @@
-"""Run folders: ``model.safetensors`` (tensors) + ``model.json`` (architecture, classes, preprocessing, config,
-versions, metrics), ``metrics.jsonl`` (one line per epoch) and ``resume.pt`` (optimizer state; plain containers
-read back with ``weights_only=True``). Every file is written atomically, so a killed run is never unreadable.
+"""Run folders, and every file name in them (only this module names them):
+
+* ``model.safetensors`` (tensors) + ``model.json`` (architecture, classes, preprocessing, config, versions,
+  metrics, the data changes a resume was allowed to accept);
+* ``metrics.jsonl`` (one line per epoch);
+* ``resume.pt`` (model, optimizer, learning-rate schedule and GradScaler state; plain containers read back with
+  ``weights_only=True``);
+* ``split.json`` (the photos of each split with their fingerprints, :mod:`engine.data.split`);
+* ``evaluation.json`` (the figures of :mod:`engine.evaluation.evaluate`, written by the demo and the app);
+* ``overlays/`` (the demo's map overlays).
+
+Every file is written atomically, so a killed run is never unreadable. Resume, evaluate, Compare and export lay
+the saved split over the data folder with :func:`run_split` / :func:`use_run_split`.
 """
 
 from __future__ import annotations
@@ -12,13 +22,17 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import torch
 from torch import nn
 
 from engine import __version__
+from engine.data.records import DataReport
+from engine.data.split import SplitCheck, apply_saved_split, check_doc, redraw
+from engine.data.split import to_text as split_text
 from engine.errors import CheckpointError
+from engine.events import Message
 from engine.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -26,6 +40,9 @@ log = logging.getLogger(__name__)
 FORMAT = "fieldmark-run"
 FORMAT_VERSION = 1
 MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME = "model.json", "model.safetensors", "metrics.jsonl", "resume.pt"
+SPLIT, EVALUATION, OVERLAYS = "split.json", "evaluation.json", "overlays"
+#: The files of a run folder (``OVERLAYS`` is a folder).
+RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION)
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -67,10 +84,13 @@ def save_state_dict(path: Path, model: nn.Module) -> None:
 
 
 def save_epoch(run: Path, model: nn.Module, meta: dict[str, Any], history: list[dict[str, Any]],
-               resume_state: dict[str, Any] | None) -> None:
-    """Write one epoch's files. ``resume.pt`` carries the model too, so it alone resumes consistently;
-    ``model.json`` goes last and names the epoch the published weights belong to."""
+               resume_state: dict[str, Any] | None, split: dict[str, Any] | None = None) -> None:
+    """Write one epoch's files. ``split`` (a new run's split, or one a resume was allowed to change) goes first;
+    ``resume.pt`` carries the model too, so it alone resumes consistently; ``model.json`` goes last and names the
+    epoch the published weights belong to."""
     run.mkdir(parents=True, exist_ok=True)
+    if split is not None:
+        write_split(run, split)
     if resume_state is not None:
         buf = io.BytesIO()
         torch.save({"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **resume_state}, buf)
@@ -86,7 +106,7 @@ def remove_orphan_temps(run: Path) -> list[Path]:
     """Delete the temporary files of atomic writes that a kill interrupted (``.<name>.<random>.tmp``); they never
     replace a real file, so they are only litter. Returns what was removed."""
     removed = []
-    for name in (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME):
+    for name in RUN_FILES:
         for tmp in run.glob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
@@ -118,6 +138,88 @@ def read_history(run: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break  # a torn last line (should not happen with atomic writes): keep what is whole
     return out
+
+
+# ------------------------------------------------------------------------------- the split and the evaluation
+def write_split(run: str | Path, doc: dict[str, Any]) -> None:
+    atomic_write_text(Path(run) / SPLIT, split_text(doc))
+
+
+def read_split(run: str | Path) -> dict[str, Any] | None:
+    """The run's saved split (:mod:`engine.data.split`), or None for a run saved before splits were kept."""
+    f = run_dir_of(run) / SPLIT
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): restore it from a backup, or delete it (the split "
+                              "is then drawn again from the folder)") from exc
+    return check_doc(doc, str(f))
+
+
+def write_evaluation(run: str | Path, figures: dict[str, Any]) -> None:
+    atomic_write_json(run_dir_of(run) / EVALUATION, figures)
+
+
+def read_evaluation(run: str | Path) -> dict[str, Any] | None:
+    """The run's ``evaluation.json`` (written by the demo or the app), or None when absent or unreadable."""
+    f = run_dir_of(run) / EVALUATION
+    if not f.is_file():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s cannot be read: %s", f, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class RunData:
+    """A data folder as a run sees it: ``report`` holds the run's photos in the run's split; ``check`` compares the
+    folder with the saved split (None: the run has none); ``messages`` are (level, text) lines for the user."""
+
+    report: DataReport
+    check: SplitCheck | None
+    messages: list[tuple[str, str]]
+
+
+def run_split(run: str | Path, report: DataReport, config: dict[str, Any] | None = None) -> RunData:
+    """Lay the run's saved split over ``report`` (a fresh scan of its data folder): see
+    :func:`engine.data.split.apply_saved_split`. Data that holds none of the run's photos keeps its own split.
+    A run saved before splits were kept gets its split drawn again as it was drawn then (its ``config``: seed and
+    test fraction, read from ``model.json`` when not given), with a note."""
+    run = run_dir_of(run)
+    doc = read_split(run)
+    if doc is not None:
+        applied, check = apply_saved_split(report, doc, str(run))
+        return RunData(report if check.foreign else applied, check, check.messages())
+    if config is None:
+        if not is_run(run):  # a model held in memory, never saved as a run: nothing to remember
+            return RunData(report, None, [])
+        config = read_meta(run).get("config") or {}
+    if report.layout == "class-folders" and report.split_source.startswith("seeded"):
+        seed = int(config.get("seed", 0))
+        fraction = float(config.get("test_fraction", config.get("val_fraction", 0.2)))
+        report = redraw(report, fraction, seed, legacy=True)
+        note = (f"the run {run} has no saved split (it was trained before Fieldmark kept one): its split is drawn "
+                f"again from the folder the way it was drawn then (seed {seed}), which matches the training split "
+                "only if no photo was added or removed since")
+    else:
+        note = (f"the run {run} has no saved split (it was trained before Fieldmark kept one): the folder's own "
+                f"split is used ({report.split_source})")
+    return RunData(report, None, [("info", note)])
+
+
+def use_run_split(run: str | Path, report: DataReport,
+                  config: dict[str, Any] | None = None) -> Generator[Message, None, DataReport]:
+    """:func:`run_split` for a job: yields its lines as :class:`~engine.events.Message` events, returns the
+    report in the run's split."""
+    data = run_split(run, report, config)
+    for level, text in data.messages:
+        yield Message(level, text)
+    return data.report
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.data import DataReport, Sample
 from engine.errors import CheckpointError, DataError
-from engine.events import Progress
+from engine.events import Message, Progress
 from engine.maps.parts import crop, find_parts
 
 from ..common.model_cache import ModelCache, valid_methods
@@ -51,6 +51,7 @@ class Confusion:
     probs: np.ndarray  # (C, C) mean predicted probability of column j over the images of class i
     pairs: list[Pair]
     images: int
+    notes: list[str] = field(default_factory=list)  # how the data differs from the run's saved split
 
     @property
     def accuracy(self) -> float:
@@ -120,13 +121,29 @@ def rank_pairs(matrix: np.ndarray, probs: np.ndarray, limit: int = MAX_PAIRS) ->
     return pairs[:limit]
 
 
+def run_report(run, report: DataReport, notes: list[str] | None = None) -> Generator[Message, None, DataReport]:
+    """``report`` in the run's saved split (:func:`engine.runs.run_split`): photos added since left out, missing
+    or changed ones named in the yielded Message events (and appended to ``notes``)."""
+    from engine.runs import run_split
+
+    data = run_split(run.run_dir, report, run.meta.get("config"))
+    for level, text in data.messages:
+        if notes is not None:
+            notes.append(text)
+        yield Message(level, text)
+    return data.report
+
+
 def confusion_job(run_path: str, report: DataReport, models: ModelCache,
-                  token: TokenLike) -> Generator[Progress, None, Confusion]:
-    """Predict every test image (the explanation input convention: whole image resized) and count."""
+                  token: TokenLike) -> Generator[Progress | Message, None, Confusion]:
+    """Predict every test image of the run's saved split (the explanation input convention: whole image
+    resized) and count."""
     from engine.data.transforms import Preprocessing
     from engine.maps.explain import predict_probs
 
     run = models.get(run_path)
+    notes: list[str] = []
+    report = yield from run_report(run, report, notes)
     _check(run, report)
     pp = Preprocessing.from_dict(run.preprocessing)
     samples = labelled_test_samples(report)
@@ -145,7 +162,7 @@ def confusion_job(run_path: str, report: DataReport, models: ModelCache,
         yield Progress("confusion", min(start + BATCH, len(samples)), len(samples))
     counts = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     mean = psum / counts
-    return Confusion(str(run.run_dir), matrix, mean, rank_pairs(matrix, mean), int(matrix.sum()))
+    return Confusion(str(run.run_dir), matrix, mean, rank_pairs(matrix, mean), int(matrix.sum()), notes)
 
 
 def parts_method(model) -> str:
@@ -158,12 +175,14 @@ def parts_method(model) -> str:
 
 
 def class_parts_job(run_path: str, report: DataReport, classes: Sequence[int], top_n: int, models: ModelCache,
-                    token: TokenLike) -> Generator[Progress, None, list[ClassParts]]:
-    """For each class: explain its test images for that class, and keep each map's ``top_n`` parts by score."""
+                    token: TokenLike) -> Generator[Progress | Message, None, list[ClassParts]]:
+    """For each class: explain its test images (the run's saved split) for that class, and keep each map's
+    ``top_n`` parts by score."""
     from engine.data.transforms import Preprocessing
     from engine.maps.explain import explain
 
     run = models.get(run_path)
+    report = yield from run_report(run, report)
     _check(run, report)
     pp = Preprocessing.from_dict(run.preprocessing)
     method = parts_method(run.model)

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QGridLayout, QHBoxLayout, QLab
 
 from engine.data import DataReport
 from engine.errors import EngineError
-from engine.events import Progress
+from engine.events import Message, Progress
 from engine.runs import RunInfo
 
 from ..common.lane import Lane
@@ -267,7 +267,9 @@ class ComparePage(QWidget):
             self.status.setText("")
         self.compare_changed.emit(CompareState(self.run.path, p.a, p.b, ready))
 
-    def _show_progress(self, event: Progress, label: QLabel) -> None:
+    def _show_progress(self, event: Progress | Message, label: QLabel) -> None:
+        if isinstance(event, Message) and label is self.confusion_status:  # the parts jobs repeat the same lines
+            (log.warning if event.level == "warning" else log.info)("compare: %s", event.text)
         if isinstance(event, Progress) and event.total:
             self.progress.setVisible(True)
             self.progress.setRange(0, event.total)
@@ -296,7 +298,8 @@ class ComparePage(QWidget):
             item.setData(Qt.ItemDataRole.UserRole, pair)
             self.pairs.addItem(item)
         self.confusion_status.setText(f"{confusion.images} test images, top-1 {100 * confusion.accuracy:.1f} % "
-                                      "(whole photos resized, as the maps see them)")
+                                      "(whole photos resized, as the maps see them)"
+                                      + "".join(f"\n{note}" for note in confusion.notes))
         if confusion.pairs and not self._picked:
             self.pairs.setCurrentRow(0)
             top = confusion.pairs[0]

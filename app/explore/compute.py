@@ -9,10 +9,8 @@ and TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generator
 
 import cv2
@@ -20,7 +18,7 @@ import numpy as np
 
 from engine.data import DataReport
 from engine.errors import DataError
-from engine.events import Progress
+from engine.events import Message, Progress
 from engine.maps.parts import Part, crop, find_parts
 from engine.runs import RunInfo
 
@@ -35,7 +33,6 @@ THUMB = 84  # side of a map thumbnail
 TOP_K = 5
 METHOD_LABELS = {"channels": "Part channels (MC-Loss)", "ccmp": "CCMP (all channels)", "tasn": "TASN attention",
                  "cam": "CAM", "gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM"}
-EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -113,21 +110,10 @@ class MapResult:
         return [(int(i), float(self.probs[i])) for i in order]
 
 
-def read_evaluation(run: str | Path) -> dict[str, Any] | None:
-    """The run folder's ``evaluation.json`` (written by the demo or by :func:`evaluate_job`), or None."""
-    f = Path(run) / EVALUATION_FILE
-    if not f.is_file():
-        return None
-    try:
-        data = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        log.warning("%s cannot be read: %s", f, exc)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def open_run(path: str, models: ModelCache, token: TokenLike) -> ExploreRun:
     """Load the run (into ``models``) and describe it."""
+    from engine.runs import read_evaluation
+
     token.check()
     run = models.get(path)
     return ExploreRun(RunInfo.from_meta(run.run_dir, run.meta), tuple(valid_methods(run.model)),
@@ -177,12 +163,11 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
                      maps.astype(np.float32, copy=False), thumbs.astype(np.float32), parts, crops, views)
 
 
-def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress, None, dict]:
-    """:func:`engine.evaluation.evaluate.evaluate` on a copy of the run of its own; the figures are saved as the run's
-    ``evaluation.json`` and returned."""
+def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, dict]:
+    """:func:`engine.evaluation.evaluate.evaluate` on a copy of the run of its own (on the run's saved split: its
+    Message events say what differs); the figures are saved as the run's evaluation file and returned."""
     from engine.evaluation.evaluate import evaluate
-    from engine.fileio import atomic_write_json
-    from engine.runs import load_run
+    from engine.runs import load_run, write_evaluation
 
     if not report.has_parts:
         raise DataError(f"{report.root!r} has no part keypoints: evaluation needs a CUB-layout folder "
@@ -190,5 +175,5 @@ def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generat
     run = load_run(run_path)
     result = yield from evaluate(run, report, should_stop=token.is_stale)
     figures = result.saved()
-    atomic_write_json(Path(run_path) / EVALUATION_FILE, figures)
+    write_evaluation(run_path, figures)
     return figures

@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPus
 
 from engine.data import DataReport
 from engine.errors import EngineError
-from engine.events import Progress
-from engine.runs import RunInfo
+from engine.events import Message, Progress
+from engine.runs import EVALUATION, RunInfo
 
 from ..common.lane import Lane
 from .compute import ExploreRun, evaluate_job
@@ -84,6 +84,7 @@ class EvaluationPanel(QGroupBox):
         self.info: RunInfo | None = None
         self.report: DataReport | None = None
         self.figures: dict[str, Any] | None = None
+        self._notes: list[str] = []  # the last evaluation's lines about the data (the run's saved split)
         self.summary = QLabel("No run is open: train one, or File ▸ Open Run…", self)
         self.summary.setWordWrap(True)
         self.table = QLabel("", self)
@@ -165,13 +166,17 @@ class EvaluationPanel(QGroupBox):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.status.setText("Evaluating…")
+        self._notes = []
         self.lane.submit(evaluate_job, run, self.report,
                          on_returned=lambda figures: self._on_lane_returned(run, figures),
                          on_errored=self._on_lane_errored, on_yielded=self._on_lane_yielded,
                          on_finished=self._update)
         self._update()
 
-    def _on_lane_yielded(self, event: Progress) -> None:
+    def _on_lane_yielded(self, event: Progress | Message) -> None:
+        if isinstance(event, Message):  # how the data differs from the run's saved split
+            (log.warning if event.level == "warning" else log.info)("evaluation: %s", event.text)
+            self._notes.append(event.text)
         if isinstance(event, Progress) and event.total:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
@@ -179,7 +184,8 @@ class EvaluationPanel(QGroupBox):
 
     def _on_lane_returned(self, run: str, figures: dict[str, Any]) -> None:
         self.progress.setVisible(False)
-        self.status.setText("Saved as evaluation.json in the run folder.")
+        self.status.setText(f"Saved as {EVALUATION} in the run folder."
+                            + "".join(f"\n{note}" for note in self._notes))
         if self.info is not None and self.info.path == run:
             self.figures = figures
         self._update()

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 
 from engine.data import DataReport
 from engine.errors import EngineError
-from engine.events import Progress
+from engine.events import Message, Progress
 from engine.export.crops import ExportSummary
 from engine.runs import RunInfo
 
@@ -57,9 +57,10 @@ class ExportState:
     error: str = ""
 
 
-def export_job(options: ExportOptions, report: DataReport, token: TokenLike) -> Generator[Progress, None,
-                                                                                        ExportSummary]:
-    """The worker's job: load the run and drive :func:`engine.export.crops.export_parts` (Cancelled when stale)."""
+def export_job(options: ExportOptions, report: DataReport,
+               token: TokenLike) -> Generator[Progress | Message, None, ExportSummary]:
+    """The worker's job: load the run and drive :func:`engine.export.crops.export_parts` (Cancelled when stale),
+    which exports from the run's saved split and says in Message events how the data differs from it."""
     from engine.export.crops import export_parts
     from engine.runs import load_run
 
@@ -85,6 +86,7 @@ class ExportPage(QWidget):
         self.lane = Lane(self, "export")
         self.run: RunInfo | None = None
         self.report: DataReport | None = None
+        self._notes: list[str] = []  # the running export's lines about the data (the run's saved split)
         self.state = ExportState(IDLE)
         self.batch_size = 8
 
@@ -197,6 +199,7 @@ class ExportPage(QWidget):
             return
         opts = self.options()
         log.info("export of %s to %s", opts.run, opts.out)
+        self._notes = []
         self._set_state(ExportState(RUNNING))
         self.lane.submit(export_job, opts, self.report, on_yielded=self._on_lane_yielded,
                          on_returned=self._on_lane_returned, on_errored=self._on_lane_errored,
@@ -232,7 +235,8 @@ class ExportPage(QWidget):
             m = s.summary
             failed = f", {len(m.failed)} images could not be read" if m.failed else ""
             self.summary.setText(f"Exported {m.exported} images ({m.crops} crops) to {m.out}; {m.resumed} were done "
-                                 f"before{failed}. The folder now holds {m.total_images} images.")
+                                 f"before{failed}. The folder now holds {m.total_images} images."
+                                 + "".join(f"\n{note}" for note in self._notes))
         self._update()
         self.export_changed.emit(state)
 
@@ -247,7 +251,10 @@ class ExportPage(QWidget):
         self.open_button.setEnabled(bool(self.out.text().strip()) and Path(self.out.text().strip()).is_dir())
 
     # -- slots -----------------------------------------------------------------------------------------------
-    def _on_lane_yielded(self, event: Progress) -> None:
+    def _on_lane_yielded(self, event: Progress | Message) -> None:
+        if isinstance(event, Message):  # how the data differs from the run's saved split
+            (log.warning if event.level == "warning" else log.info)("export: %s", event.text)
+            self._notes.append(event.text)
         if isinstance(event, Progress) and self.state.status == RUNNING:
             self._set_state(ExportState(RUNNING, event.done, event.total))
 

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 METHOD_LABELS = (("MC-Loss", "mcloss"), ("CE", "ce"), ("TASN", "tasn"), ("Shared parts (PDiscoNet)", "parts"))
 SCRATCH = "none (from scratch)"
 WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
+#: TrainConfig fields without a widget here: a config filled in (an opened run's) keeps them.
+KEPT_FIELDS = ("lr_backbone", "lr_head", "weight_decay", "momentum", "warmup_epochs", "test_fraction", "workers",
+               "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra")
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class TrainForm(QWidget):
         self.fine.toggled.connect(self.revalidate)
         self._enable_method_fields()
         self.state = ConfigState(None)
+        self._kept: dict = {}  # the filled config's settings that have no field here (see set_config)
         self.revalidate()
 
     # -- reading and writing the form ------------------------------------------------------------------------
@@ -147,6 +151,7 @@ class TrainForm(QWidget):
             raise ConfigError(f"mu={mu_text!r}: not a number (leave it empty for the paper's value)") from None
         weights = self.pretrained.currentText().strip()
         return TrainConfig(
+            **self._kept,
             data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
             method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(),
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
@@ -155,7 +160,17 @@ class TrainForm(QWidget):
 
     def set_config(self, cfg: TrainConfig | dict) -> None:
         """Fill the form from a config (e.g. the one saved with a run)."""
-        d = cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg)
+        d = TrainConfig.upgrade_dict(cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg))
+        # the settings this form has no field for stay the config's, so Resume continues the same run
+        self._kept = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items()
+                      if k in KEPT_FIELDS}
+        try:  # learning rates that are the automatic ones stay automatic (they follow Pretrained and Method)
+            auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"))
+            for k in ("lr_backbone", "lr_head"):
+                if self._kept.get(k) == getattr(auto, k):
+                    del self._kept[k]
+        except (ConfigError, KeyError):
+            pass
         self.blockSignals(True)
         self.method.setCurrentIndex(max(0, self.method.findData(d.get("method", "mcloss"))))
         self._fill_models()

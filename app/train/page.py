@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QCheckBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
+                               QScrollArea, QSplitter, QVBoxLayout, QWidget)
 
 from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started
 from engine.runs import RunInfo, read_history
@@ -59,6 +59,10 @@ class TrainPage(QWidget):
         self.start_button.setObjectName("primaryButton")
         self.stop_button = QPushButton("Stop", self)
         self.resume_button = QPushButton("Resume", self)
+        self.allow_data_change = QCheckBox("Allow changed data", self)
+        self.allow_data_change.setToolTip("Resume even though training photos were removed or changed since the run "
+                                          "saved its split (recorded in the run). Photos added since are left out "
+                                          "either way. Applies to the next Resume only.")
         self.new_button = QPushButton("New Folder", self)
         self.new_button.setToolTip("Pick a new, unused output folder in the runs folder")
         self.start_button.clicked.connect(lambda: self.start(resume=False))
@@ -66,7 +70,7 @@ class TrainPage(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.new_button.clicked.connect(self._on_new_button_clicked)
         buttons = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.resume_button):
+        for b in (self.start_button, self.stop_button, self.resume_button, self.allow_data_change):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.new_button)
@@ -185,8 +189,12 @@ class TrainPage(QWidget):
         self._started = None
         self._run_t0 = time.monotonic()
         self.progress.setRange(0, 0)
-        args = ["train", "--config", json.dumps(cfg.to_dict())] + (["--resume"] if resume else [])
-        log.info("%s training %s (%s) -> %s", "resuming" if resume else "starting", cfg.model, cfg.method, cfg.out)
+        allow = resume and self.allow_data_change.isChecked()
+        self.allow_data_change.setChecked(False)  # one Resume at a time: a change is always accepted on purpose
+        args = (["train", "--config", json.dumps(cfg.to_dict())] + (["--resume"] if resume else [])
+                + (["--allow-data-change"] if allow else []))
+        log.info("%s training %s (%s) -> %s%s", "resuming" if resume else "starting", cfg.model, cfg.method, cfg.out,
+                 " (changed data allowed)" if allow else "")
         self.job.start(args, "train", cfg.out)
 
     @Slot()
@@ -283,6 +291,7 @@ class TrainPage(QWidget):
         st = self._config_state
         self.start_button.setEnabled(not running and st.can_start)
         self.resume_button.setEnabled(not running and st.can_resume)
+        self.allow_data_change.setEnabled(not running and st.can_resume)
         self.stop_button.setEnabled(running and self.job.state.status != "stopping")
         self.new_button.setEnabled(not running)
         self.form.setEnabled(not running)

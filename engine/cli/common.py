@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from tqdm import tqdm
 
@@ -58,3 +59,15 @@ class Bars:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def show_progress_or_message(ev: Any, bars: Bars) -> None:
+    """The CLI's view of a job's events: Progress as a bar, Message as a ``level: text`` line on stderr."""
+    from engine.events import Message, Progress
+
+    if isinstance(ev, Progress):
+        bars.progress(ev.stage, ev.done, ev.total)
+    elif isinstance(ev, Message):
+        if bars.bar is not None:
+            bars.bar.clear()
+        print(f"{ev.level}: {ev.text}", file=sys.stderr)

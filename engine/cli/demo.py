@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    import engine.runs as runs
     from engine.demo import DemoSettings, build_demo, demo_paths
     from engine.events import EpochEnd, Message, Progress, Started, drive, to_json
     from engine.evaluation.scores import format_marks
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"toy birds:   {data}")
     print(f"model:       {run_dir}")
-    print(f"overlays:    {run_dir / 'overlays'}")
-    print(f"evaluation:  {run_dir / 'evaluation.json'}")
+    print(f"overlays:    {run_dir / runs.OVERLAYS}")
+    print(f"evaluation:  {run_dir / runs.EVALUATION}")
     print(f"{'':22}{'model':>10}{'random':>10}")
     print(f"{'top1':22}{f(m.get('top1'), True):>10}{'':>10}")
     print(f"{'part_hit_rate':22}{f(m.get('part_hit_rate'), True):>10}{f(base.get('part_hit_rate'), True):>10}")

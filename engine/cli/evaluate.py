@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluation.evaluate import evaluate
     from engine.evaluation.scores import format_marks, format_table
     from engine.runs import load_run
-    from engine.cli.common import Bars
+    from engine.cli.common import Bars, show_progress_or_message
     from engine.events import drive
 
     device = resolve_device(args.device)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     report = scan(args.data)
     gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
     with Bars() as bars:
-        result = drive(gen, lambda ev: bars.progress(ev.stage, ev.done, ev.total))
+        result = drive(gen, lambda ev: show_progress_or_message(ev, bars))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.data import scan
     from engine.device import resolve_device
-    from engine.events import Progress, drive
+    from engine.events import drive
     from engine.export.crops import export_parts
     from engine.runs import load_run
-    from engine.cli.common import Bars
+    from engine.cli.common import Bars, show_progress_or_message
 
     loaded = load_run(args.run, resolve_device(args.device))
     report = scan(args.data)
@@ -46,12 +46,8 @@ def run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, workers=args.workers)
     bars = Bars()
 
-    def show(ev: object) -> None:
-        if isinstance(ev, Progress):
-            bars.progress("export", ev.done, ev.total)
-
     with bars:
-        summary = drive(gen, show)
+        summary = drive(gen, lambda ev: show_progress_or_message(ev, bars))
     for f in report.skipped + summary.failed:  # what the scan refused, then what failed to decode
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     for note in summary.notes:

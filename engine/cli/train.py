@@ -42,7 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=h["device"])
     p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0: in process)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last complete epoch, on the split saved with it; settings "
+                        "without a flag here come from the run; another --epochs re-plans the rest of the learning-"
+                        "rate schedule, which never rises")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: go on although training photos were removed or changed since the run saved "
+                        "its split (recorded in the run's model.json); photos added since are left out either way")
     p.add_argument("--json-events", action="store_true", help="print every event as a JSON line on stdout")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="train with N processes on this machine (DistributedDataParallel; one GPU each when there "
@@ -55,7 +61,7 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("lam", "--lam"), ("epochs", "--epochs"), ("pretrained", "--pretrained"), ("img_size", "--img-size"),
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
-             ("json_events", "--json-events"), ("parts", "--parts")]
+             ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -111,11 +117,19 @@ def part_loss_weights(items: list[str]) -> dict[str, float]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The config of the command line; with --resume, the settings that have no flag come from the run."""
+    from engine.training.resume import NO_FLAG_KEYS, run_config
+
+    kept = {}
+    if args.resume:
+        saved = run_config(args.out) or {}
+        kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
                        mu=args.mu, lam=args.lam, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
-                       parts=args.parts, fine=args.fine, extra=part_loss_weights(args.part_loss))
+                       parts=args.parts, fine=args.fine,
+                       **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,11 +139,14 @@ def run(args: argparse.Namespace) -> int:
     from engine.training.loop import train
 
     cfg = config_from_args(args)
+    if args.allow_data_change and not args.resume:
+        raise ConfigError("--allow-data-change without --resume: it only applies when continuing a run "
+                          "(add --resume, or drop it for a new run)")
     if args.nproc != 1:
         if args.nproc < 1:
             raise ConfigError(f"--nproc {args.nproc}: give the number of processes, at least 1")
         return launch(args, cfg)
-    gen = train(cfg, resume=args.resume)
+    gen = train(cfg, resume=args.resume, allow_data_change=args.allow_data_change)
     if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 reports
         drive(gen)
         return 0

@@ -4,11 +4,11 @@ more time decoding than computing otherwise), apply the seeded transforms, batch
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from engine.errors import DecodeError
 from engine.data.imageio import read_image
@@ -53,25 +53,45 @@ class ImageCache:
         return img
 
 
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)`` for each index of ``base``: the epoch travels with every index to the dataset,
+    also into DataLoader workers, whose copy of the dataset (persistent workers keep theirs for the whole run)
+    never sees a ``set_epoch`` made in the training process. ``set_epoch`` is passed on to ``base``."""
+
+    def __init__(self, base: Sampler[int]):
+        self.base, self.epoch = base, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
 class ImageDataset(Dataset):
     """Items are (uint8 HWC tensor, label). Train mode draws its augmentation from a generator seeded by
-    (seed, epoch, index): the same epoch gives the same batches after a resume.
+    (seed, epoch, index): the same epoch gives the same batches after a resume, with or without workers. The
+    key is ``(index, epoch)`` (from :class:`EpochSampler`) or a plain index (epoch 0).
 
     A file that fails to decode here (only when not cached) is never replaced by another image: the item is None,
     the file is named in the log once per process and in ``failed``, and :func:`collate_decoded` leaves it out of
     its batch."""
 
     def __init__(self, cache: ImageCache, train: bool, seed: int = 0):
-        self.cache, self.train, self.seed, self.epoch = cache, train, seed, 0
+        self.cache, self.train, self.seed = cache, train, seed
         self.failed: dict[str, Skipped] = {}  # path → why, of the files that failed in this process
 
     def __len__(self) -> int:
         return len(self.cache.samples)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
         try:
             img = self.cache.get(i)
         except DecodeError as exc:  # only when not cached: the fast scan decodes nothing, or the file changed
@@ -80,7 +100,7 @@ class ImageDataset(Dataset):
                 log.warning("%s: %s, skipped", exc.path, exc.reason)
             return None
         if self.train:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
+            rng = np.random.default_rng((self.seed, epoch, i))
             out = train_transform(img, self.cache.pp, rng)
         else:
             out = test_transform(img, self.cache.pp, cached=True)

@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from engine.errors import DataError, DecodeError
 from engine.data.imageio import check_file, is_image_name, read_image
 import engine.data.cub as cub
 from engine.data.records import EXPECTED, LAYOUTS, DataReport, Sample, Skipped  # noqa: F401  (re-exported)
+from engine.data.split import draw_test
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,14 @@ def _image_subdirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def scan(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, verify: bool = False,
+def scan(root: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0, verify: bool = False,
          progress: Callable[[int, int], None] | None = None) -> DataReport:
     """Scan ``root`` and return a :class:`DataReport`.
+
+    Class folders without ``split.csv`` are split per class: ``test_fraction`` of each class's photos (at least
+    one, at most all but one) drawn from a generator seeded by (``seed``, the class name), so that a change in one
+    class never moves another's photos (:func:`engine.data.split.draw_test`). A trained run remembers its split
+    (:mod:`engine.data.split`); this draw only makes new ones.
 
     ``verify`` decodes every image fully (slow on large folders); without it, files are checked by signature
     and completeness (zero bytes, not an image, truncated, unreadable), and images that still fail to decode
@@ -71,15 +75,15 @@ def scan(root: str | os.PathLike, *, val_fraction: float = 0.2, seed: int = 0, v
         raise DataError(f"data folder {str(root)!r} does not exist: check the path")
     if not root.is_dir():
         raise DataError(f"{str(root)!r} is a file, not a folder. {EXPECTED}")
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"val_fraction {val_fraction!r} must be between 0 and 1 (e.g. 0.2)")
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction {test_fraction!r} must be between 0 and 1 (e.g. 0.2)")
     cub_root = cub.find_root(root)
     if cub_root is not None:
         report = cub.read(cub_root, verify=verify, progress=progress)
     elif (root / "train").is_dir() and (root / "test").is_dir():
         report = _scan_train_test(root, verify, progress)
     else:
-        report = _scan_class_folders(root, val_fraction, seed, verify, progress)
+        report = _scan_class_folders(root, test_fraction, seed, verify, progress)
     if not report.samples:
         raise DataError(f"no usable image in {str(root)!r} (layout {report.layout}; "
                         f"{len(report.skipped)} files skipped). {EXPECTED}")
@@ -101,7 +105,7 @@ def _scan_train_test(root: Path, verify: bool, progress) -> DataReport:
                       split_source="the train/ and test/ folders")
 
 
-def _scan_class_folders(root: Path, val_fraction: float, seed: int, verify: bool, progress) -> DataReport:
+def _scan_class_folders(root: Path, test_fraction: float, seed: int, verify: bool, progress) -> DataReport:
     skipped: list[Skipped] = []
     subdirs = _image_subdirs(root)
     loose = [root / n for n in sorted(os.listdir(root)) if is_image_name(n) and (root / n).is_file()]
@@ -125,30 +129,23 @@ def _scan_class_folders(root: Path, val_fraction: float, seed: int, verify: bool
         notes.append(f"classes with no usable image dropped: {', '.join(empty)}")
         classes = [c for c in classes if usable[c]]
     split_csv = root / "split.csv"
-    if split_csv.is_file():
-        splits, source = _read_split_csv(split_csv, root), "split.csv"
-    else:
-        splits, source = {}, f"seeded stratified {round((1 - val_fraction) * 100)}/{round(val_fraction * 100)}, seed {seed}"
-    rng = np.random.default_rng(seed)
     samples = []
-    for label, c in enumerate(classes):
-        files = usable[c]
-        if splits:
-            missing = [p for p in files if _rel(p, root) not in splits]
+    if split_csv.is_file():
+        splits = _read_split_csv(split_csv, root)
+        for label, c in enumerate(classes):
+            missing = [p for p in usable[c] if _rel(p, root) not in splits]
             if missing:
                 notes.append(f"{len(missing)} images of {c} are not in split.csv and were put in train")
-            for p in files:
-                samples.append(Sample(str(p), label, splits.get(_rel(p, root), "train")))
-            continue
-        order = rng.permutation(len(files))
-        n_test = int(round(len(files) * val_fraction)) if len(files) >= 2 else 0
-        if len(files) >= 2:
-            n_test = min(max(n_test, 1), len(files) - 1)
-        else:
-            notes.append(f"class {c} has only one image: it is used for training only")
-        test_idx = set(order[:n_test].tolist())
-        for i, p in enumerate(files):
-            samples.append(Sample(str(p), label, "test" if i in test_idx else "train"))
+            samples += [Sample(str(p), label, splits.get(_rel(p, root), "train")) for p in usable[c]]
+        source = "split.csv"
+    else:
+        test = draw_test({c: usable[c] for c in classes}, test_fraction, seed)
+        for label, c in enumerate(classes):
+            if len(usable[c]) < 2:
+                notes.append(f"class {c} has only one image: it is used for training only")
+            samples += [Sample(str(p), label, "test" if i in test[c] else "train") for i, p in enumerate(usable[c])]
+        source = (f"seeded stratified {round((1 - test_fraction) * 100)}/{round(test_fraction * 100)} per class, "
+                  f"seed {seed}")
     return DataReport(str(root), "class-folders", classes, samples, skipped, split_source=source, notes=notes)
 
 

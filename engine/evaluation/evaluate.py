@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from engine.data.scan import DataReport, Sample
 from engine.data.transforms import Preprocessing, normalize, test_transform
 from engine.errors import Cancelled, CheckpointError, DataError, DecodeError
-from engine.events import Progress, drive
+from engine.events import Message, Progress, drive
 from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, part_scores, random_partset
 from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
@@ -40,7 +40,7 @@ from engine.losses.mcloss import mc_loss_terms
 from engine.evaluation.published import PublishedPass
 from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
-from engine.runs import LoadedRun
+from engine.runs import LoadedRun, use_run_split
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +164,14 @@ def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
 
 def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None, split: str = "test",
              batch_size: int = 32, seed: int = 0, workers: int = 0,
-             should_stop: Callable[[], bool] | None = None) -> Generator[Progress, None, EvalResult]:
-    """The evaluation as a generator of Progress events returning an :class:`EvalResult`."""
+             should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None, EvalResult]:
+    """The evaluation as a generator of Progress events returning an :class:`EvalResult`. ``report`` is first laid
+    under the run's saved split (:func:`engine.runs.use_run_split`): its lines come as Message events."""
     t0 = time.perf_counter()
     if not report.has_parts:
         raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): evaluation needs a "
                         "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`)")
+    report = yield from use_run_split(run.run_dir, report, run.meta.get("config"))  # the run's own split
     for r, what in ((run, "run"), (baseline, "baseline run")):
         if r is not None and r.classes != list(report.classes):
             raise CheckpointError(f"the {what} {str(r.run_dir)!r} has {len(r.classes)} classes, the data "

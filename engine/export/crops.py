@@ -42,13 +42,13 @@ from torch.utils.data import DataLoader, Dataset
 from engine.data.scan import DataReport, Sample, Skipped
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, CheckpointError, ConfigError, DecodeError, EngineError
-from engine.events import Progress
+from engine.events import Message, Progress
 from engine.fileio import atomic_write
 from engine.maps.explain import explain, get_method
 from engine.export.files import STATE, read_records, write_coco, write_csv
 from engine.data.imageio import Decoded, load_image
 from engine.maps.parts import crop, find_parts, square_box
-from engine.runs import LoadedRun
+from engine.runs import LoadedRun, use_run_split
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +216,12 @@ def _record_folder(rec: dict[str, Any]) -> str:
 def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, split: str = "test",
                  crop_size: int = 128, min_score: float = 0.0, append: bool = False, method: str = "channels",
                  box: str = "region", batch_size: int = 16, workers: int = 0,
-                 should_stop: Callable[[], bool] | None = None) -> Generator[Progress, None, ExportSummary]:
+                 should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None,
+                                                                              ExportSummary]:
     """Export the parts of ``report``'s ``split`` images; yields Progress("export", done, total) per batch.
+
+    A labelled ``report`` is first laid under the run's saved split (:func:`engine.runs.use_run_split`), whose
+    lines come as Message events.
 
     ``min_score``: parts whose ``score_norm`` (peak / the image's strongest part) is below it are not cut;
     ``crop_size``: crops are squares resized to this side (0: the square at its own size). Raises ExportError
@@ -229,6 +233,8 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
         raise ConfigError(f"min_score={min_score}: must be between 0 and 1 (a share of the strongest part's peak)")
     get_method(method).check(run.model)  # before anything is written
     labelled = report.layout != "flat"
+    if labelled:  # the run's own split: photos added since left out, missing or changed ones named
+        report = yield from use_run_split(run.run_dir, report, run.meta.get("config"))
     if labelled and list(report.classes) != run.classes:
         raise CheckpointError(f"the run knows {len(run.classes)} classes, the data has {len(report.classes)} "
                               f"({[c for c in report.classes if c not in run.classes][:3]} unknown to the run): "

@@ -17,6 +17,8 @@ METHODS = ("mcloss", "ce", "tasn", "parts")
 #: ``extra`` may override any of them (and PDiscoFormer's tv, border, entropy, off by default)
 PARTS_LOSS_WEIGHTS = {"ce": 2.0, "conc": 1000.0, "orth": 1.0, "equiv": 1.0, "pres": 1.0, "tv": 0.0, "border": 0.0,
                       "entropy": 0.0}
+#: Keys of older saved configs and their names now (runs and configs written before keep loading).
+RENAMED = {"val_fraction": "test_fraction"}
 #: MC-Loss paper values: μ = 0.005 when fine-tuning a pretrained backbone, 1.5 from scratch; λ = 10.
 MU_PRETRAINED, MU_SCRATCH = 0.005, 1.5
 #: Options that older runs saved and no code reads any more: dropped when such a config is read back.
@@ -46,7 +48,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.5
-    val_fraction: float = 0.2
+    test_fraction: float = 0.2  # share of each class held out for testing (class folders without split.csv)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -99,8 +101,8 @@ class TrainConfig:
             bad("weight_decay", "must be in [0, 1)")
         if not 0 <= self.momentum < 1:
             bad("momentum", "must be in [0, 1)")
-        if not 0 < self.val_fraction < 1:
-            bad("val_fraction", "must be between 0 and 1 (e.g. 0.2)")
+        if not 0 < self.test_fraction < 1:
+            bad("test_fraction", "must be between 0 and 1 (e.g. 0.2)")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be non-negative")
         if self.workers < 0:
@@ -135,9 +137,20 @@ class TrainConfig:
         d["crop_scale"] = list(self.crop_scale)
         return d
 
+    @staticmethod
+    def upgrade_dict(d: dict[str, Any]) -> dict[str, Any]:
+        """A saved config with the keys of older versions renamed (``val_fraction`` is ``test_fraction``) and the
+        retired ones (``label_smoothing``, which no loss read) dropped."""
+        d = {k: v for k, v in d.items() if k not in RETIRED}
+        for old, new in RENAMED.items():
+            if old in d:
+                value = d.pop(old)
+                d.setdefault(new, value)
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        d = {k: v for k, v in d.items() if k not in RETIRED}
+        d = cls.upgrade_dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -169,5 +182,6 @@ _HELP = {
     "lr_backbone": "learning rate of the backbone (default 0.001 fine-tuning, 0.05 from scratch)",
     "lr_head": "learning rate of the new layers (default 0.05; TASN fine-tuning 0.01)",
     "seed": "random seed (split, initialisation, augmentation)",
+    "test_fraction": "share of each class held out for testing when the folder has no split of its own",
     "device": "auto, cpu, cuda, cuda:N or mps",
 }

@@ -13,7 +13,6 @@ return the same :class:`Finished`). ``BatchEnd.loss`` is rank 0's own batch loss
 from __future__ import annotations
 
 import logging
-import math
 import random
 import tempfile
 import time
@@ -28,8 +27,11 @@ from torch.utils.data import DataLoader
 import engine.training.distributed as ddp
 import engine.runs as runs
 from engine.training.config import PARTS_LOSS_WEIGHTS, TrainConfig
+from engine.training.resume import data_changes, prepare_run, training_data
+from engine.training.schedule import Schedule, lr_factor  # noqa: F401  (lr_factor: re-exported)
 from engine.data import require_trainable, scan
-from engine.data.loader import ImageCache, ImageDataset, collate_decoded
+from engine.data.loader import EpochSampler, ImageCache, ImageDataset, collate_decoded
+from engine.data.split import record_split
 from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, EngineError
@@ -76,14 +78,6 @@ def parts_loss_weights(cfg: TrainConfig) -> dict[str, float]:
     """The shared-parts loss weights: the authors' (:data:`PARTS_LOSS_WEIGHTS`), each overridable by ``extra``'s
     ``w_<name>``."""
     return {k: float(cfg.extra.get(f"w_{k}", v)) for k, v in PARTS_LOSS_WEIGHTS.items()}
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -138,35 +132,13 @@ def _published_epoch(run: Path) -> int | None:
         return None
 
 
-def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
-    run = Path(cfg.out).expanduser()
-    if resume:
-        if not (run / runs.RESUME).is_file():
-            raise CheckpointError(f"{str(run)!r} has no complete epoch to resume from: start it without --resume")
-        state = runs.load_resume(run)
-        runs.remove_orphan_temps(run)
-        old = state.get("config", {})
-        for key in ("model", "method", "xi", "img_size", "part_channels", "seed"):
-            if key in old and old[key] != getattr(cfg, key):
-                raise ConfigError(f"--resume with {key}={getattr(cfg, key)!r}, but the run was started with "
-                                  f"{key}={old[key]!r}: use the same settings or a new --out folder")
-        return run, state
-    if run.is_dir():
-        runs.remove_orphan_temps(run)  # a run killed inside its first save left only these
-    if run.exists() and any(run.iterdir()):
-        if (run / runs.MODEL_JSON).exists() or (run / runs.RESUME).exists():
-            raise ConfigError(f"run folder {str(run)!r} already holds a run: add --resume to continue it, "
-                              "or choose another --out")
-        raise ConfigError(f"run folder {str(run)!r} exists and is not empty: choose a new or empty --out folder")
-    return run, None
-
-
 def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resume: bool = False,
-          ) -> Generator[Event, None, Finished]:
-    """Train ``cfg``; yields events, returns :class:`Finished`. See the module docstring."""
+          allow_data_change: bool = False) -> Generator[Event, None, Finished]:
+    """Train ``cfg``; yields events, returns :class:`Finished`. See the module docstring; what a resume keeps and
+    refuses (``allow_data_change``: go on although training photos changed) is :mod:`engine.training.resume`."""
     ctx = ddp.init_from_env(cfg.device)
     try:
-        gen = _train(cfg, should_stop or (lambda: False), resume, ctx)
+        gen = _train(cfg, should_stop or (lambda: False), resume, allow_data_change, ctx)
         if ctx.is_main:
             return (yield from gen)
         return drive(gen)  # other ranks train silently
@@ -185,18 +157,22 @@ def check_writable(run: Path) -> None:
                           "folder you can write to") from exc
 
 
-def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Context,
+def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_change: bool, ctx: ddp.Context,
            ) -> Generator[Event, None, Finished]:
     run, state = prepare_run(cfg, resume)
     device = ctx.device
     rank_batch = ddp.per_rank_batch(cfg.batch_size, ctx)
     seed_everything(cfg.seed)
-    report = scan(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = yield from training_data(run, scan(cfg.data, test_fraction=cfg.test_fraction, seed=cfg.seed), state,
+                                    allow_data_change)
+    report = data.report
     require_trainable(report)
     if ctx.is_main:
         check_writable(run)
     for note in report.notes:
         yield Message("info", note)
+    split_doc = record_split(report) if data.save_split and ctx.is_main else None  # saved with the next epoch
+    changes = data_changes(run, data.change) if ctx.is_main else []
     if report.skipped:
         yield Message("warning", f"{len(report.skipped)} files skipped by the scan (`fieldmark scan` lists them)")
     pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale)
@@ -233,7 +209,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
     train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed)
     test_ds = ImageDataset(caches["test"], train=False)
     drop_last = len(train_ds) > cfg.batch_size
-    sampler = ddp.train_sampler(train_ds, ctx, cfg.seed)
+    sampler = EpochSampler(ddp.train_sampler(train_ds, ctx, cfg.seed))  # the epoch reaches the workers' datasets
     train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                               pin_memory=device.type == "cuda", collate_fn=collate_decoded)
@@ -241,19 +217,25 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
                              num_workers=cfg.workers, collate_fn=collate_decoded)
     may_fail = not caches["train"].enabled  # decoded per item: a file can fail in the middle of an epoch
     steps = len(train_loader)
-    total_steps, warmup = steps * cfg.epochs, int(round(cfg.warmup_epochs * steps))
+    schedule = Schedule.plan(cfg.epochs, steps, cfg.warmup_epochs)
     amp = amp_dtype(device) if cfg.amp else None
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if state is not None:
+        schedule = yield from _resumed_schedule(state, start_epoch, cfg, steps)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
             "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size,
             "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
-                     "split_source": report.split_source, "skipped": len(report.skipped)}}
+                     "split_source": report.split_source, "split_file": runs.SPLIT, "skipped": len(report.skipped)},
+            "schedule": schedule.to_dict(), "data_changes": changes}
     if state is not None and ctx.rank == 0 and _published_epoch(run) != start_epoch:
         # a kill fell between resume.pt and model.json of one save: publish the resume point before going on
         last = history[-1] if history else {}
         runs.save_epoch(run, model, {**meta, "epoch": start_epoch, "metrics": {
             "epoch": start_epoch, "test_top1": last.get("test_top1"), "test_loss": last.get("test_loss"),
-            "train_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}}, history, None)
+            "train_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}}, history, None, split_doc)
+        split_doc = None
     yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
                   len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
 
@@ -261,9 +243,13 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
     reported: set[str] = set()
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
-        train_ds.set_epoch(epoch)
         sampler.set_epoch(epoch)
         torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
+        if cfg.workers > 0 and epoch > start_epoch:
+            # a DataLoader draws its workers' base seed from this generator whenever it makes an iterator: every
+            # epoch without workers, only the first with persistent ones. This draw keeps the training's random
+            # stream the same with and without workers, and after a resume
+            torch.empty((), dtype=torch.int64).random_()
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
@@ -273,7 +259,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
                 continue
             g = epoch * steps + step
             for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(g, total_steps, warmup)
+                group["lr"] = group["base_lr"] * schedule.factor(g)
             x = normalize(x.to(device, non_blocking=True), pp)
             y = y.to(device, non_blocking=True)
             if uses_channels_last(device):
@@ -322,7 +308,11 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
             try:
                 runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
                                 {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                                 "classes": report.classes, "history": history})
+                                 "classes": report.classes, "history": history, "schedule": schedule.to_dict(),
+                                 "scaler": scaler.state_dict(), "base_lrs": [g["base_lr"] for g in
+                                                                             optimizer.param_groups],
+                                 "loss_weights": {"mu": cfg.mu, "lam": cfg.lam, "xi": cfg.xi}}, split_doc)
+                split_doc = None
             except OSError as exc:
                 raise EngineError(f"cannot save epoch {epoch + 1} in {str(run)!r} ({exc.strerror or exc}): free "
                                   "some space, then run the same command with --resume to go on from the last "
@@ -342,6 +332,25 @@ def _failed_files(train_ds: ImageDataset, test_ds: ImageDataset, reported: set[s
         if f.path not in reported:
             reported.add(f.path)
             yield Message("warning", f"{f.path}: {f.reason}, skipped")
+def _resumed_schedule(state: dict, epoch: int, cfg: TrainConfig, steps: int):
+    """The schedule a resume goes on with: the saved one (runs saved without one: planned from their config),
+    re-planned when --epochs or the steps per epoch changed (see :mod:`engine.training.schedule`)."""
+    old = state.get("config") or {}
+    saved = (Schedule.from_dict(state["schedule"]) if state.get("schedule") else Schedule.plan(
+        int(old.get("epochs", cfg.epochs)), steps, float(old.get("warmup_epochs", cfg.warmup_epochs))))
+    schedule = saved.resumed(epoch, cfg.epochs, steps)
+    if schedule != saved:
+        factor = schedule.factor(epoch * steps)
+        text = (f"the learning-rate schedule is re-planned for {cfg.epochs} epochs instead of {saved.epochs}"
+                + (f" ({steps} steps an epoch instead of {saved.steps_per_epoch})" if steps != saved.steps_per_epoch
+                   else "") + f": it goes on from {factor:.4g} × the base rates after epoch {epoch} and decays to 0 "
+                f"at epoch {cfg.epochs}, never rising")
+        if factor < 1e-3:
+            yield Message("warning", text + "; the run had finished its schedule, so the extra epochs will change "
+                                            "little: to train on at a real learning rate, start a new run")
+        else:
+            yield Message("info", text)
+    return schedule
 
 
 def _load_cache(cache: ImageCache, split: str, stop: Callable[[], bool]):

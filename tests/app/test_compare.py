@@ -3,6 +3,8 @@ class gets one row of its strongest crops per part channel."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
@@ -88,3 +90,36 @@ def test_compare_explains_what_it_needs(window, qtbot):
     window.set_workspace("Compare")
     assert "Open a run" in page.status.text()
     assert not page.a_box.isEnabled()
+
+
+def test_compare_uses_the_runs_saved_split(window, qtbot, toy, tmp_path):
+    """The confusion counts the run's own test photos (split.json), not the folder's split; a test photo moved to
+    train in the saved split is left out, a deleted one is named in the status."""
+    import json
+    import shutil
+
+    from toyrun import ToyRun
+
+    data, run = tmp_path / "birds", tmp_path / "run"
+    shutil.copytree(toy.data, data)
+    shutil.copytree(toy.run, run)
+    doc = json.loads((run / "split.json").read_text())
+    test = sorted(doc["test"])
+    doc["train"][test[0]] = doc["test"].pop(test[0])  # the run trained on this one: it is no test photo
+    (run / "split.json").write_text(json.dumps(doc))
+    (data / test[1]).unlink()
+    open_toy(window, qtbot, ToyRun(data, run))
+    page = window.workspaces.compare
+    window.set_workspace("Compare")
+    qtbot.waitUntil(lambda: page.confusion is not None, timeout=SLOW)
+    assert page.confusion.images == len(test) - 2
+    loaded = load_run(run)
+    keep = [s for s in labelled_test_samples(scan(str(data)))
+            if Path(s.path).relative_to(data).as_posix() not in test[:2]]
+    pred = predict_probs(loaded.model, [read_image(s.path) for s in keep],
+                         Preprocessing.from_dict(loaded.preprocessing)).argmax(1)
+    expected = np.zeros((4, 4), int)
+    for s, p in zip(keep, pred):
+        expected[s.label, p] += 1
+    np.testing.assert_array_equal(page.confusion.matrix, expected)
+    assert test[1] in page.confusion_status.text() and "missing" in page.confusion_status.text()

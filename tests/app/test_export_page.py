@@ -78,3 +78,24 @@ def test_export_refuses_a_foreign_folder(export, qtbot, tmp_path):
         click(qtbot, page.export_button)
     assert "not empty" in page.summary.text()
     qtbot.waitUntil(page.export_button.isEnabled, timeout=5000)  # once the worker has wound up
+
+
+def test_export_names_a_changed_photo_of_the_runs_split(window, qtbot, toy, tmp_path):
+    """The Export page shows (and logs) what the engine says about the data against the run's saved split."""
+    import json
+    import shutil
+
+    from toyrun import ToyRun
+
+    data, run = tmp_path / "birds", tmp_path / "run"
+    shutil.copytree(toy.data, data)
+    shutil.copytree(toy.run, run)
+    test = sorted(json.loads((run / "split.json").read_text())["test"])
+    shutil.copyfile(data / test[1], data / test[0])  # another photo's bytes under this name
+    open_toy(window, qtbot, ToyRun(data, run))
+    window.set_workspace("Export")
+    page = window.workspaces.export
+    page.out.setText(str(tmp_path / "parts"))
+    with qtbot.waitSignal(page.export_changed, timeout=SLOW, check_params_cb=lambda s: s.status == FINISHED):
+        click(qtbot, page.export_button)
+    assert "1 photo of the run's test split changed" in page.summary.text() and test[0] in page.summary.text()

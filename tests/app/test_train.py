@@ -140,3 +140,23 @@ def test_the_gui_trains_the_same_model_as_the_cli(window, qtbot, data_dir, tmp_p
         for key in ("test_top1", "test_loss", "loss", "ce", "dis", "div"):
             assert g[key] == pytest.approx(c[key], rel=1e-5, abs=1e-7), key
     assert (gui_out / "model.safetensors").read_bytes() == (cli_out / "model.safetensors").read_bytes()
+
+
+def test_resume_with_allow_changed_data_tells_the_child_once(window, qtbot, data_dir, tmp_path, monkeypatch):
+    from engine.training.config import TrainConfig
+    from engine.events import drive
+    from engine.training.loop import train
+
+    out = tmp_path / "runs" / "tiny"
+    drive(train(TrainConfig(data=str(data_dir), out=str(out), model="smallnet", epochs=1, img_size=32,
+                            batch_size=4, device="cpu", cache_mb=64)))
+    configure(window, data_dir, out, epochs=2)
+    page = window.train
+    started: list[list[str]] = []
+    monkeypatch.setattr(page.job, "start", lambda args, *rest: started.append(args))
+    assert page.resume_button.isEnabled() and page.allow_data_change.isEnabled()
+    page.allow_data_change.setChecked(True)
+    click(qtbot, page.resume_button)
+    assert started[-1][-2:] == ["--resume", "--allow-data-change"] and not page.allow_data_change.isChecked()
+    click(qtbot, page.resume_button)  # the next Resume accepts no change unless ticked again
+    assert started[-1][-1] == "--resume"

@@ -102,3 +102,29 @@ def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp
     assert form.state.config is None and form.state.error.startswith("parts=0")
     form.method.setCurrentIndex(form.method.findData("tasn"))
     assert not form.fine.isEnabled() and not form.fine.isChecked()
+
+
+def test_resume_keeps_the_runs_settings_that_have_no_field(qtbot, data_dir, tmp_path):
+    """A run's warm-up, crop scale and learning rates are not in the form: filled from the run they stay the
+    run's, so Resume continues it (and is not refused for settings the user cannot see); the CLI's --resume
+    builds the same config."""
+    from engine.training.config import TrainConfig
+    from engine.events import drive
+    from engine.training.loop import train
+
+    run = tmp_path / "runs" / "old"
+    cfg = TrainConfig(data=str(data_dir), out=str(run), model="smallnet", epochs=1, img_size=32, batch_size=4,
+                      device="cpu", warmup_epochs=1.0, crop_scale=(0.6, 1.0), lr_backbone=0.02, cache_mb=64)
+    drive(train(cfg))
+    form = make_form(qtbot, data_dir, tmp_path)
+    form.set_config(cfg.to_dict())
+    form.epochs.setValue(2)
+    built = form.build_config()
+    assert built == cfg.replace(epochs=2) and form.state.can_resume
+    args = build_parser().parse_args(["train", str(data_dir), "--out", str(run), "--model", "smallnet",
+                                      "--epochs", "2", "--img-size", "32", "--batch-size", "4", "--device", "cpu",
+                                      "--lr-backbone", "0.02", "--resume"])
+    assert config_from_args(args) == built
+    form.set_config({**cfg.to_dict(), "lr_backbone": 0.05})  # the automatic rate stays automatic
+    form.pretrained.setCurrentText("DEFAULT")
+    assert form.build_config().lr_backbone == 0.001

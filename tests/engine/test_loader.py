@@ -87,7 +87,7 @@ def test_training_on_files_that_all_fail_is_a_clear_error(tmp_path):
 def test_training_skips_a_failing_file_and_says_so(tmp_path):
     root = folders(tmp_path / "d", good=4, bad=1)
     cfg = TrainConfig(data=str(root), out=str(tmp_path / "run"), model="smallnet", epochs=1, img_size=32,
-                      batch_size=4, cache_mb=0, val_fraction=0.2, seed=1)
+                      batch_size=4, cache_mb=0, test_fraction=0.2, seed=1)
     events = []
     drive(train(cfg), events.append)
     warned = [e.text for e in events if type(e).__name__ == "Message" and e.level == "warning"]

@@ -233,7 +233,7 @@ def test_train_disk_full_at_a_save_then_resume(tmp_path, monkeypatch):
     run = tmp_path / "run"
     argv = ["train", data, "--out", run, "--epochs", "3", *TINY]
     with monkeypatch.context() as m:
-        _fail_writes_under(m, run, after=5)  # epoch 1's four files and epoch 2's resume.pt go through
+        _fail_writes_under(m, run, after=6)  # epoch 1's five files (split.json first), epoch 2's resume.pt
         assert_one_line(run_cli(*argv), "cannot save epoch 2", str(run), "No space left on device", "--resume")
     assert not list(run.glob(".*.tmp"))
     assert runs.read_meta(run)["epoch"] == 1 and runs.load_run(run)
