@@ -262,9 +262,11 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, ctx: ddp.Co
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                 loss, parts = net(x, y)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"the loss became {float(loss)} in epoch {epoch + 1}, step {step + 1}: "
-                                  f"lower the learning rates (lr_backbone={cfg.lr_backbone}, lr_head={cfg.lr_head})")
+            bad = ddp.nonfinite_losses(loss, ctx)  # every rank's verdict, on every rank: all stop here together
+            if bad:
+                raise ConfigError(f"the loss became {ddp.describe_losses(bad, ctx)} in epoch {epoch + 1}, step "
+                                  f"{step + 1}: lower the learning rates (lr_backbone={cfg.lr_backbone}, "
+                                  f"lr_head={cfg.lr_head})")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -210,6 +210,86 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     print(f"CPU seconds, this process and its children: {clock.seconds():.0f}")
 
 
+#: Installed through PYTHONPATH: on rank FM_NAN_RANK, the FM_NAN_STEP-th MC-Loss of the run becomes NaN.
+NAN_HOOK = '''
+import os
+if os.environ.get("FM_NAN_RANK") == os.environ.get("RANK"):
+    import engine.losses.mcloss as _m
+    _real, _calls = _m.MCLossCriterion.forward, [0]
+    def _forward(self, *args, **kwargs):
+        loss, parts = _real(self, *args, **kwargs)
+        _calls[0] += 1
+        if _calls[0] == int(os.environ["FM_NAN_STEP"]):
+            loss = loss * float("nan")
+        return loss, parts
+    _m.MCLossCriterion.forward = _forward
+'''
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_same_error(data, tmp_path):
+    """Two gloo ranks started as torchrun would (RANK, WORLD_SIZE, MASTER_ADDR/PORT), no launcher to kill the
+    survivor: rank 1's loss is NaN at step 2. Before, rank 1 raised alone and rank 0 waited in the gradient
+    all-reduce (up to the process group's 30 minutes, or until gloo saw the peer's socket close, with another
+    error). Both must end at once, with the same message naming the rank, epoch and step."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(NAN_HOOK)
+    port = free_port()
+    argv = [sys.executable, "-m", "engine", "train", str(data), "--out", str(tmp_path / "run"),
+            *[f"--{k.replace('_', '-')}={v}" for k, v in ARGS.items()]]
+    procs = []
+    try:
+        for rank in range(WORLD):
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)]), "OMP_NUM_THREADS": "1",
+                   "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
+                   "LOCAL_WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                   "FM_NAN_RANK": "1", "FM_NAN_STEP": "2"}
+            procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
+        errs = [p.communicate(timeout=150)[1] for p in procs]  # a hang guard: a rank left waiting never ends
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    last = [e.strip().splitlines()[-1] if e.strip() else "" for e in errs]
+    assert [p.returncode for p in procs] == [2, 2], errs
+    assert last[0].startswith("fieldmark: error: ") and last[1].startswith("fieldmark (rank 1): error: "), last
+    message = last[0].split("error: ", 1)[1]
+    assert last[1].split("error: ", 1)[1] == message
+    assert message.startswith("the loss became nan on rank 1 of 2 in epoch 1, step 2: lower the learning rates")
+
+
+def test_only_the_loss_is_checked_so_fp16_skipped_steps_train_on(data, tmp_path, monkeypatch):
+    """fp16 with a GradScaler whose first scale (2^127) makes the scaled gradients overflow: it skips those steps
+    and halves the scale, as it should; the finite-loss check must not take them for a diverged run."""
+    import engine.training.loop as loop
+
+    scalers = []
+
+    class Recorded(torch.amp.GradScaler):
+        def __init__(self, device, enabled=True):
+            super().__init__(device, init_scale=2.0 ** 127, enabled=enabled)
+            scalers.append(self)
+
+    monkeypatch.setattr(loop, "amp_dtype", lambda device: torch.float16)  # fp16 autocast on the CPU
+    monkeypatch.setattr(torch.amp, "GradScaler", Recorded)
+    run_to_end(train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **{**ARGS, "epochs": 1})))
+    assert scalers and scalers[0].is_enabled()
+    assert scalers[0].get_scale() < 2.0 ** 127  # steps were skipped (the scale only halves on an overflow)
+    assert runs.read_meta(tmp_path / "run")["epoch"] == 1
+
+
+def test_process_group_timeout_is_minutes_and_can_be_set(monkeypatch):
+    monkeypatch.delenv("FIELDMARK_DIST_TIMEOUT", raising=False)
+    assert ddp.timeout() == ddp.TIMEOUT and ddp.TIMEOUT.total_seconds() <= 600
+    monkeypatch.setenv("FIELDMARK_DIST_TIMEOUT", "1200")
+    assert ddp.timeout().total_seconds() == 1200
+    monkeypatch.setenv("FIELDMARK_DIST_TIMEOUT", "soon")
+    with pytest.raises(ConfigError, match="FIELDMARK_DIST_TIMEOUT='soon'"):
+        ddp.timeout()
+
+
 def test_global_batch_is_split_and_the_shards_make_the_single_process_batches():
     cpu = torch.device("cpu")
     assert ddp.per_rank_batch(32, ddp.Context(cpu, 1, 4)) == 8
