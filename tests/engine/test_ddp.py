@@ -210,19 +210,18 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     print(f"CPU seconds, this process and its children: {clock.seconds():.0f}")
 
 
-#: Installed through PYTHONPATH: on rank FM_NAN_RANK, the FM_NAN_STEP-th MC-Loss of the run becomes NaN.
+#: Installed through PYTHONPATH: on rank FM_NAN_RANK, the FM_NAN_STEP-th training batch the loop normalises
+#: becomes NaN (and so its loss).
 NAN_HOOK = '''
 import os
 if os.environ.get("FM_NAN_RANK") == os.environ.get("RANK"):
-    import engine.losses.mcloss as _m
-    _real, _calls = _m.MCLossCriterion.forward, [0]
-    def _forward(self, *args, **kwargs):
-        loss, parts = _real(self, *args, **kwargs)
+    import engine.training.loop as _loop
+    _real, _calls = _loop.normalize, [0]
+    def _normalize(*args, **kwargs):
+        out = _real(*args, **kwargs)
         _calls[0] += 1
-        if _calls[0] == int(os.environ["FM_NAN_STEP"]):
-            loss = loss * float("nan")
-        return loss, parts
-    _m.MCLossCriterion.forward = _forward
+        return out * float("nan") if _calls[0] == int(os.environ["FM_NAN_STEP"]) else out
+    _loop.normalize = _normalize
 '''
 
 
