@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,6 @@ from engine.events import EpochEnd
 from engine.training.loop import run_to_end, train
 
 from ..conftest import ROOT, make_class_folders
-from ..timing import CpuClock
 
 WORLD = 2
 ARGS = dict(model="smallnet", method="mcloss", epochs=3, img_size=32, batch_size=8, seed=3)
@@ -159,7 +157,6 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     audit.mkdir()
     (audit / "sitecustomize.py").write_text(AUDIT)
     run = tmp_path / "ddp-run"
-    clock = CpuClock()
 
     # 1. start with `fieldmark train --nproc 2`; stop the launcher (SIGTERM) once epoch 1 is reported: it stops
     #    both workers
@@ -207,7 +204,6 @@ def test_two_gloo_processes_match_one_and_resume_after_a_stop(data, tmp_path, mo
     # 4. only rank 0 wrote into the run folder
     assert (audit / "rank0.txt").is_file(), "the audit hook saw no write by rank 0"
     assert not (audit / "rank1.txt").exists(), (audit / "rank1.txt").read_text()
-    print(f"CPU seconds, this process and its children: {clock.seconds():.0f}")
 
 
 #: Installed through PYTHONPATH: on rank FM_NAN_RANK, the FM_NAN_STEP-th training batch the loop normalises
