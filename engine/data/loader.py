@@ -24,11 +24,11 @@ class ImageCache:
     def __init__(self, samples: Sequence[Sample], pp: Preprocessing, limit_mb: int = 4096):
         self.pp = pp
         self.samples = list(samples)
-        est_mb = len(self.samples) * pp.resize * pp.resize * 1.4 * 3 / 2 ** 20
-        self.enabled = est_mb <= limit_mb
+        self.est_mb = len(self.samples) * pp.resize * pp.resize * 1.4 * 3 / 2 ** 20  # shorter side x 1.4, RGB
+        self.enabled = self.est_mb <= limit_mb
         self.images: list[np.ndarray | None] = [None] * len(self.samples)
         if not self.enabled:
-            log.info("image cache off: about %.0f MB needed, limit %d MB", est_mb, limit_mb)
+            log.info("image cache off: about %.0f MB needed, limit %d MB", self.est_mb, limit_mb)
 
     def iter_load(self):
         """Decode everything once (when caching): yields the number of files done, returns the files that

@@ -89,8 +89,10 @@ def train_transform(img: np.ndarray, pp: Preprocessing, rng: np.random.Generator
     return np.ascontiguousarray(out)
 
 
-def normalize(batch: torch.Tensor, pp: Preprocessing, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (B, H, W, 3) → normalised float (B, 3, H, W), on the batch's device."""
+def normalize(batch: torch.Tensor, pp: Preprocessing, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """uint8 (B, H, W, 3) → normalised float (B, 3, H, W), on the batch's device; ``dtype`` defaults to torch's
+    default dtype (float32 unless changed: models are built in it too)."""
+    dtype = dtype or torch.get_default_dtype()
     x = batch.permute(0, 3, 1, 2).to(dtype).div_(255.0)
     mean = torch.tensor(pp.mean, dtype=dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(pp.std, dtype=dtype, device=x.device).view(1, 3, 1, 1)

@@ -56,7 +56,7 @@ class TrainConfig:
     per_sample_mask: bool = False
     part_channels: str = "auto"
     crop_scale: tuple[float, float] = (0.35, 1.0)
-    cache_mb: int = 4096
+    cache_mb: int | None = None  # None: as much as the memory available allows (engine.training.memory)
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific options (e.g. TASN sizes)
 
     def __post_init__(self) -> None:
@@ -107,6 +107,8 @@ class TrainConfig:
             bad("warmup_epochs", "must be non-negative")
         if self.workers < 0:
             bad("workers", "must be 0 (load in the training process) or more")
+        if self.cache_mb is not None and not 0 <= self.cache_mb <= 2 ** 30:
+            bad("cache_mb", "must be 0 (no image cache) or more megabytes, or None (sized from the free memory)")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             bad("crop_scale", "must be two fractions 0 < min <= max <= 1")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import os
 import uuid
 from dataclasses import dataclass
@@ -41,8 +42,11 @@ from engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-#: How long a rank waits for the others in a collective before the job fails (a dead peer, a stuck GPU).
-TIMEOUT = datetime.timedelta(minutes=30)
+#: How long a rank waits for the others in a collective before the job fails (a dead peer, a stuck GPU). The
+#: ranks meet at every step (the stop and finite-loss checks), so the longest honest wait is one rank's extra work
+#: between two meetings: rank 0 saving an epoch, or a rank decoding the images more slowly than the others.
+#: ``FIELDMARK_DIST_TIMEOUT`` (seconds) changes it, e.g. for a data set that takes the slowest node longer.
+TIMEOUT = datetime.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -91,12 +95,26 @@ def init_from_env(device_name: str = "auto") -> Context:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend, timeout=TIMEOUT, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(backend, timeout=timeout(), device_id=device if device.type == "cuda" else None)
         owns = True
     elif dist.get_world_size() != world:
         raise ConfigError(f"a process group of {dist.get_world_size()} processes exists, WORLD_SIZE says {world}")
     log.info("rank %d of %d (local %d) on %s, backend %s", rank, world, local, device, backend)
     return Context(device, rank, world, local, backend, owns)
+
+
+def timeout() -> datetime.timedelta:
+    """:data:`TIMEOUT`, or ``FIELDMARK_DIST_TIMEOUT`` seconds when set."""
+    raw = os.environ.get("FIELDMARK_DIST_TIMEOUT")
+    if not raw:
+        return TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"FIELDMARK_DIST_TIMEOUT={raw!r}: give the seconds a rank waits for the others, e.g. 600")
+    return datetime.timedelta(seconds=seconds)
 
 
 def close(ctx: Context) -> None:
@@ -130,6 +148,29 @@ def any_rank(flag: bool, ctx: Context) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device(ctx))
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def nonfinite_losses(loss: torch.Tensor, ctx: Context) -> list[tuple[int, float]]:
+    """(rank, loss) of each rank whose loss is NaN or infinite: the same list on every rank, from one all-gather of
+    one number per rank. Called after the forward pass and before ``backward``, so that a non-finite loss on one
+    rank stops all ranks at the same step with the same error, instead of leaving the others waiting in the
+    gradient all-reduce until :data:`TIMEOUT`. Only the loss is checked: GradScaler's skipped steps (fp16
+    gradients that overflowed) are normal and never reach here as errors."""
+    if not ctx.distributed:
+        value = float(loss.detach())
+        return [] if math.isfinite(value) else [(ctx.rank, value)]
+    t = loss.detach().reshape(1).to(device=_comm_device(ctx), dtype=torch.float64)
+    gathered = [torch.empty_like(t) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, t)
+    values = torch.cat(gathered).cpu().tolist()
+    return [(r, v) for r, v in enumerate(values) if not math.isfinite(v)]
+
+
+def describe_losses(bad: Sequence[tuple[int, float]], ctx: Context) -> str:
+    """``"nan"``, or ``"nan on rank 1 of 2"`` (``"inf on rank 0, nan on rank 1 of 2"``) in a distributed job."""
+    if not ctx.distributed:
+        return ", ".join(str(v) for _, v in bad)
+    return ", ".join(f"{v} on rank {r}" for r, v in bad) + f" of {ctx.world_size}"
 
 
 def broadcast_buffers(module: nn.Module, ctx: Context) -> None:
@@ -230,6 +271,6 @@ def launch_local(nproc: int, argv: list[str], verbose: bool = False) -> int:
     return 0
 
 
-__all__ = ["Context", "env_rank", "is_main_process", "init_from_env", "close", "barrier", "all_reduce_sum",
-           "any_rank", "broadcast_buffers", "per_rank_batch", "train_sampler", "ShardSampler", "wrap", "describe",
-           "launch_local"]
+__all__ = ["Context", "env_rank", "is_main_process", "init_from_env", "timeout", "close", "barrier",
+           "all_reduce_sum", "any_rank", "nonfinite_losses", "describe_losses", "broadcast_buffers",
+           "per_rank_batch", "train_sampler", "ShardSampler", "wrap", "describe", "launch_local"]

@@ -25,10 +25,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import engine.training.distributed as ddp
+import engine.training.memory as memory
 import engine.runs as runs
 from engine.training.config import PARTS_LOSS_WEIGHTS, TrainConfig
 from engine.training.resume import data_changes, prepare_run, training_data
 from engine.training.schedule import Schedule, lr_factor  # noqa: F401  (lr_factor: re-exported)
+from engine.training.step import forward_backward
 from engine.data import require_trainable, scan
 from engine.data.loader import EpochSampler, ImageCache, ImageDataset, collate_decoded
 from engine.data.split import record_split
@@ -62,6 +64,12 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
+
+
+def loss_model(cfg: TrainConfig, num_classes: int) -> "LossModel":
+    """A randomly initialised model of ``cfg`` with its criterion (what the memory plan measures)."""
+    model = create_model(cfg.model, num_classes, cfg.xi, pretrained=None, **model_kwargs(cfg))
+    return LossModel(model, build_criterion(cfg, model))
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -176,9 +184,16 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     if report.skipped:
         yield Message("warning", f"{len(report.skipped)} files skipped by the scan (`fieldmark scan` lists them)")
     pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale)
-    caches = {}
-    for split in ("train", "test"):
-        cache = ImageCache(report.split(split), pp, cfg.cache_mb // 2)
+    mem = memory.plan(rank_batch, cfg.img_size, device, lambda: loss_model(cfg, len(report.classes)), cfg.cache_mb)
+    for note in mem.notes():
+        yield Message("warning", note)
+    caches, room = {}, mem.cache_mb
+    for split in ("train", "test"):  # the training images first: the test split takes what room is left
+        cache = ImageCache(report.split(split), pp, room)
+        room -= cache.est_mb if cache.enabled else 0
+        if not cache.enabled and cfg.cache_mb != 0:
+            yield Message("warning", f"memory: the {split} images take about {cache.est_mb:.0f} MB decoded and "
+                                     f"{max(0, int(room))} MB are free for them: each is decoded at each use (slower)")
         failed = yield from _load_cache(cache, split, stop)
         for f in failed:
             report.skipped.append(f)
@@ -213,7 +228,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
                               num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
                               pin_memory=device.type == "cuda", collate_fn=collate_decoded)
-    test_loader = DataLoader(test_ds, max(rank_batch, 32), sampler=ddp.ShardSampler(len(test_ds), ctx),
+    test_loader = DataLoader(test_ds, mem.eval_batch, sampler=ddp.ShardSampler(len(test_ds), ctx),
                              num_workers=cfg.workers, collate_fn=collate_decoded)
     may_fail = not caches["train"].enabled  # decoded per item: a file can fail in the middle of an epoch
     steps = len(train_loader)
@@ -225,7 +240,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
     meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
-            "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size,
+            "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size, "memory": mem.to_dict(),
             "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
                      "split_source": report.split_source, "split_file": runs.SPLIT, "skipped": len(report.skipped)},
             "schedule": schedule.to_dict(), "data_changes": changes}
@@ -264,22 +279,21 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
             y = y.to(device, non_blocking=True)
             if uses_channels_last(device):
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, parts = net(x, y)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"the loss became {float(loss)} in epoch {epoch + 1}, step {step + 1}: "
-                                  f"lower the learning rates (lr_backbone={cfg.lr_backbone}, lr_head={cfg.lr_head})")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            loss, parts, bad = forward_backward(net, x, y, mem.micro_batch, scaler, amp, ctx)
+            if bad:  # the same on every rank: all stop at this step
+                raise ConfigError(f"the loss became {ddp.describe_losses(bad, ctx)} in epoch {epoch + 1}, step "
+                                  f"{step + 1}: lower the learning rates (lr_backbone={cfg.lr_backbone}, "
+                                  f"lr_head={cfg.lr_head})")
             scaler.step(optimizer)
             scaler.update()
             n = len(y)
             seen += n
-            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+            sums["loss"] = sums.get("loss", 0.0) + loss * n
             for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v) * n
+                sums[k] = sums.get(k, 0.0) + v * n
             elapsed = time.perf_counter() - t0
-            yield BatchEnd(epoch + 1, step + 1, steps, float(loss.detach()),
+            yield BatchEnd(epoch + 1, step + 1, steps, loss,
                            seen * ctx.world_size / max(elapsed, 1e-9))
         train_s = time.perf_counter() - t0
         keys = list(sums)  # the same order on every rank: the same code filled it

@@ -47,6 +47,7 @@ def wait_status(qtbot, page, status: str, timeout: int = SLOW) -> None:
     assert st.status == status, f"{st.status}: {st.message}\n" + "\n".join(st.stderr_tail[-12:])
 
 
+@pytest.mark.perf  # the window stays responsive while a run trains (a budget)
 def test_train_watch_stop_resume_and_open_the_run(window, qtbot, data_dir, tmp_path, stall_probe):
     page = window.train
     with qtbot.waitSignal(window.library.data_changed, timeout=15000):

@@ -19,6 +19,7 @@ from engine.data import scan
 from engine.data.transforms import Preprocessing
 from engine.errors import DataError
 from engine.evaluation.evaluate import KEYS, evaluate_run
+from engine.evaluation import metrics
 from engine.evaluation.metrics import CUB_PARTS
 from engine.models.partnet import PartNet
 from engine.runs import LoadedRun
@@ -56,10 +57,17 @@ class MapTable(nn.Module):
     """Reads the image id from the centre pixel (every image has a flat centre block of grey 10·id) and returns
     that image's hand-made maps: the model's maps are exactly known."""
 
-    def __init__(self):
+    def __init__(self, fifth: dict[int, tuple[int, int, float]] | None = None):
         super().__init__()
-        self.register_buffer("table", torch.from_numpy(np.stack([np.zeros((4, CELLS, CELLS), np.float32)]
-                                                                 + [maps_of(i) for i in sorted(IMAGES)])))
+        maps = [np.zeros((4, CELLS, CELLS), np.float32)] + [maps_of(i) for i in sorted(IMAGES)]
+        if fifth is not None:  # a fifth channel with one hot cell per image id
+            for i, m in enumerate(maps):
+                extra = np.zeros((1, CELLS, CELLS), np.float32)
+                if i in fifth:
+                    r, c, v = fifth[i]
+                    extra[0, r, c] = v
+                maps[i] = np.concatenate([m, extra])
+        self.register_buffer("table", torch.from_numpy(np.stack(maps)))
         self.register_buffer("mean", torch.tensor(PP.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(PP.std).view(1, 3, 1, 1))
 
@@ -108,34 +116,32 @@ def loaded(model: nn.Module, tmp: Path) -> LoadedRun:
     return LoadedRun(tmp, model, {"classes": ["A", "B"], "preprocessing": PP.to_dict(), "method": "mcloss"})
 
 
-def expected_keypoint_error(parts: dict[int, np.ndarray], values: dict[int, np.ndarray]) -> float:
-    """The protocol of docs/METHODS.md#published-protocol written out directly: box-normalised centroids, parts
-    below 0.5 set to zero, standardised with the training mean / population std, least squares with an intercept
-    per keypoint (see engine.evaluation.metrics.keypoint_regression_error for why not without)."""
-    def feats(ids):
-        return np.stack([np.where(values[i][:, None] >= 0.5, (parts[i] - [0, 0]) / [W, H], 0).ravel() for i in ids])
-
-    train = [i for i in IMAGES if IMAGES[i][1]]
-    test = [i for i in IMAGES if not IMAGES[i][1]]
-    xtr, xte = feats(train), feats(test)
-    mu, sd = xtr.mean(0), xtr.std(0)
-    sd[sd <= 1e-12] = 1.0
-    ztr = np.column_stack([np.ones(len(xtr)), (xtr - mu) / sd])
-    zte = np.column_stack([np.ones(len(xte)), (xte - mu) / sd])
-    errs = []
-    for p in (BEAK, TAIL):
-        rows = [k for k, i in enumerate(train) if p in IMAGES[i][3]]
-        target = np.array([IMAGES[train[k]][3][p] for k in rows]) / [W, H]
-        coef = np.linalg.lstsq(ztr[rows], target, rcond=None)[0]
-        for k, i in enumerate(test):
-            if p in IMAGES[i][3]:
-                errs.append(np.linalg.norm(zte[k] @ coef - np.array(IMAGES[i][3][p]) / [W, H]))
-    return float(np.mean(errs) * 100)
+def truth_of(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoints (N, 15, 3) x, y, visible; boxes (N, 4)) of these images, from the table above."""
+    kp = np.zeros((len(ids), 15, 3))
+    for n, i in enumerate(ids):
+        for p, (x, y) in IMAGES[i][3].items():
+            kp[n, p] = (x, y, 1)
+    return kp, np.tile([0.0, 0.0, W, H], (len(ids), 1))
 
 
-def test_each_figure_against_hand_computed_values(cub, tmp_path):
+class Recorder:
+    """Wraps a metrics function: keeps each call's arguments and result (the figure passes through unchanged)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args, **kwargs):
+        out = self.fn(*args, **kwargs)
+        self.calls.append((args, out))
+        return out
+
+
+def test_each_figure_against_hand_computed_values(cub, tmp_path, monkeypatch):
     report = scan(cub)
     assert report.has_parts and report.classes == ["A", "B"]
+    rec = Recorder(metrics.keypoint_regression_error)
+    monkeypatch.setattr(metrics, "keypoint_regression_error", rec)
     result = evaluate_run(loaded(hand_model(), tmp_path), report, baseline=loaded(hand_model(), tmp_path))
     d = result.to_dict()
     assert tuple(d) == KEYS
@@ -144,20 +150,32 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path):
     # hits (radius 10 % of the 128×64 box diagonal = 14.3 px): image 3: 1 of 2, 4: 2, 7: 2, 8: 0
     assert d["part_hit_rate"] == pytest.approx(5 / 8)
 
-    # keypoint regression, ξ parts of the true class: one hot cell each, so centroid = that cell's centre
-    own = {i: np.array([centre(r, c) for ch, (r, c, _) in sorted(IMAGES[i][2].items())
-                        if ch in ((0, 1) if IMAGES[i][0] == 0 else (2, 3))]) for i in IMAGES}
-    rel = {i: np.array([1.0, 0.8]) for i in IMAGES}
-    assert d["keypoint_error"] == pytest.approx(expected_keypoint_error(own, rel), rel=1e-6)
-
-    # all 4 channels: an empty channel's centroid is the map centre, its relative peak 0 (dropped)
+    # keypoint regression: its formula is checked on examples worked out by hand in test_metrics.py; here, that
+    # evaluate feeds it the hand-known parts. ξ parts of the true class: one hot cell each, so centroid = that
+    # cell's centre and relative peaks (1, 0.8); fitted on train images 1, 2, 5, 6, scored on 3, 4, 7, 8
+    train, test = [1, 2, 5, 6], [3, 4, 7, 8]
+    own = {i: [centre(r, c) for ch, (r, c, _) in sorted(IMAGES[i][2].items())
+               if ch in ((0, 1) if IMAGES[i][0] == 0 else (2, 3))] for i in IMAGES}
+    # all 4 channels: an empty channel's centroid is the map centre, its relative peak 0
     every, vals = {}, {}
     for i in IMAGES:
         cells = [IMAGES[i][2].get(ch) for ch in range(4)]
-        every[i] = np.array([centre(c[0], c[1]) if c else centre(3.5, 3.5) for c in cells])
-        peaks = np.array([c[2] if c else 0.0 for c in cells])
-        vals[i] = peaks / peaks.max()
-    assert d["keypoint_error_all"] == pytest.approx(expected_keypoint_error(every, vals), rel=1e-6)
+        every[i] = [centre(c[0], c[1]) if c else centre(3.5, 3.5) for c in cells]
+        vals[i] = [c[2] / max(v[2] for v in IMAGES[i][2].values()) if c else 0.0 for c in cells]
+
+    def fed(parts: dict, values: dict) -> tuple:
+        return (np.array([parts[i] for i in train]), np.array([values[i] for i in train]), *truth_of(train),
+                np.array([parts[i] for i in test]), np.array([values[i] for i in test]), *truth_of(test))
+
+    def figure_for(inputs: tuple) -> float:
+        for args, out in rec.calls:
+            if len(args) == len(inputs) and all(np.shape(a) == np.shape(b) and np.allclose(a, b, atol=1e-9)
+                                               for a, b in zip(args, inputs)):
+                return out
+        raise AssertionError(f"keypoint_regression_error never got {inputs}")
+
+    assert d["keypoint_error"] == figure_for(fed(own, {i: [1.0, 0.8] for i in IMAGES}))
+    assert d["keypoint_error_all"] == figure_for(fed(every, vals))
 
     # labels at keypoints (nearest cell; ties of two empty channels go to the first):
     # 3: beak→0, tail→0; 4: beak→0, tail→1; 7: beak→1, tail→0; 8: beak→0 (tail not visible)
@@ -183,9 +201,20 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path):
     rnd = d["baselines"]["random"]
     assert set(rnd) == set(base) == {"part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
                                      "mark_recall"}
-    assert 0 <= rnd["part_hit_rate"] <= 1
     again = evaluate_run(loaded(hand_model(), tmp_path), report).to_dict()
     assert again["baselines"]["random"] == rnd and again["baselines"]["gradcam"] is None  # seeded
+
+    # the random baseline with its points placed by hand: per box, the first at the box centre (64, 32), the
+    # others at its corner (0, 0). Hit radius 14.3 px: the centre is 8.9 px from image 3's tail (60, 40), 4's beak
+    # (56, 28), 7's tail (72, 36) and on 8's beak (64, 32); the corner is 31 px or more from every keypoint
+    def placed(boxes, k, rng):
+        pts = np.repeat(np.asarray(boxes, float)[:, None, :2], k, axis=1)
+        pts[:, 0] += np.asarray(boxes, float)[:, 2:] / 2
+        return pts
+
+    monkeypatch.setattr(metrics, "random_peaks", placed)
+    rnd = evaluate_run(loaded(hand_model(), tmp_path), report).to_dict()["baselines"]["random"]
+    assert rnd["part_hit_rate"] == pytest.approx(4 / 8)  # ξ = 2 points in each of the 4 test images
 
 
 def test_mark_recall_on_toy_birds(tmp_path):
@@ -254,14 +283,22 @@ def test_a_tasn_run_is_scored_by_its_structure_map(cub, tmp_path):
     model = create_model("tasn_mobilenet_v2", 2, input_size=64, sample_size=32).eval()
     result = evaluate_run(loaded(model, tmp_path), scan(cub))
     assert result.info["parts"] == 1 and result.info["source"] == "tasn structure map"
-    assert result.regions_per_class is None and 0 <= result.part_hit_rate <= 1 and result.top1 is not None
+    # one part per test image: the hit rate counts 4 parts, whatever the random weights make of them
+    assert result.regions_per_class is None and result.top1 is not None
+    assert result.part_hit_rate * 4 == pytest.approx(round(result.part_hit_rate * 4), abs=1e-9)
     assert result.keypoint_error == result.keypoint_error_all
 
 
 def test_uneven_channel_groups_are_padded(cub, tmp_path):
-    torch.manual_seed(0)
-    model = PartNet(nn.Sequential(nn.Conv2d(3, 5, 8, 8), nn.ReLU()), 5, 8, 2, 2, part_channels="split").eval()
+    # 5 channels split [2, 3]: class A owns channels 0, 1, class B channels 2, 3, 4 (4: a fifth hot cell)
+    fifth = {i: (0, 0, 0.5 * V) for i in IMAGES} | {8: (3, 4, 0.5 * V)}
+    model = PartNet(MapTable(fifth), 5, 8, 2, 2, part_channels="split").eval()
     assert model.groups == [2, 3]
     result = evaluate_run(loaded(model, tmp_path), scan(cub))
     assert result.info["parts"] == 3 and result.info["parts_all"] == 5
-    assert 0 <= result.part_hit_rate <= 1 and result.keypoint_error is not None and result.regions_per_class >= 1
+    # parts at cell centres, hit radius 14.3 px. Class A's images have 2 parts (the pad to 3 is no part), B's 3:
+    # 3: (23.5, 19.5) on the beak (24, 20), (103.5, 43.5) misses: 1 of 2; 4: (55.5, 27.5) beak, (119.5, 11.5)
+    # tail: 2 of 2; 7: (71.5, 35.5) tail, (7.5, 51.5) beak, (7.5, 3.5) misses: 2 of 3; 8: (7.5, 3.5) and
+    # (119.5, 59.5) miss, (71.5, 27.5) is 8.7 px from the beak (64, 32): 1 of 3. 6 hits of 10 parts
+    assert result.part_hit_rate == pytest.approx(6 / 10)
+    assert result.keypoint_error is not None and result.regions_per_class is not None  # values: the test above

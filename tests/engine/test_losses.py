@@ -59,11 +59,18 @@ def test_explicit_mask_drops_the_max_channel():
     assert masked.div.item() == pytest.approx(no_mask.div.item())
 
 
-def test_per_sample_mask_shape():
-    f = torch.rand(2, 4, 3, 3)
+def test_per_sample_mask_by_hand():
+    # HW = 1, groups of 2: a class's logit is the max of its unmasked channels (masked ones count as 0)
+    f = torch.tensor([[9.0, 1.0, 2.0, 3.0], [4.0, 6.0, 8.0, 5.0]], dtype=torch.float64).view(2, 4, 1, 1)
+    y = torch.tensor([0, 1])
     m = torch.tensor([[1.0, 0, 1, 0], [0, 1, 0, 1]])
-    t = mc_loss_terms(f, torch.tensor([0, 1]), 2, mask=m)
-    assert torch.isfinite(t.dis)
+    # sample 0 keeps channels 0, 2: logits [9, 2], CE = log(1 + e^-7); sample 1 keeps 1, 3: logits [6, 5],
+    # CE = log(1 + e^1); L_dis is their mean
+    want = (math.log1p(math.exp(-7.0)) + math.log1p(math.exp(1.0))) / 2
+    assert mc_loss_terms(f, y, 2, mask=m).dis.item() == pytest.approx(want, abs=1e-12)
+    # the masks swapped: sample 0 keeps 1, 3: [1, 3], CE = log(1 + e^2); sample 1 keeps 0, 2: [4, 8], log(1 + e^-4)
+    swapped = (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-4.0))) / 2
+    assert mc_loss_terms(f, y, 2, mask=m.flip(0)).dis.item() == pytest.approx(swapped, abs=1e-12)
 
 
 def test_ccmp_gradient_goes_to_one_channel_on_ties():

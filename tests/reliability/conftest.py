@@ -91,12 +91,17 @@ class ForkCli:
             raise RuntimeError(f"the fork server died (exit {self.proc.poll()})")
         return json.loads(line)
 
-    def start(self, *argv: str | os.PathLike) -> "Child":
+    def start(self, *argv: str | os.PathLike, kill: tuple[float, float] | None = None) -> "Child":
+        """Fork ``fieldmark ARGV``; ``kill=(at, delay)``: a training command SIGKILLs itself at a batch picked by
+        ``at`` in [0, 1) among those it has left, ``delay`` s after that batch ends (forkcli's "kill" request)."""
         self._count += 1
         out, err = self.workdir / f"cmd{self._count}.out", self.workdir / f"cmd{self._count}.err"
         out.touch()
         err.touch()
-        reply = self._ask({"op": "run", "argv": [str(a) for a in argv], "stdout": str(out), "stderr": str(err)})
+        req = {"op": "run", "argv": [str(a) for a in argv], "stdout": str(out), "stderr": str(err)}
+        if kill is not None:
+            req["kill"] = {"at": kill[0], "delay": kill[1]}
+        reply = self._ask(req)
         return Child(self, int(reply["pid"]), out, err)
 
     def wait(self, pid: int) -> int:
