@@ -269,7 +269,7 @@ def test_only_the_loss_is_checked_so_fp16_skipped_steps_train_on(data, tmp_path,
 
     monkeypatch.setattr(loop, "amp_dtype", lambda device: torch.float16)  # fp16 autocast on the CPU
     monkeypatch.setattr(torch.amp, "GradScaler", Recorded)
-    run_to_end(train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **{**ARGS, "epochs": 1})))
+    drive(train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **{**ARGS, "epochs": 1})))
     assert scalers and scalers[0].is_enabled()
     assert scalers[0].get_scale() < 2.0 ** 127  # steps were skipped (the scale only halves on an overflow)
     assert runs.read_meta(tmp_path / "run")["epoch"] == 1
