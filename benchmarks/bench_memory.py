@@ -53,7 +53,8 @@ def child(spec: dict) -> dict:
     from engine.errors import Cancelled
     from engine.events import BatchEnd
     from engine.training.config import TrainConfig
-    from engine.training.loop import run_to_end, train
+    from engine.events import drive
+    from engine.training.loop import train
 
     imported = _rss_mb()
     if spec.get("available"):
@@ -70,7 +71,7 @@ def child(spec: dict) -> dict:
     cfg = TrainConfig(data=spec["data"], out=spec["out"], model=spec["model"], method="ce", epochs=1,
                       img_size=spec["img_size"], batch_size=spec["batch"], device="cpu", cache_mb=spec["cache_mb"])
     try:
-        run_to_end(train(cfg, should_stop=lambda: steps["n"] >= spec["steps"]), count)
+        drive(train(cfg, should_stop=lambda: steps["n"] >= spec["steps"]), count)
     except Cancelled:
         pass
     return {"imported_mb": imported, "peak_mb": _peak_mb(), "steps": steps["n"],

@@ -11,10 +11,10 @@ from torch import nn
 import engine.training.memory as memory
 from engine import runs
 from engine.errors import ConfigError
-from engine.events import Message
+from engine.events import Message, drive
 from engine.training import distributed as ddp
 from engine.training.config import TrainConfig
-from engine.training.loop import run_to_end, train
+from engine.training.loop import train
 from engine.training.step import forward_backward
 
 from ..conftest import make_class_folders
@@ -110,7 +110,7 @@ def test_a_run_short_of_memory_trains_in_micro_batches(tmp_path, monkeypatch):
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="smallnet", epochs=1, img_size=32,
                       batch_size=8, seed=0, device="cpu")
     events = []
-    run_to_end(train(cfg), events.append)
+    drive(train(cfg), events.append)
     saved = runs.read_meta(tmp_path / "run")["memory"]
     assert (saved["batch"], saved["micro_batch"], saved["cache_mb"], saved["eval_batch"]) == (8, 4, 5, 4)
     notes = [e.text for e in events if isinstance(e, Message) and e.level == "warning"]
