@@ -64,7 +64,7 @@ def test_train_writes_a_complete_run_and_events(data, tmp_path):
     from engine.data import scan
     from engine.maps.predict import predict
 
-    test = scan(data, val_fraction=0.2, seed=3).split("test")
+    test = scan(data, test_fraction=0.2, seed=3).split("test")
     run_model = runs.load_run(tmp_path / "run")
     guesses = [p.top[0][0] for p in predict(run_model, [Path(s.path) for s in test], top_k=1)]
     right = sum(g == run_model.classes[s.label] for g, s in zip(guesses, test))
