@@ -38,6 +38,7 @@ from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
 from engine.evaluation.published import PublishedPass
+from engine.models.shared_parts import has_shared_parts
 from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
 from engine.runs import LoadedRun, use_run_split
@@ -214,7 +215,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                                            truth["test"], marks)
     h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
-            "source": ("shared parts" if hasattr(run.model, "forward_parts") else "tasn structure map"
+            "source": ("shared parts" if has_shared_parts(run.model) else "tasn structure map"
                        if not getattr(run.model, "groups", None) else "channels of the true class"),
             "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
             "seconds": time.perf_counter() - t0}
@@ -245,7 +246,7 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     boxes = np.array([info.xywh_to_image(s.bbox) if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0])
                       for s, img, info in items], np.float64)
     x = prepare(imgs, pp, dev)
-    if hasattr(model, "forward_parts"):  # shared parts: the K foreground maps, the same parts for every class
+    if has_shared_parts(model):  # shared parts: the K foreground maps, the same parts for every class
         with session(model):
             maps = model.forward_features(x)[:, :model.parts].float().cpu().numpy()
         acc["own"].append(_partset(maps, np.ones(maps.shape[:2], bool), sizes, kps, None))

@@ -26,6 +26,7 @@ from engine.data.records import Sample
 from engine.data.transforms import Preprocessing, normalize, resize_shorter
 from engine.evaluation.protocol import ProtocolAccumulator
 from engine.maps.explain import low_res_maps, model_device, session
+from engine.models.shared_parts import has_shared_parts
 from engine.runs import LoadedRun
 
 
@@ -36,7 +37,7 @@ def _unit_max(maps: torch.Tensor) -> torch.Tensor:
 
 def describe_maps(model: nn.Module) -> tuple[str, bool]:
     """(what the protocol scores for this model, whether the maps include a background)."""
-    if hasattr(model, "forward_parts"):
+    if has_shared_parts(model):
         return f"shared-part softmax maps (K={model.parts} + background)", True
     if getattr(model, "groups", None):
         return f"MC-Loss channels of the true class (xi={max(model.groups)}), over their joint maximum", False
@@ -46,7 +47,7 @@ def describe_maps(model: nn.Module) -> tuple[str, bool]:
 @torch.no_grad()
 def part_maps(model: nn.Module, x: torch.Tensor, label: int) -> torch.Tensor:
     """The maps the protocol scores for one prepared image ``x`` (1, 3, H, W): (P, h, w) on the model's grid."""
-    if hasattr(model, "forward_parts"):
+    if has_shared_parts(model):
         with session(model):
             return model.forward_parts(x).maps[0].float()
     if getattr(model, "groups", None):

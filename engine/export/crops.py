@@ -45,6 +45,7 @@ from engine.errors import Cancelled, CheckpointError, ConfigError, DecodeError, 
 from engine.events import Message, Progress
 from engine.fileio import atomic_write
 from engine.maps.explain import explain, get_method
+from engine.models.shared_parts import has_shared_parts
 from engine.export.files import STATE, read_records, write_coco, write_csv
 from engine.data.imageio import Decoded, load_image
 from engine.maps.parts import crop, find_parts, square_box
@@ -333,7 +334,7 @@ def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataRe
         if p.duplicate_of is not None or p.score_norm < min_score or p.score <= 0:
             continue
         # shared parts mean the same body region for every class: one folder per part, classes inside it
-        rel_crop = (f"part_{p.index + 1}/{folder}/{stem}.jpg" if hasattr(run.model, "forward_parts")
+        rel_crop = (f"part_{p.index + 1}/{folder}/{stem}.jpg" if has_shared_parts(run.model)
                     else f"{folder}/part_{p.index + 1}/{stem}.jpg")
         path = out / rel_crop
         _mkdir(path.parent, created)

@@ -40,8 +40,9 @@ from torch import nn
 
 from engine.data.transforms import Preprocessing, normalize
 from engine.errors import ConfigError
-from engine.maps.methods import (METHODS, REGISTRY, MapMethod, Pass, get_method, has_shared_parts,  # noqa: F401
+from engine.maps.methods import (METHODS, REGISTRY, MapMethod, Pass, get_method,  # noqa: F401
                                  session)  # (METHODS, REGISTRY, MapMethod, get_method re-exported)
+from engine.models.shared_parts import has_shared_parts
 from engine.maps.views import ResampledViews, resampled_views  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)

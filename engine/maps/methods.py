@@ -14,6 +14,7 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.models.groups import ccmp
+from engine.models.shared_parts import has_shared_parts
 
 METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam")
 
@@ -96,11 +97,6 @@ def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
 def _guided_relu_hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
     """Guided backprop: the ReLU's own backward (grad · 1[x > 0]) then only the positive part goes on."""
     return tuple(g.clamp(min=0.0) if g is not None else None for g in grad_input)
-
-
-def has_shared_parts(model: nn.Module) -> bool:
-    """A shared-parts model (PDiscoNet, docs/METHODS.md#shared-parts): its maps are its K parts."""
-    return hasattr(model, "forward_parts")
 
 
 def _part_model(model: nn.Module, method: str) -> None:

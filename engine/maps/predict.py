@@ -14,6 +14,7 @@ from engine.data.scan import Skipped, walk_images
 from engine.data.transforms import Preprocessing, normalize, test_transform
 from engine.errors import DataError, DecodeError
 from engine.data.imageio import is_image_name, read_image
+from engine.models.shared_parts import has_shared_parts
 from engine.runs import LoadedRun
 
 
@@ -54,7 +55,7 @@ def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, batch_size: int =
     def flush():
         x = normalize(torch.from_numpy(np.stack([b[1] for b in batch])).to(device), pp)
         shares = None
-        if hasattr(run.model, "forward_parts"):
+        if has_shared_parts(run.model):
             out = run.model.forward_parts(x)
             logits, shares = out.logits.float(), out.part_logits.float() / out.part_logits.shape[1]
         else:

@@ -18,7 +18,7 @@ part is never scored, so the background column of the modulation receives no gra
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -147,25 +147,9 @@ class SharedPartsNet(nn.Module):
                  "lr": base_lr * LR_SCALES["modulation"]}]
 
 
-def build_shared_parts(backbone: str, num_classes: int, parts: int = 8, pretrained: str | None = None,
-                       part_dropout: float = 0.3, gumbel: bool = False, **_ignored: Any) -> SharedPartsNet:
-    """A :class:`SharedPartsNet` on the fine features of registry backbone ``backbone`` (``xi`` and other
-    MC-Loss keywords that ``create_model`` passes are ignored)."""
-    from engine.models.fine import fine_backbone
-
-    features, width, stride = fine_backbone(backbone, pretrained)
-    return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)
+def has_shared_parts(model: nn.Module) -> bool:
+    """A shared-parts model: its maps are its K parts (+ background), the same for every class."""
+    return hasattr(model, "forward_parts")
 
 
-def shared_parts_builder(backbone: str) -> Callable[..., nn.Module]:
-    """A ``ModelSpec.build`` for the registry: ``build(num_classes, xi=3, pretrained=None, parts=8, ...)``."""
-
-    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, parts: int = 8,
-              part_dropout: float = 0.3, gumbel: bool = False) -> nn.Module:
-        return build_shared_parts(backbone, num_classes, parts, pretrained, part_dropout, gumbel)
-
-    return build
-
-
-__all__ = ["AUTHORS_BASE_LR", "LR_SCALES", "PartsOutput", "SharedPartsNet", "build_shared_parts",
-           "shared_parts_builder"]
+__all__ = ["AUTHORS_BASE_LR", "LR_SCALES", "PartsOutput", "SharedPartsNet", "has_shared_parts"]

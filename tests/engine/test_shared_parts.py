@@ -11,7 +11,8 @@ from torch import nn
 from engine.errors import ConfigError
 from engine.models.backbones import BACKBONES, smallnet
 from engine.models.fine import fine_backbone
-from engine.models.shared_parts import SharedPartsNet, build_shared_parts, shared_parts_builder
+from engine.models import create_model
+from engine.models.shared_parts import SharedPartsNet
 from engine.losses.parts import (PartsCriterion, Similarity, border_background_loss, concentration_loss,
                                           equivariance_loss, orthogonality_loss, pixel_entropy_loss, presence_loss,
                                           random_similarity, total_variation_loss, transform_images)
@@ -172,12 +173,12 @@ def test_param_groups_authors_rates():
 
 
 def test_builders():
-    m = build_shared_parts("smallnet", 4, parts=3)
+    m = create_model("smallnet", 4, head="parts", fine=True, parts=3)
     assert m.parts == 3 and m.width == 128 and m.stride == 8
-    m = shared_parts_builder("mobilenet_v2")(num_classes=5, xi=3, parts=2)
+    m = create_model("mobilenet_v2", 5, xi=3, head="parts", fine=True, parts=2)
     assert m.width == 1376 and m.stride == 16 and m.fc.out_features == 5
     with pytest.raises(ConfigError, match="parts=0"):
-        build_shared_parts("smallnet", 4, parts=0)
+        create_model("smallnet", 4, head="parts", fine=True, parts=0)
 
 
 def test_small_model_overfits_one_batch():
