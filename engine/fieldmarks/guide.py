@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from engine.data.imageio import load_image
 from engine.data.records import DataReport
 from engine.data.transforms import Preprocessing
-from engine.errors import CheckpointError, ConfigError, DataError, DecodeError
+from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, DecodeError
 from engine.events import Message, Progress
 from engine.fieldmarks.names import part_label
 from engine.fieldmarks.palette import part_colour, part_hex
@@ -286,11 +286,12 @@ def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: s
 
 # ----------------------------------------------------------------------------------------------- the job
 def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out: str | Path,
-                species: list[str] | None = None, device: str = "cpu"
-                ) -> Generator[Progress | Message, None, GuideResult]:
+                species: list[str] | None = None, device: str = "cpu",
+                should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None, GuideResult]:
     """Write the field guide of ``run`` on ``data``'s test photos (the run's own split) to ``out``: one page per
     species (``species``: names, default all) and ``index.html``. Yields the pass's Progress, then
-    Progress("guide", done, total) per page; closing the generator stops it between pages."""
+    Progress("guide", done, total) per page. Closing the generator stops it between batches and pages;
+    ``should_stop()`` turning true does too, with Cancelled (the pages written so far stay)."""
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device)
     report = open_data(data)
     chosen = sorted({resolve_class(s, loaded.classes) for s in species}) if species else \
@@ -300,7 +301,7 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
         raise ConfigError(f"{str(out)!r} is a file: give a folder for the guide")
     parts = has_shared_parts(loaded.model)
     if parts:
-        scores = yield from collect_part_scores(loaded, report, "test", device)
+        scores = yield from collect_part_scores(loaded, report, "test", device, should_stop=should_stop)
     else:
         yield Message("info", f"{loaded.method} run: {NOT_PARTS}; the guide shows photos, accuracy and confusions")
         scores = yield from _predictions_only(loaded, report, "test")
@@ -311,6 +312,8 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
     written = []
     yield Progress("guide", 0, len(chosen))
     for n, c in enumerate(chosen):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"field guide stopped after {n} of {len(chosen)} pages (in {out})")
         body = _species_page(c, scores, m, names, images, pages, loaded.method)
         atomic_write_text(out / pages[c], _page(f"{scores.classes[c]}: field guide", body))
         written.append(out / pages[c])

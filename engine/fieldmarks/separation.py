@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch
 from engine.data.records import DataReport, Sample
 from engine.data.transforms import Preprocessing
 from engine.data.imageio import load_image
-from engine.errors import CheckpointError, ConfigError, DataError, DecodeError
+from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, DecodeError
 from engine.events import Message, Progress
 from engine.evaluation.protocol import ACTIVE_THRESHOLD, input_to_original, part_centres
 from engine.maps.explain import model_device, prepare, session
@@ -107,11 +107,12 @@ def open_data(data: str | Path | DataReport) -> DataReport:
 
 
 def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "test",
-                        device: str = "cpu", batch_size: int = 16) -> Generator[Progress | Message, None,
-                                                                                 PartScores]:
+                        device: str = "cpu", batch_size: int = 16, should_stop: Callable[[], bool] | None = None
+                        ) -> Generator[Progress | Message, None, PartScores]:
     """Score every image of ``split`` of the data folder (laid under the run's saved split) with each part of a
-    ``parts`` run; yields Progress("part scores", done, total) per batch (closing the generator cancels) and
-    Message lines about the split; returns the :class:`PartScores`."""
+    ``parts`` run; yields Progress("part scores", done, total) per batch and Message lines about the split;
+    returns the :class:`PartScores`. Stops between batches when the generator is closed, or with Cancelled when
+    ``should_stop()`` turns true."""
     loaded = open_run(run, device)
     report = open_data(data)
     if report.layout == "flat":
@@ -129,6 +130,8 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
                                             "probs", "kp")}
     yield Progress("part scores", 0, len(samples))
     for start in range(0, len(samples), max(1, batch_size)):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"part scores stopped after {start} of {len(samples)} images")
         batch = []
         for s in samples[start:start + batch_size]:
             try:
