@@ -50,7 +50,8 @@ class PartScores:
     ``scores`` (N, K, C) float32: part k's class scores (``part_logits``, eval mode); ``probabilities`` (N, C) the
     image's class probabilities; ``boxes`` (N, K, 4) x0, y0, x1, y1 of each part's region (the connected area
     above half its peak) and ``centres`` (N, K, 2) x, y of its attention-weighted centroid (§4), both in pixels of
-    the decoded (upright) image; ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4
+    the decoded (upright) image (boxes as :mod:`engine.maps.parts` gives them, pixel centres at integers, ready for
+    :func:`engine.maps.parts.crop`; centres and keypoints in §4's frame, pixel i spanning [i, i + 1)); ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4
     rule); ``keypoints`` (N, P, 3) x, y, visible in the same frame for a CUB-layout folder, else None."""
 
     classes: list[str]
@@ -99,6 +100,7 @@ def open_run(run: str | Path | LoadedRun, device: str = "cpu") -> LoadedRun:
 
 
 def open_data(data: str | Path | DataReport) -> DataReport:
+    """A scanned data folder (as given, or scanned from its path: :func:`engine.data.scan`)."""
     if isinstance(data, DataReport):
         return data
     from engine.data import scan
@@ -128,8 +130,9 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
     n_kp = len(report.part_names) if report.has_parts else 0
     acc: dict[str, list] = {k: [] for k in ("labels", "pred", "paths", "scores", "boxes", "present", "centres",
                                             "probs", "kp")}
+    batch_size = max(1, int(batch_size))
     yield Progress("part scores", 0, len(samples))
-    for start in range(0, len(samples), max(1, batch_size)):
+    for start in range(0, len(samples), batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled(f"part scores stopped after {start} of {len(samples)} images")
         batch = []
