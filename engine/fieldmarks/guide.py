@@ -51,6 +51,7 @@ CROP_SIDE = 112
 NEIGHBOURS = 3  # nearest confusable species per page
 TOP_PARTS = 3  # separating parts per pair
 CROPS = 3  # crops per species and part
+BAR_FULL = 4.0  # the d′ of a full bar (bars share one scale on every page; larger d′ are drawn full)
 
 
 @dataclass
@@ -249,7 +250,6 @@ def _species_page(c: int, scores: PartScores, m: np.ndarray, names: dict[int, st
 def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str], images: _Images,
                       slug: str) -> str:
     ranked = rank_parts(scores, a, b, CROPS)[:TOP_PARTS]
-    top = max(max(r.separation for r in ranked), 1e-6)
     rows = ['<table class="parts">',
             f"<tr><th>part</th><th>separation d′</th><th>{html.escape(scores.classes[a])}</th>"
             f"<th>{html.escape(scores.classes[b])}</th></tr>"]
@@ -263,10 +263,11 @@ def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str],
                 imgs.append(f'<img src="{src}" alt="{html.escape(part_label(r.part, names))}, '
                             f'{html.escape(Path(scores.paths[i]).name)}">')
             cells.append(f'<td class="crops">{"".join(imgs)}</td>')
-        width = max(0.0, r.separation) / top * 8
+        width = min(max(0.0, r.separation), BAR_FULL) / BAR_FULL * 8
         rows.append(f'<tr><td><span class="swatch" style="background:{part_hex(r.part)}"></span>'
-                    f"{html.escape(part_label(r.part, names))}</td><td><span class=\"bar\" style=\"width:{width:.2f}em\">"
-                    f"</span> {r.separation:.2f}</td>{''.join(cells)}</tr>")
+                    f"{html.escape(part_label(r.part, names))}</td>"
+                    f'<td><span class="bar" style="width:{width:.2f}em"></span> {r.separation:.2f}</td>'
+                    f"{''.join(cells)}</tr>")
     rows.append("</table>")
     return "\n".join(rows)
 

@@ -193,5 +193,5 @@ def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tupl
     return dict(sorted(out.items())), notes
 
 
-__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH", "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name",
-           "part_label"]
+__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH",
+           "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name", "part_label"]

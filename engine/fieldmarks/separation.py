@@ -51,8 +51,8 @@ class PartScores:
     image's class probabilities; ``boxes`` (N, K, 4) x0, y0, x1, y1 of each part's region (the connected area
     above half its peak) and ``centres`` (N, K, 2) x, y of its attention-weighted centroid (§4), both in pixels of
     the decoded (upright) image (boxes as :mod:`engine.maps.parts` gives them, pixel centres at integers, ready for
-    :func:`engine.maps.parts.crop`; centres and keypoints in §4's frame, pixel i spanning [i, i + 1)); ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4
-    rule); ``keypoints`` (N, P, 3) x, y, visible in the same frame for a CUB-layout folder, else None."""
+    :func:`engine.maps.parts.crop`; centres and keypoints in §4's frame, pixel i spanning [i, i + 1));
+    ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4 rule); ``keypoints`` (N, P, 3) x, y, visible in the same frame for a CUB-layout folder, else None."""
 
     classes: list[str]
     labels: np.ndarray
