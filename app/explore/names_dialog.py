@@ -3,8 +3,9 @@
 The job (:func:`propose_job`) drives :func:`engine.fieldmarks.propose_names` on a worker lane: for each part, the
 CUB keypoint nearest its centroid most often over the training images, with how often. The dialog shows its
 progress with Cancel, then one row per part (part, keypoint, share of the images where it was active), a name
-to edit (the keypoint by default, or the name the part already has) and an Accept box; Save writes the accepted
-names with :func:`engine.fieldmarks.write_part_names`, the others keep their current names.
+to edit (the keypoint, or the name the part already has) and an Accept box, ticked as
+:func:`engine.fieldmarks.accepted_names` would name the parts (unnamed parts only, a keypoint once); Save writes
+the accepted names with :func:`engine.fieldmarks.write_part_names`, the others keep their current names.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHB
                                QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.errors import EngineError
-from engine.events import Progress
-from engine.fieldmarks import part_label, read_part_names, write_part_names
+from engine.events import Message, Progress
+from engine.fieldmarks import accepted_names, part_label, read_part_names, write_part_names
 
 from ..common.lane import Lane
 from ..common.tokens import TokenLike
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("Accept", "Part", "Nearest keypoint", "Share", "Name")
 
 
-def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress, None, list[NameProposal]]:
+def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | Message, None, list[NameProposal]]:
     """:func:`engine.fieldmarks.propose_names` on ``run``'s training images of ``data``, Cancelled (between its
     progress events) once the token is stale; the engine's generator is closed either way."""
     from engine.device import resolve_device
@@ -109,21 +110,26 @@ class ProposeNamesDialog(QDialog):
         return self.lane.is_idle()
 
     # -- the rows --------------------------------------------------------------------------------------------
-    def _fill(self, proposals: list[NameProposal], names: dict[int, str]) -> None:
+    def _fill(self, proposals: list[NameProposal], names: dict[int, str]) -> list[str]:
+        """One row per proposal: ticked where :func:`engine.fieldmarks.accepted_names` would name the part (an
+        unnamed part whose keypoint no other part takes with a larger share); returns its notes."""
+        filled, notes = accepted_names(proposals, names)
         self.table.setRowCount(len(proposals))
         for row, p in enumerate(proposals):
             accept = QTableWidgetItem()
             accept.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
-            accept.setCheckState(Qt.CheckState.Unchecked if p.part in names else Qt.CheckState.Checked)
+            new = p.part not in names and p.part in filled
+            accept.setCheckState(Qt.CheckState.Checked if new else Qt.CheckState.Unchecked)
             cells = [accept, QTableWidgetItem(f"{p.part + 1}  {part_label(p.part, names)}"),
                      QTableWidgetItem(p.keypoint or "—"),
-                     QTableWidgetItem(f"{100 * p.share:.0f} % of {p.images}" if p.images else "not active"),
-                     QTableWidgetItem(names.get(p.part) or p.keypoint)]
+                     QTableWidgetItem(f"{100 * p.share:.0f} % of {p.images}" if p.images else "never active"),
+                     QTableWidgetItem(names.get(p.part) or filled.get(p.part) or p.keypoint)]
             for col, item in enumerate(cells):
                 if col in (1, 2, 3):
                     item.setFlags(Qt.ItemFlag.ItemIsEnabled)
                 self.table.setItem(row, col, item)
         self.table.setEnabled(True)
+        return notes
 
     def accepted_names(self) -> dict[int, str]:
         """The run's names after a save: the current ones, with each accepted row's edited name."""
@@ -158,7 +164,9 @@ class ProposeNamesDialog(QDialog):
         self.cancel_button.setEnabled(False)
 
     def _on_lane_yielded(self, event) -> None:
-        if isinstance(event, Progress) and event.total:
+        if isinstance(event, Message):
+            log.warning("proposing part names: %s", event.text)
+        elif isinstance(event, Progress) and event.total:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
             self.message.setText(f"Looking at the training images… {event.done} of {event.total}")
@@ -170,10 +178,11 @@ class ProposeNamesDialog(QDialog):
         except EngineError as exc:
             self.message.setText(f"{exc}")
             return
-        self._fill(self.proposals, names)
+        notes = self._fill(self.proposals, names)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
-        self.message.setText("Tick the names to keep and edit any of them; the unticked parts keep their names.")
+        self.message.setText(" ".join(["Tick the names to keep and edit any of them; the unticked parts keep their "
+                                       "names.", *(f"{n[0].upper()}{n[1:]}." for n in notes)]))
         self.save_button.setEnabled(bool(self.proposals))
 
     def _on_lane_errored(self, exc: BaseException) -> None:

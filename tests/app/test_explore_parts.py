@@ -232,7 +232,7 @@ def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, 
 def test_propose_names_dialog_saves_accepted_names(window, qtbot, run_copy):
     page = open_parts(window, qtbot, run_copy)
     dialog = page.propose_names(str(run_copy.data))
-    qtbot.waitUntil(lambda: dialog.save_button.isEnabled() or dialog.error, timeout=SLOW)
+    qtbot.waitUntil(lambda: dialog.save_button.isEnabled() or bool(dialog.error), timeout=SLOW)
     assert not dialog.error, dialog.error
     rows = dialog.table.rowCount()
     assert rows == page.info.parts
@@ -252,9 +252,13 @@ def test_propose_names_cancel_and_non_cub_error(window, qtbot, run_copy, tmp_pat
     qtbot.waitUntil(dialog.is_idle, timeout=SLOW)
     assert dialog.table.rowCount() == 0 and "Cancelled" in dialog.message.text()
     dialog.close()
-    plain = tmp_path / "plain" / "alpha"
-    plain.mkdir(parents=True)
-    dialog = page.propose_names(str(plain.parent))
+    import shutil
+
+    plain = tmp_path / "plain"  # class folders, no keypoints
+    for k, src in enumerate(sorted((run_copy.data / "images").rglob("*.jpg"))[:4]):
+        (plain / f"class{k % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, plain / f"class{k % 2}" / src.name)
+    dialog = page.propose_names(str(plain))
     qtbot.waitUntil(lambda: bool(dialog.error), timeout=SLOW)
     assert "part_locs.txt" in dialog.message.text()
     dialog.close()
