@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from engine.data import DataReport
 from engine.errors import DataError
-from engine.events import Message, Progress
+from engine.events import Message, Progress, relay
 from engine.evaluation.protocol import ACTIVE_THRESHOLD
 from engine.maps.parts import Part, crop, find_parts
 from engine.models.shared_parts import has_shared_parts
@@ -243,3 +243,21 @@ def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generat
     figures = result.saved()
     write_evaluation(run_path, figures)
     return figures
+
+
+def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | Message, None, list]:
+    """:func:`engine.fieldmarks.propose_names` on ``run``'s training images of ``data``, Cancelled (between its
+    progress events) once the token is stale; the engine's generator is closed either way."""
+    from engine.device import resolve_device
+    from engine.fieldmarks import propose_names
+
+    def checked(event: Progress | Message) -> Progress | Message:
+        token.check()
+        return event
+
+    token.check()
+    gen = propose_names(run, data, split="train", device=str(resolve_device("auto")))
+    try:
+        return list((yield from relay(gen, checked)))
+    finally:
+        gen.close()

@@ -1,6 +1,6 @@
 """Propose part names from a CUB-layout folder's keypoints, and let the user accept or edit each one.
 
-The job (:func:`propose_job`) drives :func:`engine.fieldmarks.propose_names` on a worker lane: for each part, the
+The job (:func:`app.explore.compute.propose_job`) drives :func:`engine.fieldmarks.propose_names` on a worker lane: for each part, the
 CUB keypoint nearest its centroid most often over the training images, with how often. The dialog shows its
 progress with Cancel, then one row per part (part, keypoint, share of the images where it was active), a name
 to edit (the keypoint, or the name the part already has) and an Accept box, ticked as
@@ -11,7 +11,7 @@ the accepted names with :func:`engine.fieldmarks.write_part_names`, the others k
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHBoxLayout, QHeaderView, QLabel,
@@ -22,7 +22,7 @@ from engine.events import Message, Progress
 from engine.fieldmarks import accepted_names, part_label, read_part_names, write_part_names
 
 from ..common.lane import Lane
-from ..common.tokens import TokenLike
+from .compute import propose_job
 
 if TYPE_CHECKING:
     from engine.fieldmarks import NameProposal
@@ -30,25 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLUMNS = ("Accept", "Part", "Nearest keypoint", "Share", "Name")
-
-
-def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | Message, None, list[NameProposal]]:
-    """:func:`engine.fieldmarks.propose_names` on ``run``'s training images of ``data``, Cancelled (between its
-    progress events) once the token is stale; the engine's generator is closed either way."""
-    from engine.device import resolve_device
-    from engine.fieldmarks import propose_names
-
-    gen = propose_names(run, data, split="train", device=str(resolve_device("auto")))
-    try:
-        while True:
-            token.check()
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return list(stop.value)
-            yield event
-    finally:
-        gen.close()
 
 
 class ProposeNamesDialog(QDialog):

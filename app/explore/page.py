@@ -51,6 +51,7 @@ CACHE_BYTES = 384 * 2**20
 CROP_MIN, CROP_MAX = 160, 300  # display sides: small crops are enlarged (pixels kept sharp), large ones fitted
 ALL_PARTS, ONE_MAP = "all", "one"
 NEEDS_PARTS = "All parts needs a `parts` run"
+PARTS_LABEL = "Shared parts"  # a parts run's "channels" maps: its K parts, the same for every class
 
 
 @dataclass(frozen=True)
@@ -296,7 +297,7 @@ class ExplorePage(QWidget):
         self.method_box.blockSignals(True)
         self.method_box.clear()
         for m in info.methods:
-            self.method_box.addItem(METHOD_LABELS.get(m, m), m)
+            self.method_box.addItem(PARTS_LABEL if info.parts and m == "channels" else METHOD_LABELS.get(m, m), m)
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(info.default_method)))
         self.method_box.blockSignals(False)
         self.class_box.clear()
