@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 from pathlib import Path
 
+import numpy as np
+
 from PySide6.QtCore import QEvent, QObject, QPointF, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QIcon, QKeySequence, QMouseEvent, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
@@ -41,7 +43,7 @@ from .compute import METHOD_LABELS, THUMB, ExploreRun, MapRequest, MapResult, co
 from .evaluation import EvaluationPanel
 from .image_view import COLORMAPS, MapImageView, colorize
 from .names_dialog import ProposeNamesDialog
-from .partmap import PartLegend, render_parts
+from .partmap import PartLegend, part_colour, render_parts
 from .resampled import CursorState, ResampledPanel
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ CACHE_BYTES = 384 * 2**20
 CROP_MIN, CROP_MAX = 160, 300  # display sides: small crops are enlarged (pixels kept sharp), large ones fitted
 ALL_PARTS, ONE_MAP = "all", "one"
 NEEDS_PARTS = "All parts needs a `parts` run"
+THUMB_BASE = 200.0  # grey of a part's thumbnail where its map is 0 (all-parts view)
 PARTS_LABEL = "Shared parts"  # a parts run's "channels" maps: its K parts, the same for every class
 
 
@@ -360,8 +363,7 @@ class ExplorePage(QWidget):
         self.strip.blockSignals(True)
         self.strip.clear()
         for k, thumb in enumerate(result.thumbs):
-            self.strip.addItem(QListWidgetItem(QIcon(to_pixmap(colorize(thumb, self.image_view.colormap))),
-                                               self.map_name(k)))
+            self.strip.addItem(QListWidgetItem(self._thumb_icon(k), self.map_name(k)))
         self.strip.setCurrentRow(keep)
         self.strip.blockSignals(False)
         if self.all_parts():
@@ -393,6 +395,15 @@ class ExplorePage(QWidget):
                                   f"{crop.shape[1]}×{crop.shape[0]} px{dup}")
         self.resampled.set_views(r.image, r.views[index])
         self.maps_changed.emit(MapsState(r.run, r.path, r.method, r.class_index, index))
+
+    def _thumb_icon(self, k: int) -> QIcon:
+        """Map ``k``'s thumbnail: in the part's palette colour in the all-parts view, else in the colour map."""
+        thumb = self.result.thumbs[k]
+        if self.all_parts() and self.result.layer is not None:
+            rgb = np.asarray(part_colour(k).getRgb()[:3], np.float32)  # grey where the map is 0, the colour at 1
+            t = np.clip(thumb, 0, 1)[..., None] ** 0.7
+            return QIcon(to_pixmap(np.round(THUMB_BASE + t * (rgb - THUMB_BASE)).astype(np.uint8)))
+        return QIcon(to_pixmap(colorize(thumb, self.image_view.colormap)))
 
     def _show_crop(self, index: int) -> None:
         crop = self.result.crops[index]
@@ -440,7 +451,7 @@ class ExplorePage(QWidget):
             self.isolated = None
         self.image_view.set_rgba(render_parts(r.layer, self.isolated, self.hovered))
         self.legend.set_isolated(self.isolated)
-        self.legend.set_scores([self.part_text(i) for i in range(k)])
+        self.legend.set_scores([self.part_text(i) for i in range(k)], r.layer.active)
         focus = self.focused_part()
         self.image_view.set_part(r.parts[focus] if (self.hovered is not None or self.isolated is not None) else None)
         self._show_crop(focus)
@@ -593,6 +604,8 @@ class ExplorePage(QWidget):
         if self.method_box.currentData() != was:
             self.request()  # all parts needs the part maps
         elif self.result is not None:
+            for i in range(min(self.strip.count(), len(self.result.thumbs))):
+                self.strip.item(i).setIcon(self._thumb_icon(i))
             if self.all_parts():
                 self.show_parts()
             else:
@@ -633,8 +646,8 @@ class ExplorePage(QWidget):
     def _on_cmap_box_current_text_changed(self, name: str) -> None:
         self.image_view.set_colormap(name)
         if self.result is not None:
-            for i, thumb in enumerate(self.result.thumbs):
-                self.strip.item(i).setIcon(QIcon(to_pixmap(colorize(thumb, name))))
+            for i in range(min(self.strip.count(), len(self.result.thumbs))):
+                self.strip.item(i).setIcon(self._thumb_icon(i))
 
     @Slot(int)
     def _on_opacity_value_changed(self, value: int) -> None:

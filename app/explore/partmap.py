@@ -4,7 +4,8 @@
 of the part that wins it (the shared palette, :data:`engine.fieldmarks.palette.PART_COLOURS`), its alpha the
 part's probability there, the background clear. One part can be isolated (the others not drawn) or highlighted
 (the others dimmed). :class:`PartLegend` lists the parts by name (:func:`engine.fieldmarks.part_label`) with their
-colour swatch and key; a double-click (or F2) edits a name in place and ``rename_requested`` carries the new text.
+colour swatch and key (greyed when the part is not active on the photo: its map never exceeds 0.5); a double-click
+(or F2) edits a name in place and ``rename_requested`` carries the new text.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Sequence
 
 import numpy as np
 from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal, Slot
-from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap
+from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, QWidget
 
 from engine.fieldmarks import part_label
-from engine.fieldmarks.palette import PART_COLOURS
+from engine.fieldmarks.palette import part_colour as palette_colour
 
 from .compute import PartsLayer
 
@@ -27,13 +28,12 @@ SWATCH = 22
 
 def part_colour(k: int) -> QColor:
     """Part ``k``'s colour (0-based) in the shared palette (cycling past its end)."""
-    c = PART_COLOURS[k % len(PART_COLOURS)]
-    return QColor(c) if isinstance(c, str) else QColor(*c)
+    return QColor(*palette_colour(k))
 
 
 def palette_rgb(parts: int) -> np.ndarray:
     """The K parts' colours as (K, 3) uint8."""
-    return np.array([part_colour(k).getRgb()[:3] for k in range(parts)], np.uint8).reshape(parts, 3)
+    return np.array([palette_colour(k) for k in range(parts)], np.uint8).reshape(parts, 3)
 
 
 def render_parts(layer: PartsLayer, isolated: int | None = None, highlight: int | None = None) -> np.ndarray:
@@ -121,11 +121,15 @@ class PartLegend(QListWidget):
             self.item(k).setText(part_label(k, names))
         self.blockSignals(False)
 
-    def set_scores(self, texts: Sequence[str]) -> None:
-        """Each entry's tooltip: its score line."""
+    def set_scores(self, texts: Sequence[str], active: Sequence[bool] | None = None) -> None:
+        """Each entry's tooltip: its score line; parts not ``active`` on the photo are greyed."""
         self.blockSignals(True)
+        grey = self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         for k, text in enumerate(texts[:self.count()]):
-            self.item(k).setToolTip(text)
+            item = self.item(k)
+            item.setToolTip(text)
+            on = active is None or bool(active[k])
+            item.setData(Qt.ItemDataRole.ForegroundRole, None if on else grey)
         self.blockSignals(False)
 
     def set_isolated(self, k: int | None) -> None:

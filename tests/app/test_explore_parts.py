@@ -100,7 +100,7 @@ def test_legend_isolation_hover_and_keys(window, qtbot, run_copy):
     assert page.legend.count() == k
     assert [page.legend.item(i).text() for i in range(k)] == ["part 1", "part 2", "part 3"]
     assert [c.name() for c in page.legend.colours()] == [part_colour(i).name() for i in range(k)]
-    assert part_colour(0).name().lower() == QColor_name(PART_COLOURS[0])
+    assert [part_colour(i).getRgb()[:3] for i in range(k)] == [tuple(c) for c in PART_COLOURS[:k]]
 
     # the layer is the model's own part maps: argmax of the K+1 maps, background clear
     r = page.result
@@ -160,12 +160,6 @@ def test_legend_isolation_hover_and_keys(window, qtbot, run_copy):
     qtbot.keyClick(page.image_view, Qt.Key.Key_3)
     assert page.map_index == 2
     np.testing.assert_array_equal(page.image_view.shown_map, r.maps[2])
-
-
-def QColor_name(c) -> str:  # noqa: N802 - the palette entry's colour as #rrggbb
-    from PySide6.QtGui import QColor
-
-    return (QColor(c) if isinstance(c, str) else QColor(*c)).name().lower()
 
 
 def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, run_copy, tmp_path):
