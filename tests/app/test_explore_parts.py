@@ -275,3 +275,19 @@ def test_help_keyboard_lists_every_key(window, qtbot):
         assert window.keyboard_action.text().replace("&", "") == "Keyboard"
     finally:
         dialog.close()
+
+
+@pytest.mark.perf
+def test_hover_and_propose_never_block_the_window(window, qtbot, run_copy, stall_probe):
+    page = open_parts(window, qtbot, run_copy)
+    r = page.result
+    stall_probe.start()
+    dialog = page.propose_names(str(run_copy.data))  # the keypoint vote runs on the dialog's lane
+    for k in list(range(r.layer.parts)) * 2:  # sweep the legend while it runs
+        page.legend.hovered.emit(k)
+        qtbot.wait(20)
+    page.legend.hovered.emit(-1)
+    qtbot.waitUntil(lambda: dialog.save_button.isEnabled() or bool(dialog.error), timeout=SLOW)
+    stall_probe.assert_responsive(0.1)
+    assert not dialog.error and dialog.table.rowCount() == r.layer.parts
+    dialog.close()
