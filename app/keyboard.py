@@ -22,8 +22,8 @@ KEYS: tuple[tuple[str, str, str], ...] = (
     ("Explore", "1 – 9", "All parts: show part 1–9 alone (One map: overlay map 1–9)"),
     ("Explore", "0 or Esc", "All parts: show all parts again"),
     ("Explore", "Double-click a part (legend or crop), F2", "Name the part; Enter saves, Esc cancels"),
-    ("Compare", "Left / Right", "Previous / next image pair"),
-    ("Compare", "1 – 9", "Select separating-part row 1–9"),
+    ("Compare", "Left / Right", "Previous / next pair of species in the pair list"),
+    ("Compare", "1 – 9", "Select separating-part row 1–9 (a parts run)"),
 )
 
 
