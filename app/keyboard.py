@@ -53,6 +53,8 @@ class KeyboardDialog(QDialog):
         self.table = QTableWidget(len(rows), 3, self)
         self.table.setHorizontalHeaderLabels(["Where", "Keys", "Action"])
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setWordWrap(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -68,7 +70,8 @@ class KeyboardDialog(QDialog):
         lay = QVBoxLayout(self)
         lay.addWidget(self.table)
         lay.addWidget(buttons)
-        self.resize(720, 440)
+        row = self.fontMetrics().height() + 5  # every row in view, without scrolling
+        self.resize(780, min(760, row * (len(rows) + 1) + 80))
 
     def rows(self) -> list[tuple[str, str, str]]:
         """The table's text (facts for tests)."""
