@@ -625,8 +625,8 @@ class ExplorePage(QWidget):
 
     @Slot()
     def _on_crop_label_double_clicked(self) -> None:
-        if self.result is not None and self.result.layer is not None and self.all_parts():
-            self.legend.edit_part(self.focused_part())
+        if self.result is not None and self.result.layer is not None:  # a parts run: name the part shown
+            self.legend.edit_part(self.focused_part() if self.all_parts() else self.map_index)
 
     @Slot()
     def _on_propose_button_clicked(self) -> None:

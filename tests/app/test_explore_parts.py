@@ -180,8 +180,22 @@ def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, 
     assert len(boxes) == 1 and "crown" in boxes[0].text()
     boxes[0].close()
     assert read_part_names(str(run_copy.run)) == {1: "crown"} and legend.item(2).text() == "part 3"
+    assert "crown" not in [legend.item(i).text() for i in range(legend.count()) if i != 1]
 
-    # reopen the run in a new window: the name is still there
+    # double-clicking the crop names the part it shows (here the isolated one)
+    page.set_hovered(None)  # the mouse left the photo for the crop
+    page.set_isolated(2)
+    qtbot.mouseDClick(page.crop_label, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: legend.state() == legend.State.EditingState, timeout=2000)
+    assert legend.currentRow() == 2
+    editor = [w for w in legend.viewport().findChildren(QLineEdit) if w.isVisible()][0]
+    editor.selectAll()
+    qtbot.keyClicks(editor, "wing bars")
+    qtbot.keyClick(editor, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: page.part_names == {1: "crown", 2: "wing bars"}, timeout=2000)
+    assert page.crop_caption.text().startswith("wing bars · score ")
+
+    # reopen the run in a new window: the names are still there
     window.close()
     from app.window import MainWindow
 
@@ -190,7 +204,7 @@ def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, 
     qtbot.addWidget(w2)
     w2.show()
     page2 = open_parts(w2, qtbot, run_copy)
-    assert page2.legend.item(1).text() == "crown" and page2.part_names == {1: "crown"}
+    assert page2.legend.item(1).text() == "crown" and page2.part_names == {1: "crown", 2: "wing bars"}
     w2.close()
 
     # the export names the part: parts.csv's part_name column and the COCO keypoint names
@@ -200,9 +214,10 @@ def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, 
         rows = list(csv.DictReader(f))
     assert rows and any(r["part_k"] == "2" for r in rows)
     assert {r["part_name"] for r in rows if r["part_k"] == "2"} == {"crown"}
+    assert {r["part_name"] for r in rows if r["part_k"] == "3"} == {"wing bars"}
     assert "crown" not in {r["part_name"] for r in rows if r["part_k"] != "2"}
     coco = json.loads((out / "parts_coco.json").read_text())
-    assert coco["categories"][0]["keypoints"][1] == "crown"
+    assert coco["categories"][0]["keypoints"][1:3] == ["crown", "wing bars"]
 
 
 def test_propose_names_dialog_saves_accepted_names(window, qtbot, run_copy):
