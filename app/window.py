@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
+from PySide6.QtWidgets import (QApplication, QDialog, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox,
                                QStackedWidget, QToolBar, QWidget)
 
 from engine.errors import EngineError
@@ -164,6 +164,7 @@ class MainWindow(QMainWindow):
         self.dark_action.toggled.connect(lambda on: self.set_theme("dark" if on else "light"))
         self.view_menu.addAction(self.log_dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
+        self.keyboard_action = help_menu.addAction("&Keyboard", self.show_keyboard)
         help_menu.addAction("&About Fieldmark", self._about)
 
     def _fill_recent(self, menu: QMenu, key: str, opener) -> None:
@@ -173,6 +174,15 @@ class MainWindow(QMainWindow):
             menu.addAction(path, lambda p=path: opener(p))
         if not items:
             menu.addAction("(none)").setEnabled(False)
+
+    def show_keyboard(self) -> QDialog:
+        """Help ▸ Keyboard: the table of every key (non-modal)."""
+        from .keyboard import KeyboardDialog
+
+        dialog = KeyboardDialog(self.workspace_names, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
 
     def _about(self) -> None:
         from engine import __version__

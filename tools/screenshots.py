@@ -81,8 +81,8 @@ def save(window, path: Path) -> int:
 # -- Explore and Compare: their staging before the grab (owned by the Explore/Compare engineer) ---------------
 def stage_workspace(window, name: str) -> None:
     """Put Explore and Compare in a telling state once their workers are idle: Explore overlays the strongest
-    part map of the selected photo and points the linked cursor at its peak (so the three views show where the
-    part lies in each); Compare waits for both classes' crop rows. Other workspaces are left as they are."""
+    part map of the selected photo (a ``parts`` run: all its parts, the crop panel on the class's top-scoring part)
+    and points the linked cursor at its peak (so the three views show where the part lies in each); Compare waits for both classes' crop rows. Other workspaces are left as they are."""
     pages = getattr(window, "workspaces", None)
     if pages is None:
         return
@@ -92,8 +92,11 @@ def stage_workspace(window, name: str) -> None:
             log.warning("Explore: no maps after 2 minutes")
             return
         parts = page.result.parts
-        best = max(range(len(parts)), key=lambda k: parts[k].score)
-        page.show_map(best)
+        if page.all_parts():  # a parts run: all parts drawn, the crop panel on the class's top-scoring part
+            best = page.focused_part()
+        else:
+            best = max(range(len(parts)), key=lambda k: parts[k].score)
+            page.show_map(best)
         page.resampled.point_at("original", parts[best].peak)
         wait(300)
     elif name == "Compare":

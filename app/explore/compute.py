@@ -3,8 +3,9 @@
 Everything they return is plain data (numpy arrays, dataclasses, floats) that the GUI thread can hold without
 touching a model: the loaded model stays in :class:`app.common.model_cache.ModelCache`, which only the worker
 thread uses. Maps come from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`,
-and TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from
-:func:`engine.maps.explain.resampled_views`.
+TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from
+:func:`engine.maps.explain.resampled_views`, and for a shared-parts run (the ``parts`` method) the
+:class:`PartsLayer` that draws all K parts at once.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from typing import Any, Generator
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from engine.data import DataReport
 from engine.errors import DataError
-from engine.events import Message, Progress
+from engine.events import Message, Progress, relay
+from engine.evaluation.protocol import ACTIVE_THRESHOLD
 from engine.maps.parts import Part, crop, find_parts
+from engine.models.shared_parts import has_shared_parts
 from engine.runs import RunInfo
 
 from ..common.model_cache import ModelCache, valid_methods
@@ -43,6 +48,7 @@ class ExploreRun:
     run: RunInfo
     methods: tuple[str, ...]
     evaluation: dict[str, Any] | None
+    parts: int = 0  # a shared-parts run's K (0: another method, whose maps belong to one class each)
 
     @property
     def default_method(self) -> str:
@@ -75,6 +81,61 @@ class MapView:
 
 
 @dataclass
+class PartsLayer:
+    """A shared-parts run's K parts on one image, for the all-parts view: at display size, the part that wins
+    each pixel (``labels``, K = the background part) and its probability (``alpha``, 0-255); per part, its map
+    maximum (``peak_prob``: active on the image when above the §4 threshold 0.5) and its class scores
+    (``scores`` (K, classes): the model's ``part_logits``, whose mean over the K parts is the image's logits)."""
+
+    labels: np.ndarray  # (h, w) uint8
+    alpha: np.ndarray  # (h, w) uint8
+    peak_prob: np.ndarray  # (K,) float32
+    scores: np.ndarray  # (K, classes) float32
+
+    @property
+    def parts(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.peak_prob > ACTIVE_THRESHOLD
+
+    def part_at(self, x: int, y: int) -> int | None:
+        """The part drawn at display pixel (x, y); None on the background or outside."""
+        h, w = self.labels.shape
+        if not (0 <= x < w and 0 <= y < h):
+            return None
+        k = int(self.labels[y, x])
+        return k if k < self.parts else None
+
+    def logit(self, cls: int) -> float:
+        """The image's logit of class ``cls``: the mean of the parts' scores."""
+        return float(self.scores[:, cls].mean())
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.labels.nbytes + self.alpha.nbytes + self.peak_prob.nbytes + self.scores.nbytes)
+
+
+def parts_layer(model, image: np.ndarray, preprocessing, display_size: tuple[int, int]) -> PartsLayer:
+    """The :class:`PartsLayer` of ``image`` for a shared-parts ``model`` under the explanation input convention
+    (whole image resized, no crop: the same input as the part maps of :func:`engine.maps.explain.explain`); the
+    K+1 part maps are resized to ``display_size`` (H, W) before each pixel's winner is taken."""
+    from engine.maps.explain import model_device, prepare, session
+
+    with session(model), torch.no_grad():
+        out = model.forward_parts(prepare([image], preprocessing, model_device(model)))
+    maps = out.maps[0].float()
+    up = F.interpolate(maps[None], size=tuple(display_size), mode="bilinear", align_corners=False)[0]
+    prob, labels = up.max(dim=0)
+    k = model.parts
+    return PartsLayer(labels.to(torch.uint8).cpu().numpy(),
+                      torch.round(prob.clamp(0.0, 1.0) * 255).to(torch.uint8).cpu().numpy(),
+                      maps[:k].flatten(1).amax(dim=1).cpu().numpy().astype(np.float32),
+                      out.part_logits[0].float().cpu().numpy())
+
+
+@dataclass
 class MapResult:
     """Everything Explore shows for (run, image, method, class). ``image`` and ``maps`` are at display size
     (``scale`` = display / original); parts, boxes and grids are in original pixels."""
@@ -93,6 +154,7 @@ class MapResult:
     parts: list[Part]
     crops: list[np.ndarray]
     views: list[MapView]
+    layer: PartsLayer | None = None  # a shared-parts run's part maps ("channels"): all parts at once
 
     @property
     def predicted(self) -> int:
@@ -103,7 +165,7 @@ class MapResult:
         """Memory held by the arrays (the cache's budget counts it)."""
         arrays = [self.image, self.probs, self.maps, self.thumbs, *self.crops]
         arrays += [a for v in self.views for a in (v.structure, v.detail, v.structure_grid, v.detail_grid)]
-        return int(sum(a.nbytes for a in arrays))
+        return int(sum(a.nbytes for a in arrays)) + (self.layer.nbytes if self.layer is not None else 0)
 
     def top_k(self, k: int = TOP_K) -> list[tuple[int, float]]:
         order = np.argsort(-self.probs)[:k]
@@ -117,7 +179,7 @@ def open_run(path: str, models: ModelCache, token: TokenLike) -> ExploreRun:
     token.check()
     run = models.get(path)
     return ExploreRun(RunInfo.from_meta(run.run_dir, run.meta), tuple(valid_methods(run.model)),
-                      read_evaluation(run.run_dir))
+                      read_evaluation(run.run_dir), int(run.model.parts) if has_shared_parts(run.model) else 0)
 
 
 def _fit(image: np.ndarray, longest: int) -> tuple[np.ndarray, float]:
@@ -159,8 +221,12 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
     maps = ms.maps if scale == 1.0 else np.stack(
         [cv2.resize(m, (shown.shape[1], shown.shape[0]), interpolation=cv2.INTER_AREA) for m in ms.maps])
     thumbs = np.stack([cv2.resize(m, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for m in ms.maps])
+    layer = None
+    if req.method == "channels" and has_shared_parts(run.model):
+        token.check()
+        layer = parts_layer(run.model, image, Preprocessing.from_dict(run.preprocessing), shown.shape[:2])
     return MapResult(req.run, req.path, req.method, cls, shown, (h, w), scale, probs, list(ms.names),
-                     maps.astype(np.float32, copy=False), thumbs.astype(np.float32), parts, crops, views)
+                     maps.astype(np.float32, copy=False), thumbs.astype(np.float32), parts, crops, views, layer)
 
 
 def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, dict]:
@@ -177,3 +243,21 @@ def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generat
     figures = result.saved()
     write_evaluation(run_path, figures)
     return figures
+
+
+def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | Message, None, list]:
+    """:func:`engine.fieldmarks.propose_names` on ``run``'s training images of ``data``, Cancelled (between its
+    progress events) once the token is stale; the engine's generator is closed either way."""
+    from engine.device import resolve_device
+    from engine.fieldmarks import propose_names
+
+    def checked(event: Progress | Message) -> Progress | Message:
+        token.check()
+        return event
+
+    token.check()
+    gen = propose_names(run, data, split="train", device=str(resolve_device("auto")))
+    try:
+        return list((yield from relay(gen, checked)))
+    finally:
+        gen.close()

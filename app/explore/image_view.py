@@ -1,4 +1,4 @@
-"""The photo with one explanation map overlaid, its part's peak and box, the ground-truth keypoints, and a cursor.
+"""The photo with one explanation map (or the all-parts colour layer) overlaid, its part's peak and box, the ground-truth keypoints, and a cursor.
 
 View coordinates are original-image pixels with pixel centres at integers (the engine's convention, see
 :mod:`engine.maps.parts`): an image item covering W×H pixels sits on the rectangle (−0.5, −0.5, W, H), whatever size
@@ -68,6 +68,7 @@ class MapImageView(pg.GraphicsLayoutWidget):
         self.image_size: tuple[int, int] = (0, 0)
         self.colormap = COLORMAPS[0]
         self.shown_map: np.ndarray | None = None
+        self.shown_rgba: np.ndarray | None = None
         self.shown_part: Part | None = None
 
     # -- content ---------------------------------------------------------------------------------------------
@@ -75,6 +76,7 @@ class MapImageView(pg.GraphicsLayoutWidget):
         self.image.clear()
         self.overlay.clear()
         self.shown_map = None
+        self.shown_rgba = None
         self.image_size = (0, 0)
         self.set_part(None)
         self.set_keypoints(None)
@@ -95,10 +97,18 @@ class MapImageView(pg.GraphicsLayoutWidget):
     def set_overlay(self, values: np.ndarray | None) -> None:
         """Overlay a map (values in [0, 1], any size: it is stretched over the photo); None removes it."""
         self.shown_map = values
+        self.shown_rgba = None
         if values is None:
             self.overlay.clear()
             return
         self.overlay.setImage(values, autoLevels=False, levels=(0.0, 1.0), lut=overlay_lut(self.colormap))
+        self.overlay.setRect(QRectF(-0.5, -0.5, self.image_size[1], self.image_size[0]))
+
+    def set_rgba(self, rgba: np.ndarray) -> None:
+        """Overlay a coloured layer (H, W, 4) uint8 as it is (the all-parts map), stretched over the photo."""
+        self.shown_map = None
+        self.shown_rgba = rgba
+        self.overlay.setImage(rgba, autoLevels=False, levels=(0, 255), lut=None)
         self.overlay.setRect(QRectF(-0.5, -0.5, self.image_size[1], self.image_size[0]))
 
     def set_colormap(self, name: str) -> None:
