@@ -15,7 +15,7 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
-from engine.training.config import TrainConfig
+from engine.training.config import OTHER_SIZE_EPOCHS_BATCH, PARTS_SIZE_EPOCHS_BATCH, TrainConfig
 from engine.errors import ConfigError
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
@@ -89,14 +89,14 @@ class TrainForm(QWidget):
         self.lam.setValue(10.0)
         self.epochs = QSpinBox(self)
         self.epochs.setRange(0, 100000)
-        self.epochs.setValue(10)
+        self.epochs.setValue(OTHER_SIZE_EPOCHS_BATCH[1])
         self.img_size = QSpinBox(self)
         self.img_size.setRange(0, 4096)
         self.img_size.setSingleStep(16)
-        self.img_size.setValue(224)
+        self.img_size.setValue(OTHER_SIZE_EPOCHS_BATCH[0])
         self.batch_size = QSpinBox(self)
         self.batch_size.setRange(0, 4096)
-        self.batch_size.setValue(32)
+        self.batch_size.setValue(OTHER_SIZE_EPOCHS_BATCH[2])
         self.pretrained = QComboBox(self)
         self.pretrained.setEditable(True)
         self.pretrained.addItems(list(WEIGHT_NAMES))
@@ -273,6 +273,13 @@ class TrainForm(QWidget):
         self.fine.blockSignals(True)
         self.fine.setChecked(method == "parts")  # the method's default; the user may change it
         self.fine.blockSignals(False)
+        # image size, epochs and batch follow the method while they hold the other method's defaults
+        new = PARTS_SIZE_EPOCHS_BATCH if method == "parts" else OTHER_SIZE_EPOCHS_BATCH
+        old = OTHER_SIZE_EPOCHS_BATCH if method == "parts" else PARTS_SIZE_EPOCHS_BATCH
+        spins = (self.img_size, self.epochs, self.batch_size)
+        if tuple(spin.value() for spin in spins) == old:
+            for spin, value in zip(spins, new):
+                spin.setValue(value)
         self._enable_method_fields()
         self._fill_models()
         self.revalidate()

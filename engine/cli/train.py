@@ -32,11 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "border, entropy 0); repeat for several")
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
-    p.add_argument("--epochs", type=int, default=10, help="default 10")
+    p.add_argument("--epochs", type=int, default=None, help="default 10; parts 14")
     p.add_argument("--pretrained", default=None, metavar="NAME|PATH", help=h["pretrained"])
-    p.add_argument("--img-size", type=int, default=224, help="default 224")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per step, over all processes (default 32); each of N processes takes 1/N")
+    p.add_argument("--img-size", type=int, default=None, help="default 224; parts 288 (README: measured)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="images per step, over all processes (default 32; parts 16); each of N processes takes 1/N")
     p.add_argument("--lr-backbone", type=float, default=None, help=h["lr_backbone"])
     p.add_argument("--lr-head", type=float, default=None, help=h["lr_head"])
     p.add_argument("--seed", type=int, default=0)
@@ -124,6 +124,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.resume:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
+        # flags left out on a resume keep the run's value, not the method's default
+        for key in ("epochs", "img_size", "batch_size"):
+            if getattr(args, key) is None and saved.get(key) is not None:
+                setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
                        mu=args.mu, lam=args.lam, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.cli import build_parser
 from engine.cli.train import config_from_args
 from engine.models import list_models
+from engine.training.config import OTHER_SIZE_EPOCHS_BATCH, PARTS_SIZE_EPOCHS_BATCH
 
 from app.train.form import TrainForm
 
@@ -97,7 +98,14 @@ def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp
     cfg = form.state.config
     assert (cfg.method, cfg.parts, cfg.fine) == ("parts", 4, True)
     args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--method", "parts", "--parts", "4"])
-    assert config_from_args(args) == cfg.replace(pretrained=None, epochs=10, img_size=224, batch_size=32)
+    # the parts method's own image size, epochs and batch (measured on cub-parts-dev), in the form as in the CLI
+    assert (cfg.img_size, cfg.epochs, cfg.batch_size) == PARTS_SIZE_EPOCHS_BATCH == (288, 14, 16)
+    assert config_from_args(args) == cfg.replace(pretrained=None)
+    form.method.setCurrentIndex(form.method.findData("mcloss"))  # back: the other methods' defaults
+    assert (form.img_size.value(), form.epochs.value(), form.batch_size.value()) == OTHER_SIZE_EPOCHS_BATCH
+    form.epochs.setValue(3)  # a value the user chose is kept across a change of method
+    form.method.setCurrentIndex(form.method.findData("parts"))
+    assert (form.img_size.value(), form.epochs.value(), form.batch_size.value()) == (224, 3, 32)
     form.parts.setValue(0)
     assert form.state.config is None and form.state.error.startswith("parts=0")
     form.method.setCurrentIndex(form.method.findData("tasn"))

@@ -61,3 +61,27 @@ def test_part_loss_weights_from_the_command_line_are_checked(toy, tmp_path, caps
     assert "--part-loss 'equiv': write NAME=WEIGHT" in capsys.readouterr().err
     assert main(["train", str(toy), "--out", str(tmp_path / "r"), "--method", "parts", "--part-loss", "glue=1"]) == 2
     assert "unknown loss weight 'w_glue'" in capsys.readouterr().err
+
+
+def test_the_parts_method_has_its_own_size_epochs_and_batch_and_a_resume_keeps_the_runs(toy, tmp_path):
+    from engine.cli import build_parser
+    from engine.cli.train import config_from_args
+
+    parts = TrainConfig(data=str(toy), out=str(tmp_path / "p"), model="smallnet", method="parts")
+    other = TrainConfig(data=str(toy), out=str(tmp_path / "m"), model="smallnet", method="mcloss")
+    assert (parts.img_size, parts.epochs, parts.batch_size) == (288, 14, 16)  # measured on cub-parts-dev (README)
+    assert (other.img_size, other.epochs, other.batch_size) == (224, 10, 32)
+    explicit = TrainConfig(data=str(toy), out=str(tmp_path / "p"), method="parts", img_size=224, epochs=3)
+    assert (explicit.img_size, explicit.epochs, explicit.batch_size) == (224, 3, 16)
+
+    # a parts run trained at 64 px for 1 epoch, resumed with no size flags: its own size, not the default
+    run = tmp_path / "run"
+    drive(train(TrainConfig(data=str(toy), out=str(run), model="smallnet", method="parts", parts=2, epochs=1,
+                            img_size=64, batch_size=8, device="cpu", cache_mb=64)))
+    args = build_parser().parse_args(["train", str(toy), "--out", str(run), "--model", "smallnet", "--method",
+                                      "parts", "--parts", "2", "--resume"])
+    cfg = config_from_args(args)
+    assert (cfg.img_size, cfg.epochs, cfg.batch_size) == (64, 1, 8)
+    args = build_parser().parse_args(["train", str(toy), "--out", str(run), "--model", "smallnet", "--method",
+                                      "parts", "--parts", "2", "--resume", "--epochs", "2"])
+    assert config_from_args(args).epochs == 2
