@@ -116,9 +116,9 @@ class GuideControl(QWidget):
         if self.why or self.is_running():
             return
         request = GuideRequest(self.run, self.data, out, species)
-        self._set_state(GuideState(RUNNING))
         self.lane.submit(guide_job, request, on_yielded=self._on_lane_yielded, on_returned=self._on_lane_returned,
                          on_errored=self._on_lane_errored, on_finished=self._on_lane_finished)
+        self._set_state(GuideState(RUNNING))
 
     def cancel(self) -> None:
         if self.state.status == RUNNING:

@@ -257,7 +257,7 @@ class ComparePage(QWidget):
         if self.view == "parts":
             self._score_notes = []
             self.confusion_status.setText("Scoring the parts of the test images…")
-            self.confusion_lane.submit(scores_job, self.run.path, self.report.root,
+            self.confusion_lane.submit(scores_job, self.run.path, self.report,
                                        on_returned=lambda scores, run=self.run.path: self._on_scores_returned(run,
                                                                                                            scores),
                                        on_yielded=lambda ev: self._show_progress(ev, self.confusion_status),

@@ -16,11 +16,12 @@ from typing import Any, Generator
 
 import numpy as np
 
+from engine.data import DataReport
 from engine.errors import DecodeError
 from engine.events import Message, Progress
 
 from ..common.tokens import TokenLike
-from .compute import MAX_PAIRS, Confusion, Pair
+from .compute import MAX_PAIRS, Confusion, Pair, rank_pairs
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +82,20 @@ def checked(job: Generator[Any, None, Any], token: TokenLike) -> Generator[Any, 
         job.close()
 
 
-def scores_job(run_path: str, data_root: str, token: TokenLike) -> Generator[Progress | Message, None, Any]:
-    """The run's per-part class scores over its test images (:func:`engine.fieldmarks.collect_part_scores`):
-    computed once per run and data, then every pair is ranked from them."""
+def scores_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, Any]:
+    """The run's per-part class scores over its test images (:func:`engine.fieldmarks.collect_part_scores`, on
+    the run's saved split): computed once per run and data, then every pair is ranked from them."""
     from engine.device import resolve_device
     from engine.fieldmarks import collect_part_scores
 
-    job = collect_part_scores(run_path, data_root, split="test", device=str(resolve_device("auto")))
+    job = collect_part_scores(run_path, report, split="test", device=str(resolve_device("auto")))
     return (yield from checked(job, token))
 
 
 def confusion_from_scores(run_path: str, scores: Any) -> Confusion:
-    """The confusion the part scores give (image logits: the mean over the K parts' class scores, as the model
-    computes them), with the pairs of :func:`engine.fieldmarks.confused_pairs`, most confused first."""
+    """The confusion the part scores give (the model's own logits: the mean of the K parts' class scores). The
+    pairs: those of :func:`engine.fieldmarks.confused_pairs` (errors both ways, most first), then, up to
+    :data:`MAX_PAIRS`, the error-free pairs by the probability the run gives each to the other."""
     from engine.fieldmarks import confused_pairs
 
     labels = np.asarray(scores.labels, np.int64)
@@ -101,16 +103,14 @@ def confusion_from_scores(run_path: str, scores: Any) -> Confusion:
     c = len(scores.classes)
     matrix = np.zeros((c, c), np.int64)
     np.add.at(matrix, (labels, predictions), 1)
-    logits = np.asarray(scores.scores, np.float64).mean(axis=1)
-    logits = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
     psum = np.zeros((c, c), np.float64)
-    np.add.at(psum, labels, probs)
+    np.add.at(psum, labels, np.asarray(scores.probabilities, np.float64))
     mean = psum / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     pairs = [Pair(int(a), int(b), int(errors), float(mean[a, b] + mean[b, a]))
              for a, b, errors in confused_pairs(scores, top=MAX_PAIRS)]
-    return Confusion(run_path, matrix, mean, pairs, int(len(labels)))
+    seen = {(p.a, p.b) for p in pairs}
+    pairs += [p for p in rank_pairs(matrix, mean, limit=c * c) if (p.a, p.b) not in seen]
+    return Confusion(run_path, matrix, mean, pairs[:MAX_PAIRS], int(len(labels)))
 
 
 def _crop(scores: Any, images: dict[int, np.ndarray], i: int, part: int, a: int, b: int) -> PartCrop | None:
