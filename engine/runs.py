@@ -7,6 +7,7 @@
   ``weights_only=True``);
 * ``split.json`` (the photos of each split with their fingerprints, :mod:`engine.data.split`);
 * ``evaluation.json`` (the figures of :mod:`engine.evaluation.evaluate`, written by the demo and the app);
+* ``part_names.json`` (the names the user gave the run's parts, :mod:`engine.fieldmarks.names`);
 * ``overlays/`` (the demo's map overlays).
 
 Every file is written atomically, so a killed run is never unreadable. Resume, evaluate, Compare and export lay
@@ -41,8 +42,9 @@ FORMAT = "fieldmark-run"
 FORMAT_VERSION = 1
 MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME = "model.json", "model.safetensors", "metrics.jsonl", "resume.pt"
 SPLIT, EVALUATION, OVERLAYS = "split.json", "evaluation.json", "overlays"
+PART_NAMES = "part_names.json"
 #: The files of a run folder (``OVERLAYS`` is a folder).
-RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION)
+RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION, PART_NAMES)
 
 
 def run_dir_of(path: str | Path) -> Path:
