@@ -43,6 +43,7 @@ FORMAT_VERSION = 1
 MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME = "model.json", "model.safetensors", "metrics.jsonl", "resume.pt"
 SPLIT, EVALUATION, OVERLAYS = "split.json", "evaluation.json", "overlays"
 PART_NAMES = "part_names.json"
+PART_NAMES_FORMAT, PART_NAMES_VERSION = "fieldmark-part-names", 1
 #: The files of a run folder (``OVERLAYS`` is a folder).
 RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION, PART_NAMES)
 
@@ -175,6 +176,37 @@ def read_evaluation(run: str | Path) -> dict[str, Any] | None:
         log.warning("%s cannot be read: %s", f, exc)
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_part_names(run: str | Path) -> dict[int, str]:
+    """{0-based part index: name} of the run (the user's names, :mod:`engine.fieldmarks.names` writes them); {} when it has no ``part_names.json``. A damaged file raises
+    CheckpointError naming it."""
+    f = run_dir_of(run) / PART_NAMES
+    if not f.is_file():
+        return {}
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): delete it (the parts lose their names) or restore "
+                              "it from a backup") from exc
+    if not isinstance(doc, dict) or doc.get("format") != PART_NAMES_FORMAT \
+            or not isinstance(doc.get("names"), dict):
+        raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-names file: delete it (the parts lose their "
+                              "names) or restore it from a backup")
+    if not isinstance(doc.get("version"), int) or doc["version"] > PART_NAMES_VERSION:
+        raise CheckpointError(f"{str(f)!r} has part-names version {doc.get('version')!r}; this Fieldmark reads "
+                              f"version {PART_NAMES_VERSION}: upgrade Fieldmark")
+    out: dict[int, str] = {}
+    for key, name in doc["names"].items():
+        try:
+            number = int(key)
+        except ValueError:
+            raise CheckpointError(f"{str(f)!r} names part {key!r}, which is not a part number: fix or delete the "
+                                  "file") from None
+        if number < 1 or not isinstance(name, str) or not name.strip():
+            raise CheckpointError(f"{str(f)!r}: part {key!r} has name {name!r}; fix or delete the file")
+        out[number - 1] = name.strip()
+    return dict(sorted(out.items()))
 
 
 @dataclass

@@ -34,6 +34,7 @@ BREAKS = {
 MORE_BREAKS = [
     ("engine-layers", "engine/export/files.py", "import engine.evaluation.metrics"),
     ("engine-layers", "engine/data/scan.py", "import engine.toybirds.dataset"),
+    ("engine-layers", "engine/export/crops.py", "import engine.fieldmarks.separation"),
     ("app-layers", "app/common/lane.py", "import app.library.page"),
     ("app-layers", "app/library/page.py", "import app.workspaces"),
 ]

@@ -66,11 +66,13 @@ def _explain(args: argparse.Namespace) -> int:
     from engine.maps.parts import find_parts, parts_to_original
     from engine.maps.overlays import draw_strip
     from engine.maps.predict import expand_inputs
-    from engine.runs import load_run
+    from engine.fieldmarks.names import label_maps
+    from engine.runs import load_run, read_part_names
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be at least 1")
     loaded = load_run(args.run, resolve_device(args.device))
+    part_names = read_part_names(loaded.run_dir) if args.method == "channels" else {}  # map k = part k
     pp = Preprocessing.from_dict(loaded.preprocessing)
     classes = loaded.classes
     cls = resolve_class(args.class_name, classes) if args.class_name else None
@@ -97,6 +99,7 @@ def _explain(args: argparse.Namespace) -> int:
             record = {"image": str(path), "size": list(img.shape[:2]), "method": args.method,
                       "resample": args.resample, "maps": []}
             for ms in sets:
+                ms.names = label_maps(ms.names, part_names)
                 name = classes[ms.class_index]
                 shown, view_img = ms, img
                 if args.resample:
@@ -104,6 +107,7 @@ def _explain(args: argparse.Namespace) -> int:
                     view_img = views.structure if args.resample == "structure" else views.detail
                     grid = views.structure_grid if args.resample == "structure" else views.detail_grid
                     shown = explain(loaded.model, [view_img], args.method, ms.class_index, pp)[0][0]
+                    shown.names = label_maps(shown.names, part_names)
                     write_image(out / f"{stem}.{args.resample}-view.png", view_img)
                     parts_view = find_parts(shown)
                     parts = parts_to_original(parts_view, grid.to(torch.float64), img.shape[:2])

@@ -1,8 +1,9 @@
-"""`fieldmark export RUN DATA --out DIR [--split test|train|all] [--crop-size N] [--min-score S] [--append]`"""
+"""`fieldmark export RUN DATA --out DIR [--split test|train|all] [--crop-size N] [--min-score S] [--append] [--json]`"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from engine.cli.common import add_run_command
@@ -12,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from engine.maps.explain import METHODS
 
     p = add_run_command(sub, "export", "cut the discovered parts out as a data set (crops, parts.csv, COCO json)",
-                        "Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts, DIR/parts.csv and "
+                        "Write DIR/<class>/part_<k>/<image>.jpg crops of every image's parts (a parts run: "
+                        "DIR/part_<k>/<class>/; a named part: part_<k>_<name>), DIR/parts.csv and "
                         "DIR/parts_coco.json. Run it again to resume.")
     p.add_argument("data", help="image folder (class folders, train/test folders, CUB_200_2011 or a flat folder)")
     p.add_argument("--out", required=True, help="export folder (new, empty, or an export to resume)")
@@ -28,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="region: the area above half the peak (default); fixed: 30%% of the bird box")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=0, help="decoding processes (default 0: in process)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object (with each part's "
+                                                       "part_name and folder)")
     p.set_defaults(func=run)
 
 
@@ -52,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {f.path}: {f.reason}", file=sys.stderr)
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**summary.to_dict(), "skipped": [{"path": f.path, "reason": f.reason}
+                                                           for f in report.skipped + summary.failed]}, indent=2))
+        return 0
     print(f"exported {summary.exported} images ({summary.crops} crops) to {summary.out}"
           + (f"; {summary.resumed} were already done" if summary.resumed else ""))
     print(f"{summary.total_images} images in {summary.csv} and {summary.coco}")

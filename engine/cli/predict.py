@@ -22,11 +22,12 @@ def run(args: argparse.Namespace) -> int:
     from engine.device import resolve_device
     from engine.errors import ConfigError
     from engine.maps.predict import expand_inputs, predict
-    from engine.runs import load_run
+    from engine.runs import load_run, read_part_names
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k}: must be at least 1")
     loaded = load_run(args.run, resolve_device(args.device))
+    names = read_part_names(loaded.run_dir)
     paths, skipped = expand_inputs(args.inputs)
     preds = []
     for item in predict(loaded, paths, args.top_k):
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"run": str(loaded.run_dir), "predictions": [
             {"path": p.path, "top": [{"class": c, "probability": q} for c, q in p.top],
              **({} if p.part_contributions is None else {"parts": [
-                 {"part": k + 1, "contribution": v} for k, v in enumerate(p.part_contributions)]})} for p in preds],
+                 {"part": k + 1, "part_name": names.get(k), "contribution": v}
+                 for k, v in enumerate(p.part_contributions)]})} for p in preds],
             "skipped": [{"path": s.path, "reason": s.reason} for s in skipped]}, indent=2))
     return 0 if preds else 2

@@ -12,6 +12,10 @@ image. Points (x, y) (a part's peak) have pixel centres at integers (as CUB's pa
 are edge coordinates, [0, W] × [0, H]: the square cut into the crop (the part's region widened to a square around
 its centre); COCO's bbox x, y, w, h likewise.
 
+Named parts (:mod:`engine.fieldmarks.names`): a part the user named goes to ``part_<k>_<name>`` (the name made
+safe for a file name), its rows in ``parts.csv`` carry the name in ``part_name`` and the COCO keypoints are named
+after the parts (``part_<k>`` for an unnamed one).
+
 Class folders: a class name is made safe for a folder name (``/``, backslash and ``: * ? " < > |`` become ``_``,
 end dots and spaces go); classes whose names become one folder, or folders differing only in case (one folder on
 macOS and Windows), never merge: the later class in the run's order gets ``-2``, ``-3``, ... and the summary says
@@ -49,7 +53,7 @@ from engine.models.shared_parts import has_shared_parts
 from engine.export.files import STATE, read_records, write_coco, write_csv
 from engine.data.imageio import Decoded, load_image
 from engine.maps.parts import crop, find_parts, square_box
-from engine.runs import LoadedRun, use_run_split
+from engine.runs import LoadedRun, is_run, read_part_names, use_run_split
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ class ExportSummary:
     csv: str = ""
     coco: str = ""
     notes: list[str] = field(default_factory=list)  # e.g. classes given a suffixed folder
+    parts: list[dict[str, Any]] = field(default_factory=list)  # {"part": k (1-based), "part_name", "folder"}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,9 +185,18 @@ def _encode_jpg(rgb: np.ndarray) -> bytes:
     return enc.tobytes()
 
 
+_UNSAFE = '/\\:*?"<>|\0'  # characters some file system refuses in a name
+
+
 def _folder_name(name: str) -> str:
-    bad = '/\\:*?"<>|\0'
-    return "".join("_" if ch in bad else ch for ch in name).strip(". ") or "class"
+    return "".join("_" if ch in _UNSAFE else ch for ch in name).strip(". ") or "class"
+
+
+def part_folder(index: int, part_names: dict[int, str]) -> str:
+    """Part ``index``'s folder (0-based index): ``part_<k>``, or ``part_<k>_<name>`` for a named part, the name
+    made safe for a folder (spaces as ``_``): ``part_3_wing_bars``."""
+    safe = "".join("_" if ch in _UNSAFE or ch.isspace() else ch for ch in part_names.get(index, "")).strip("._ ")
+    return f"part_{index + 1}_{safe}" if safe else f"part_{index + 1}"
 
 
 def class_folders(classes: list[str], taken: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
@@ -275,7 +289,10 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
     todo = [s for s in samples if _rel(s.path, report.root) not in done]
     resumed = len(samples) - len(todo)
     pp = Preprocessing.from_dict(run.preprocessing)
-    summary = ExportSummary(str(out), job["id"], 0, resumed, 0, 0, notes=notes)
+    part_names = _part_names(run)
+    summary = ExportSummary(str(out), job["id"], 0, resumed, 0, 0, notes=notes,
+                            parts=[{"part": k + 1, "part_name": part_names.get(k), "folder": part_folder(k, part_names)}
+                                   for k in range(_part_count(run))])
     loader = DataLoader(_Images(todo), batch_size=max(1, batch_size), num_workers=workers, collate_fn=_collate)
     yield Progress("export", resumed, len(samples))
     wrote_record = False
@@ -291,7 +308,7 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
         try:
             for (sample, dec), (ms, *_) in zip(ok, sets):
                 rec = _export_one(sample, dec, ms, run, report, out, job, int(crop_size), float(min_score), box,
-                                  folders, names, created, written)
+                                  folders, names, created, written, part_names)
                 lines.append(json.dumps(rec) + "\n")
                 summary.crops += len(rec["parts"])
             os.sync()  # the crops are on disk before any record names them
@@ -306,7 +323,7 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
         yield Progress("export", resumed + summary.exported + len(summary.failed), len(samples))
     try:
         summary.total_images = write_csv(out / "parts.csv", done_file)
-        write_coco(out / "parts_coco.json", done_file)
+        write_coco(out / "parts_coco.json", done_file, part_names)
     except OSError as exc:
         raise _fail(out, exc) from exc
     summary.csv, summary.coco = str(out / "parts.csv"), str(out / "parts_coco.json")
@@ -317,7 +334,8 @@ def export_parts(run: LoadedRun, report: DataReport, out: str | os.PathLike, *, 
 
 def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataReport, out: Path,
                 job: dict, crop_size: int, min_score: float, box: str, folders: dict[str, str],
-                names: dict[str, str], created: list[Path], written: list[Path]) -> dict[str, Any]:
+                names: dict[str, str], created: list[Path], written: list[Path],
+                part_names: dict[int, str]) -> dict[str, Any]:
     """Cut one image's parts (found on the decoded image) and return its record (in the file's frame)."""
     img, info = dec
     rel = _rel(sample.path, report.root)
@@ -334,8 +352,8 @@ def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataRe
         if p.duplicate_of is not None or p.score_norm < min_score or p.score <= 0:
             continue
         # shared parts mean the same body region for every class: one folder per part, classes inside it
-        rel_crop = (f"part_{p.index + 1}/{folder}/{stem}.jpg" if has_shared_parts(run.model)
-                    else f"{folder}/part_{p.index + 1}/{stem}.jpg")
+        pf = part_folder(p.index, part_names)
+        rel_crop = f"{pf}/{folder}/{stem}.jpg" if has_shared_parts(run.model) else f"{folder}/{pf}/{stem}.jpg"
         path = out / rel_crop
         _mkdir(path.parent, created)
         _write_bytes(path, _encode_jpg(crop(img, p.box, crop_size or None)))
@@ -344,7 +362,7 @@ def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataRe
         edges = info.box_to_file((max(0.0, sq[0] + 0.5), max(0.0, sq[1] + 0.5), min(float(w), sq[2] + 0.5),
                                   min(float(h), sq[3] + 0.5)))
         x, y = info.points_to_file(p.peak)
-        rows.append({"part": p.index + 1, "channel": p.channel, "x": round(float(x), 2), "y": round(float(y), 2),
+        rows.append({"part": p.index + 1, "part_name": part_names.get(p.index, ""), "channel": p.channel, "x": round(float(x), 2), "y": round(float(y), 2),
                      "box": [round(v, 2) for v in edges], "score": p.score, "score_norm": p.score_norm,
                      "crop": rel_crop})
     fw, fh = info.file_size
@@ -352,6 +370,18 @@ def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataRe
             "predicted": run.classes[ms.predicted], "truth": sample.label >= 0 and report.layout != "flat",
             "bbox": list(sample.bbox) if sample.bbox else None, "stem": stem, "folder": folder, "xi": len(ms.names),
             "parts": rows}
+
+
+def _part_names(run: LoadedRun) -> dict[int, str]:
+    """The names the user gave the run's parts ({} for a model never saved as a run)."""
+    return read_part_names(run.run_dir) if is_run(run.run_dir) else {}
+
+
+def _part_count(run: LoadedRun) -> int:
+    if has_shared_parts(run.model):
+        return int(run.model.parts)
+    groups = getattr(run.model, "groups", None)
+    return max(groups) if groups else 1
 
 
 def _unlink(p: Path) -> None:
@@ -373,4 +403,4 @@ def _undo(created: list[Path], state: Path | None) -> None:
             pass
 
 
-__all__ = ["ExportError", "ExportSummary", "class_folders", "export_parts", "job_id"]
+__all__ = ["ExportError", "ExportSummary", "class_folders", "export_parts", "job_id", "part_folder"]

@@ -3,7 +3,7 @@ and ``parts.csv`` / ``parts_coco.json`` rebuilt from them, streaming (memory doe
 beyond one id per image), each written atomically.
 
 COCO keypoints layout (Lin et al., "Microsoft COCO", ECCV 2014): one category per class whose ``keypoints`` are
-``part_1`` .. ``part_K`` (K = the largest ξ), one image entry per exported image, one annotation per (image, export
+the parts' names (:mod:`engine.fieldmarks.names`; ``part_k`` for an unnamed part k, k = 1 .. the largest ξ or K), one image entry per exported image, one annotation per (image, export
 job) with ``keypoints`` [x, y, v] × K (v = 2 for an exported part, 0 with x = y = 0 for a part not exported), its
 ``bbox`` the data set's bird box when known, else the union of the part boxes.
 """
@@ -21,7 +21,7 @@ from engine.fileio import atomic_write
 log = logging.getLogger(__name__)
 
 STATE = ".fieldmark-export"
-CSV_COLUMNS = ["image", "class", "predicted_class", "channel", "part_k", "x", "y", "x0", "y0", "x1", "y1", "score",
+CSV_COLUMNS = ["image", "class", "predicted_class", "channel", "part_k", "part_name", "x", "y", "x0", "y0", "x1", "y1", "score",
                "score_norm", "crop"]
 
 
@@ -55,7 +55,8 @@ def write_csv(path: Path, records_file: Path) -> int:
         for rec in read_records(records_file):
             count += 1
             for p in rec["parts"]:
-                w.writerow([rec["image"], rec["class"], rec["predicted"], p["channel"], p["part"], p["x"], p["y"],
+                w.writerow([rec["image"], rec["class"], rec["predicted"], p["channel"], p["part"],
+                            p.get("part_name", ""), p["x"], p["y"],
                             *p["box"], f"{p['score']:.6g}", f"{p['score_norm']:.4f}", p["crop"]])
 
     atomic_write(path, write, "w")
@@ -70,16 +71,22 @@ def _union(boxes: list[list[float]]) -> list[float] | None:
     return [x0, y0, x1 - x0, y1 - y0]
 
 
-def write_coco(path: Path, records_file: Path) -> None:
-    """``parts_coco.json`` in the COCO keypoints format (loads with ``pycocotools.coco.COCO``)."""
+def write_coco(path: Path, records_file: Path, part_names: dict[int, str] | None = None) -> None:
+    """``parts_coco.json`` in the COCO keypoints format (loads with ``pycocotools.coco.COCO``). Keypoint k is named
+    ``part_names[k]`` (0-based), else the name its records carry, else ``part_<k+1>``."""
     classes: dict[str, int] = {}
     k_max = 1
+    recorded: dict[int, str] = {}
     for rec in read_records(records_file):
         classes.setdefault(rec["class"], rec.get("class_index", len(classes)))
         k_max = max(k_max, int(rec.get("xi", 1)))
+        for p in rec["parts"]:
+            if p.get("part_name"):
+                recorded.setdefault(int(p["part"]) - 1, p["part_name"])
     order = sorted(classes, key=lambda c: (classes[c], c))
     cat_id = {c: i + 1 for i, c in enumerate(order)}
-    kp_names = [f"part_{k + 1}" for k in range(k_max)]
+    named = {**recorded, **(part_names or {})}
+    kp_names = [named.get(k) or f"part_{k + 1}" for k in range(k_max)]
 
     def write(fh) -> None:
         fh.write('{"info": {"description": "Fieldmark part export", "version": "1"}, "licenses": [],\n')

@@ -5,23 +5,31 @@ and files, ``predict --json``, the field guide.
 The file holds ``{"format": "fieldmark-part-names", "version": 1, "names": {"1": "crown", ...}}`` with 1-based part
 numbers as keys (the numbers the user sees); in Python a name map is ``{0-based part index: name}``.
 
+Reading lives in :func:`engine.runs.read_part_names` (re-exported here), so that export, which sits below this
+package, can read the names too.
+
 A run's parts: the K shared parts of a ``parts`` run (the same body region on every bird), the ξ channels of a
 class for MC-Loss / CE (part k of every class), the one structure map of TASN.
 """
 
 from __future__ import annotations
 
-import json
 import unicodedata
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
-from engine.errors import CheckpointError, ConfigError
+import numpy as np
+
+from engine.data.records import DataReport
+from engine.errors import ConfigError, DataError
+from engine.events import Message, Progress
 from engine.fileio import atomic_write_json
-from engine.runs import PART_NAMES, read_meta, run_dir_of
+from engine.fieldmarks.separation import PartScores, collect_part_scores, open_data
+from engine.runs import (PART_NAMES, PART_NAMES_FORMAT, PART_NAMES_VERSION, LoadedRun, read_meta, read_part_names,
+                         run_dir_of)
 
-FORMAT = "fieldmark-part-names"
-VERSION = 1
 MAX_LENGTH = 40
 _SEPARATORS = ("/", "\\")
 
@@ -75,43 +83,13 @@ def _validated(names: dict[int, str], count: int) -> dict[int, str]:
     return dict(sorted(out.items()))
 
 
-def read_part_names(run: str | Path) -> dict[int, str]:
-    """{0-based part index: name} of the run; {} when it has no ``part_names.json``. A damaged file raises
-    CheckpointError naming it."""
-    f = run_dir_of(run) / PART_NAMES
-    if not f.is_file():
-        return {}
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): delete it (the parts lose their names) or restore "
-                              "it from a backup") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or not isinstance(doc.get("names"), dict):
-        raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-names file: delete it (the parts lose their "
-                              "names) or restore it from a backup")
-    if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
-        raise CheckpointError(f"{str(f)!r} has part-names version {doc.get('version')!r}; this Fieldmark reads "
-                              f"version {VERSION}: upgrade Fieldmark")
-    out: dict[int, str] = {}
-    for key, name in doc["names"].items():
-        try:
-            number = int(key)
-        except ValueError:
-            raise CheckpointError(f"{str(f)!r} names part {key!r}, which is not a part number: fix or delete the "
-                                  "file") from None
-        if number < 1 or not isinstance(name, str) or not name.strip():
-            raise CheckpointError(f"{str(f)!r}: part {key!r} has name {name!r}; fix or delete the file")
-        out[number - 1] = name.strip()
-    return dict(sorted(out.items()))
-
-
 def write_part_names(run: str | Path, names: dict[int, str]) -> None:
     """Save the run's part names (atomic). Checks every entry against the run's parts (:func:`run_part_count`)
     and the name rules (:func:`clean_name`, names unique ignoring case); an empty name removes its entry; ConfigError
     naming the bad value, and nothing is written."""
     run = run_dir_of(run)
     clean = _validated(dict(names), run_part_count(run))
-    atomic_write_json(run / PART_NAMES, {"format": FORMAT, "version": VERSION,
+    atomic_write_json(run / PART_NAMES, {"format": PART_NAMES_FORMAT, "version": PART_NAMES_VERSION,
                                          "names": {str(k + 1): v for k, v in clean.items()}})
 
 
@@ -128,17 +106,86 @@ def part_label(index: int, names: dict[int, str]) -> str:
     return names.get(index) or f"part {index + 1}"
 
 
-def folder_label(index: int, names: dict[int, str]) -> str:
-    """A part's export folder: ``part_<k>`` (1-based), with ``_<name>`` made safe for a file name when it is
-    named (spaces → ``_``, characters file systems refuse dropped): ``part_3_wing_bars``."""
-    base = f"part_{index + 1}"
-    name = names.get(index)
-    if not name:
-        return base
-    bad = ':*?"<>|'
-    safe = "".join("_" if ch.isspace() else ch for ch in name if ch not in bad).strip("._ ")
-    return f"{base}_{safe}" if safe else base
+def label_maps(map_names: list[str], names: dict[int, str]) -> list[str]:
+    """The labels of a run's part maps (``part 3`` or ``part 3 (ch 7)``, map i = part i) with each named part's
+    ``part k`` replaced by its name: ``wing bars (ch 7)``."""
+    out = []
+    for i, label in enumerate(map_names):
+        prefix = f"part {i + 1}"
+        if names.get(i) and (label == prefix or label.startswith(prefix + " ")):
+            label = names[i] + label[len(prefix):]
+        out.append(label)
+    return out
 
 
-__all__ = ["FORMAT", "MAX_LENGTH", "run_part_count", "clean_name", "read_part_names", "write_part_names",
-           "set_part_name", "part_label", "folder_label"]
+@dataclass(frozen=True)
+class NameProposal:
+    """The CUB keypoint nearest part ``part`` (0-based) on ``count`` of the ``images`` training images where the
+    part is active and some keypoint is visible; ``share`` = count / images. ``keypoint`` is "" (share 0) for a
+    part that was never active."""
+
+    part: int
+    keypoint: str
+    share: float
+    count: int
+    images: int
+
+
+def propose_names(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "train",
+                  device: str = "cpu") -> Generator[Progress | Message, None, list[NameProposal]]:
+    """A name for every part of a ``parts`` run from a CUB-layout folder: on each ``split`` image (the run's own
+    split) where the part is active (§4 rule, :mod:`engine.evaluation.protocol`), the visible keypoint nearest its
+    centroid gets a vote; the keypoint with most votes is proposed, with its share of the votes. Yields the pass's
+    Progress; DataError for a folder without keypoints."""
+    report = open_data(data)
+    if not report.has_parts:
+        raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): the name helper needs a "
+                        "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`); name the "
+                        "parts by hand instead")
+    scores = yield from collect_part_scores(run, report, split, device)
+    return proposals_from(scores)
+
+
+def proposals_from(scores: PartScores) -> list[NameProposal]:
+    """:func:`propose_names`'s vote on already collected part scores (with keypoints)."""
+    if scores.keypoints is None:
+        raise DataError("these part scores hold no keypoints: the name helper needs a CUB-layout folder with "
+                        "parts/part_locs.txt")
+    out = []
+    for k in range(scores.parts):
+        votes: Counter[str] = Counter()
+        for i in np.flatnonzero(scores.present[:, k]):
+            vis = np.flatnonzero(scores.keypoints[i, :, 2] > 0.5)
+            if not len(vis):
+                continue
+            d = np.hypot(*(scores.keypoints[i, vis, :2] - scores.centres[i, k]).T)
+            votes[scores.keypoint_names[vis[int(d.argmin())]]] += 1
+        images = sum(votes.values())
+        if not images:
+            out.append(NameProposal(k, "", 0.0, 0, 0))
+            continue
+        keypoint, count = max(votes.items(), key=lambda kv: (kv[1], -scores.keypoint_names.index(kv[0])))
+        out.append(NameProposal(k, keypoint, count / images, count, images))
+    return out
+
+
+def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tuple[dict[int, str], list[str]]:
+    """``names`` with the proposals filled in for the parts that have no name yet, and notes on what was left:
+    a keypoint proposed for several parts goes to the one with the largest share; a name already in use is not
+    given twice."""
+    out = dict(names)
+    notes = []
+    taken = {v.casefold() for v in out.values()}
+    for p in sorted((p for p in proposals if p.keypoint), key=lambda p: (-p.share, -p.count, p.part)):
+        if p.part in out:
+            continue
+        if p.keypoint.casefold() in taken:
+            notes.append(f"part {p.part + 1} stays unnamed: {p.keypoint!r} already names another part")
+            continue
+        out[p.part] = p.keypoint
+        taken.add(p.keypoint.casefold())
+    return dict(sorted(out.items())), notes
+
+
+__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH", "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name",
+           "part_label"]

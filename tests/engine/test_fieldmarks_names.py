@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import CheckpointError, ConfigError
-from engine.fieldmarks import (folder_label, part_label, read_part_names, run_part_count, set_part_name,
-                               write_part_names)
+from engine.export.crops import part_folder
+from engine.fieldmarks import part_label, read_part_names, run_part_count, set_part_name, write_part_names
 from engine.fileio import atomic_write_json
 from engine.runs import PART_NAMES, RUN_FILES
 
@@ -36,9 +36,9 @@ def test_a_run_without_names_has_none_and_labels_count_from_one(run):
     assert read_part_names(run) == {}
     assert part_label(2, {}) == "part 3"
     assert part_label(2, {2: "crown"}) == "crown"
-    assert folder_label(0, {}) == "part_1"
-    assert folder_label(1, {1: "wing bars"}) == "part_2_wing_bars"
-    assert folder_label(1, {1: 'eye: "ring"?'}) == "part_2_eye_ring"
+    assert part_folder(0, {}) == "part_1"  # export folders
+    assert part_folder(1, {1: "wing bars"}) == "part_2_wing_bars"
+    assert part_folder(1, {1: 'eye: "ring"?'}) == "part_2_eye___ring"
 
 
 def test_names_round_trip_stripped_with_one_based_numbers_in_the_file(run):
