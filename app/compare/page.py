@@ -199,6 +199,7 @@ class ComparePage(QWidget):
         self._picked = True
         self.a_box.setCurrentIndex(a)
         self.b_box.setCurrentIndex(b)
+        self._sync_pair_list(a, b)
         self.pair_changed.emit(PairState(a, b))
         self.request()
 
@@ -239,12 +240,22 @@ class ComparePage(QWidget):
             return "The open data set has other classes than the run: open the data the run was trained on."
         return ""
 
+    def _sync_pair_list(self, a: int, b: int) -> None:
+        """Select the pair's row in the list (either order), or no row when it is not listed."""
+        for row in range(self.pairs.count()):
+            pair: Pair = self.pairs.item(row).data(Qt.ItemDataRole.UserRole)
+            if {pair.a, pair.b} == {a, b}:
+                if self.pairs.currentRow() != row:
+                    self.pairs.setCurrentRow(row)
+                return
+        self.pairs.setCurrentRow(-1)
+
     def _current_is_listed(self) -> bool:
         item = self.pairs.currentItem()
         if item is None:
             return False
         pair: Pair = item.data(Qt.ItemDataRole.UserRole)
-        return (pair.a, pair.b) == (self.pair.a, self.pair.b)
+        return {pair.a, pair.b} == {self.pair.a, self.pair.b}
 
     # -- jobs ------------------------------------------------------------------------------------------------
     def _start_confusion(self) -> None:

@@ -22,6 +22,7 @@ THUMB = 64  # crops in the rows
 NAME_WIDTH = 130
 BAR_WIDTH = 170
 GAP = 18  # between the A and the B crops
+FULL_BAR = 2.0  # a separation of 2 (two standard deviations) fills the bar; a larger one widens the scale
 
 
 def part_colour(part: int) -> QColor:
@@ -294,7 +295,7 @@ class SeparationView(QWidget):
                 self.header_lay.addSpacing(GAP)
         self.header_lay.addStretch(1)
         self.header.setVisible(True)
-        scale = max((r.separation for r in separation.rows), default=1.0)
+        scale = max([FULL_BAR] + [r.separation for r in separation.rows])
         for i, row in enumerate(separation.rows):
             w = PartRowWidget(i, row, scale, slots, self.list)
             w.clicked.connect(self.select)
