@@ -15,7 +15,8 @@ from engine import __version__
 from engine.errors import Cancelled, EngineError
 
 #: Sub-command modules of engine.cli, in the order `fieldmark --help` lists them.
-COMMANDS = ["train", "predict", "scan", "models", "toybirds", "demo", "evaluate", "explain", "export", "names"]
+COMMANDS = ["train", "predict", "scan", "models", "toybirds", "demo", "evaluate", "explain", "export", "names",
+            "guide"]
 
 EXIT_USER_ERROR = 2
 
