@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMenu, QMessageBox, QProgressBar, QPushButton,
                                QWidget)
 
+from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Message, Progress
 
@@ -28,14 +29,15 @@ log = logging.getLogger(__name__)
 
 IDLE, RUNNING, CANCELLING, CANCELLED, FINISHED, FAILED = ("idle", "running", "cancelling", "cancelled", "finished",
                                                            "failed")
+STAGES = {"part scores": "scoring the test photos", "predictions": "predicting the test photos", "guide": "pages"}
 
 
 @dataclass(frozen=True)
 class GuideRequest:
-    """One field guide: the run, its data folder, the output folder and the species (None: all)."""
+    """One field guide: the run, its data (the scanned folder), the output folder and the species (None: all)."""
 
     run: str
-    data: str
+    data: DataReport
     out: str
     species: tuple[str, ...] | None = None
 
@@ -49,15 +51,18 @@ class GuideState:
     total: int = 0
     result: Any = None
     error: str = ""
+    stage: str = ""  # the engine's Progress stage: "part scores", then "guide" (one step per page)
 
 
 def guide_job(request: GuideRequest, token: TokenLike) -> Generator[Progress | Message, None, Any]:
     """The worker's job: drive :func:`engine.fieldmarks.write_guide` (closed, so stopped, when the token goes
     stale)."""
-    from engine.fieldmarks import write_guide
+    from engine.device import resolve_device
+    from engine.fieldmarks.guide import write_guide
 
     species = list(request.species) if request.species is not None else None
-    return (yield from checked(write_guide(request.run, request.data, request.out, species=species), token))
+    job = write_guide(request.run, request.data, request.out, species=species, device=str(resolve_device("auto")))
+    return (yield from checked(job, token))
 
 
 class GuideControl(QWidget):
@@ -69,10 +74,11 @@ class GuideControl(QWidget):
         super().__init__(parent)
         self.lane = Lane(self, "guide")
         self.run = ""
-        self.data = ""
+        self.data: DataReport | None = None
         self.classes: tuple[str, ...] = ()
         self.pair: tuple[int, int] = (-1, -1)
         self.why = "Open a run and its data."
+        self.hint = "Write a printable HTML page per species, with the parts that separate it from its look-alikes"
         self.state = GuideState(IDLE)
         self.button = QPushButton("Save field guide…", self)
         self.button.setObjectName("guideButton")
@@ -100,7 +106,8 @@ class GuideControl(QWidget):
         self._update()
 
     # -- inputs ----------------------------------------------------------------------------------------------
-    def set_context(self, run: str, data: str, classes: tuple[str, ...], pair: tuple[int, int], why: str) -> None:
+    def set_context(self, run: str, data: DataReport | None, classes: tuple[str, ...], pair: tuple[int, int],
+                    why: str) -> None:
         """What a guide would cover now: the run, its data, its classes, the pair on screen; ``why`` says why no
         guide can be written ("" when one can)."""
         self.run, self.data, self.classes, self.pair, self.why = run, data, tuple(classes), pair, why
@@ -113,7 +120,7 @@ class GuideControl(QWidget):
 
     def start(self, out: str, species: tuple[str, ...] | None) -> None:
         """Write the guide for ``species`` (None: all) into ``out`` on the lane."""
-        if self.why or self.is_running():
+        if self.why or self.is_running() or self.data is None:
             return
         request = GuideRequest(self.run, self.data, out, species)
         self.lane.submit(guide_job, request, on_yielded=self._on_lane_yielded, on_returned=self._on_lane_returned,
@@ -147,7 +154,7 @@ class GuideControl(QWidget):
     def _update(self) -> None:
         running = self.state.status in (RUNNING, CANCELLING) or not self.lane.is_idle()
         self.button.setEnabled(not running and not self.why)
-        self.button.setToolTip(self.why or "Write a printable HTML page per species, with its separating parts")
+        self.button.setToolTip(self.why or self.hint)
         pair = self.pair_species()
         self.all_action.setText(f"All {len(self.classes)} species…")
         self.pair_action.setText(f"Only {' and '.join(n.replace('_', ' ') for n in pair)}…" if pair
@@ -157,7 +164,8 @@ class GuideControl(QWidget):
         self.cancel_button.setVisible(running)
         self.cancel_button.setEnabled(self.state.status == RUNNING)
         s = self.state
-        text = {RUNNING: f"Field guide: {s.done}/{s.total}" if s.total else "Field guide: starting…",
+        text = {RUNNING: f"Field guide: {STAGES.get(s.stage, s.stage)} {s.done}/{s.total}" if s.total
+                else "Field guide: starting…",
                 CANCELLING: "Cancelling…", CANCELLED: "Field guide cancelled.",
                 FAILED: f"Field guide failed: {s.error}",
                 FINISHED: (f"Field guide: {len(s.result.pages)} pages in {s.result.out}" if s.result else "")}
@@ -172,7 +180,7 @@ class GuideControl(QWidget):
         if isinstance(event, Progress) and event.total and self.state.status == RUNNING:
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
-            self._set_state(GuideState(RUNNING, event.done, event.total))
+            self._set_state(GuideState(RUNNING, event.done, event.total, stage=event.stage))
 
     def _on_lane_returned(self, result: Any) -> None:
         self._set_state(GuideState(FINISHED, self.state.total, self.state.total, result))

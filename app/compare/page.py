@@ -448,12 +448,13 @@ class ComparePage(QWidget):
         self._update_guide()
 
     def _update_guide(self) -> None:
-        why = self.usable()
-        if not why and self.view != "parts":
-            why = "The field guide ranks shared parts: it needs a `parts` run."
         run = self.run
-        self.guide.set_context(run.path if run else "", self.report.root if self.report else "",
-                               tuple(run.classes) if run else (), (self.pair.a, self.pair.b), why)
+        self.guide.hint = ("Write a printable HTML page per species, with the parts that separate it from its "
+                           "look-alikes" if self.view == "parts" else
+                           "Write a printable HTML page per species: its typical photo, accuracy and confusions "
+                           "(separating parts need a `parts` run)")
+        self.guide.set_context(run.path if run else "", self.report, tuple(run.classes) if run else (),
+                               (self.pair.a, self.pair.b), self.usable())
 
     def shutdown(self) -> None:
         self.confusion_lane.shutdown()
