@@ -21,7 +21,7 @@ from app.compare import guide as guide_module
 from app.compare.guide import CANCELLED, FINISHED
 from toyrun import open_toy, toy_parts_run
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)  # the first test trains the session's toy parts run (about 40 s idle, minutes on a loaded machine)
 
 SLOW = 120_000
 
