@@ -58,7 +58,7 @@ def guide_job(request: GuideRequest, token: TokenLike) -> Generator[Progress | M
     """The worker's job: drive :func:`engine.fieldmarks.write_guide` (closed, so stopped, when the token goes
     stale)."""
     from engine.device import resolve_device
-    from engine.fieldmarks.guide import write_guide
+    from engine.fieldmarks import write_guide
 
     species = list(request.species) if request.species is not None else None
     job = write_guide(request.run, request.data, request.out, species=species, device=str(resolve_device("auto")))
