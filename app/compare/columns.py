@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from ..common.pixmaps import to_pixmap
 from .compute import ClassParts
@@ -57,3 +57,17 @@ class ClassColumn(QFrame):
                 self.grid.addWidget(lab, 2 * r + 1, c)
                 labels.append(lab)
             self.crop_labels.append(labels)
+
+
+class ColumnsView(QScrollArea):
+    """The two classes' columns side by side, scrolling."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.columns = (ClassColumn(self), ClassColumn(self))
+        holder = QWidget(self)
+        lay = QHBoxLayout(holder)
+        for col in self.columns:
+            lay.addWidget(col, 1)
+        self.setWidgetResizable(True)
+        self.setWidget(holder)

@@ -80,6 +80,7 @@ class GuideControl(QWidget):
         self.why = "Open a run and its data."
         self.hint = "Write a printable HTML page per species, with the parts that separate it from its look-alikes"
         self.state = GuideState(IDLE)
+        self._result: Any = None  # the finished job's GuideResult, until the lane reports it idle
         self.button = QPushButton("Save field guide…", self)
         self.button.setObjectName("guideButton")
         self.menu = QMenu(self.button)
@@ -183,15 +184,7 @@ class GuideControl(QWidget):
             self._set_state(GuideState(RUNNING, event.done, event.total, stage=event.stage))
 
     def _on_lane_returned(self, result: Any) -> None:
-        self._set_state(GuideState(FINISHED, self.state.total, self.state.total, result))
-        log.info("field guide: %d pages in %s", len(result.pages), result.out)
-        answer = QMessageBox.question(
-            self, "Field guide saved",
-            f"Wrote {len(result.pages)} species pages to {result.out}.\n\n"
-            "Open index.html in your browser?",
-            QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Close, QMessageBox.StandardButton.Open)
-        if answer == QMessageBox.StandardButton.Open:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(result.index)))
+        self._result = result  # shown once the lane is idle (_on_lane_finished), so the button is usable again
 
     def _on_lane_errored(self, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
@@ -199,10 +192,24 @@ class GuideControl(QWidget):
         self._set_state(GuideState(FAILED, self.state.done, self.state.total, error=text))
 
     def _on_lane_finished(self) -> None:
-        if self.state.status in (RUNNING, CANCELLING):  # ended without a result: it was cancelled
+        result, self._result = self._result, None
+        if result is not None:
+            self._finished(result)
+        elif self.state.status in (RUNNING, CANCELLING):  # ended without a result: it was cancelled
             self._set_state(GuideState(CANCELLED, self.state.done, self.state.total))
         else:
             self._update()
+
+    def _finished(self, result: Any) -> None:
+        """Say where the guide is and offer to open its index in the browser."""
+        self._set_state(GuideState(FINISHED, self.state.total, self.state.total, result))
+        log.info("field guide: %d pages in %s", len(result.pages), result.out)
+        answer = QMessageBox.question(
+            self, "Field guide saved",
+            f"Wrote {len(result.pages)} species pages to {result.out}.\n\nOpen index.html in your browser?",
+            QMessageBox.StandardButton.Open | QMessageBox.StandardButton.Close, QMessageBox.StandardButton.Open)
+        if answer == QMessageBox.StandardButton.Open:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(str(result.index)))
 
     # -- slots -----------------------------------------------------------------------------------------------
     @Slot()

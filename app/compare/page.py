@@ -22,8 +22,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
-from PySide6.QtWidgets import (QApplication, QComboBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QProgressBar, QScrollArea, QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QComboBox, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar, QSpinBox,
+                               QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from engine.data import DataReport
 from engine.errors import EngineError
@@ -32,8 +32,9 @@ from engine.runs import RunInfo
 
 from ..common.lane import Lane
 from ..common.model_cache import ModelCache
-from .columns import ClassColumn
+from .columns import ColumnsView
 from .compute import ClassParts, Confusion, Pair, class_parts_job, confusion_job
+from .pairs import PairPanel
 from .guide import GuideControl
 from .rows import RowSelection, SeparationView
 from .separation import PairSeparation, confusion_from_scores, scores_job, separation_job
@@ -119,31 +120,11 @@ class ComparePage(QWidget):
         self.mode_label.setWordWrap(True)
         self.mode_label.setContentsMargins(8, 0, 8, 0)
 
-        self.pairs = QListWidget(self)
-        self.pairs.setObjectName("confusablePairs")
-        self.pairs.setAlternatingRowColors(True)
-        self.pairs.setSpacing(1)
-        self.pairs.setToolTip("Class pairs the run confuses most on the test split: click one (or press Left / "
-                              "Right) to compare it")
+        left = PairPanel(self)
+        self.pairs, self.confusion_status = left.list, left.status
         self.pairs.itemClicked.connect(self._on_pairs_item_clicked)
-        self.confusion_status = QLabel("", self)
-        self.confusion_status.setWordWrap(True)
-        left = QWidget(self)
-        ll = QVBoxLayout(left)
-        ll.setContentsMargins(6, 0, 0, 0)
-        title = QLabel("Most confused pairs (test split)", left)
-        title.setObjectName("sectionTitle")
-        ll.addWidget(title)
-        ll.addWidget(self.pairs, 1)
-        ll.addWidget(self.confusion_status)
-        self.columns = (ClassColumn(self), ClassColumn(self))
-        holder = QWidget(self)
-        hl = QHBoxLayout(holder)
-        for col in self.columns:
-            hl.addWidget(col, 1)
-        self.scroll = QScrollArea(self)
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setWidget(holder)
+        self.scroll = ColumnsView(self)
+        self.columns = self.scroll.columns
         self.separation_view = SeparationView(self)
         self.separation_view.row_selected.connect(self.row_selected)
         self.views = QStackedWidget(self)
@@ -199,22 +180,15 @@ class ComparePage(QWidget):
         self._picked = True
         self.a_box.setCurrentIndex(a)
         self.b_box.setCurrentIndex(b)
-        self._sync_pair_list(a, b)
+        self.pairs.follow(a, b)
         self.pair_changed.emit(PairState(a, b))
         self.request()
 
     def step_pair(self, delta: int) -> None:
         """Compare the previous (``delta`` −1) or next (+1) pair of the list (the Left / Right keys)."""
-        n = self.pairs.count()
-        if not n:
-            return
-        row = self.pairs.currentRow()
-        row = min(max(row + delta, 0), n - 1) if row >= 0 else (0 if delta > 0 else n - 1)
-        if row == self.pairs.currentRow() and self._current_is_listed():
-            return
-        self.pairs.setCurrentRow(row)
-        pair: Pair = self.pairs.item(row).data(Qt.ItemDataRole.UserRole)
-        self.set_pair(pair.a, pair.b)
+        pair = self.pairs.step(delta, self.pair.a, self.pair.b)
+        if pair is not None:
+            self.set_pair(pair.a, pair.b)
 
     def select_row(self, index: int) -> None:
         """Select separating-part row ``index`` (0-based; the keys 1-9) of a ``parts`` run."""
@@ -239,23 +213,6 @@ class ComparePage(QWidget):
         if list(self.report.classes) != list(self.run.classes):
             return "The open data set has other classes than the run: open the data the run was trained on."
         return ""
-
-    def _sync_pair_list(self, a: int, b: int) -> None:
-        """Select the pair's row in the list (either order), or no row when it is not listed."""
-        for row in range(self.pairs.count()):
-            pair: Pair = self.pairs.item(row).data(Qt.ItemDataRole.UserRole)
-            if {pair.a, pair.b} == {a, b}:
-                if self.pairs.currentRow() != row:
-                    self.pairs.setCurrentRow(row)
-                return
-        self.pairs.setCurrentRow(-1)
-
-    def _current_is_listed(self) -> bool:
-        item = self.pairs.currentItem()
-        if item is None:
-            return False
-        pair: Pair = item.data(Qt.ItemDataRole.UserRole)
-        return {pair.a, pair.b} == {self.pair.a, self.pair.b}
 
     # -- jobs ------------------------------------------------------------------------------------------------
     def _start_confusion(self) -> None:
@@ -395,14 +352,7 @@ class ComparePage(QWidget):
         self.confusion = confusion
         if self.parts_lane.is_idle():
             self.progress.setVisible(False)
-        names = self.run.classes if self.run else ()
-        self.pairs.clear()
-        for pair in confusion.pairs:
-            errors = f"{pair.errors} error" + ("" if pair.errors == 1 else "s")
-            item = QListWidgetItem(f"{names[pair.a]} ↔ {names[pair.b]}\n{errors} · "
-                                   f"{100 * pair.soft:.1f} % probability to each other")
-            item.setData(Qt.ItemDataRole.UserRole, pair)
-            self.pairs.addItem(item)
+        self.pairs.show_pairs(confusion.pairs, self.run.classes if self.run else ())
         how = ("mean of the parts' class scores" if self.view == "parts"
                else "whole photos resized, as the maps see them")
         self.confusion_status.setText(f"{confusion.images} test images, top-1 {100 * confusion.accuracy:.1f} % "
