@@ -179,8 +179,8 @@ def read_evaluation(run: str | Path) -> dict[str, Any] | None:
 
 
 def read_part_names(run: str | Path) -> dict[int, str]:
-    """{0-based part index: name} of the run (the user's names, :mod:`engine.fieldmarks.names` writes them); {} when it has no ``part_names.json``. A damaged file raises
-    CheckpointError naming it."""
+    """{0-based part index: name} of the run (the user's names; :mod:`engine.fieldmarks.names` writes them), {}
+    when it has no ``part_names.json``. A damaged file raises CheckpointError naming it."""
     f = run_dir_of(run) / PART_NAMES
     if not f.is_file():
         return {}

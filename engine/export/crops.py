@@ -362,8 +362,8 @@ def _export_one(sample: Sample, dec: Decoded, ms, run: LoadedRun, report: DataRe
         edges = info.box_to_file((max(0.0, sq[0] + 0.5), max(0.0, sq[1] + 0.5), min(float(w), sq[2] + 0.5),
                                   min(float(h), sq[3] + 0.5)))
         x, y = info.points_to_file(p.peak)
-        rows.append({"part": p.index + 1, "part_name": part_names.get(p.index, ""), "channel": p.channel, "x": round(float(x), 2), "y": round(float(y), 2),
-                     "box": [round(v, 2) for v in edges], "score": p.score, "score_norm": p.score_norm,
+        rows.append({"part": p.index + 1, "part_name": part_names.get(p.index, ""), "channel": p.channel,
+                     "x": round(float(x), 2), "y": round(float(y), 2), "box": [round(v, 2) for v in edges], "score": p.score, "score_norm": p.score_norm,
                      "crop": rel_crop})
     fw, fh = info.file_size
     return {"job": job["id"], "image": rel, "width": fw, "height": fh, "class": cls, "class_index": ms.class_index,

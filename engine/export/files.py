@@ -3,8 +3,8 @@ and ``parts.csv`` / ``parts_coco.json`` rebuilt from them, streaming (memory doe
 beyond one id per image), each written atomically.
 
 COCO keypoints layout (Lin et al., "Microsoft COCO", ECCV 2014): one category per class whose ``keypoints`` are
-the parts' names (:mod:`engine.fieldmarks.names`; ``part_k`` for an unnamed part k, k = 1 .. the largest ξ or K), one image entry per exported image, one annotation per (image, export
-job) with ``keypoints`` [x, y, v] × K (v = 2 for an exported part, 0 with x = y = 0 for a part not exported), its
+the parts' names (:mod:`engine.fieldmarks.names`; ``part_k`` for an unnamed part k, k = 1 .. the largest ξ or K),
+one image entry per exported image, one annotation per (image, export job) with ``keypoints`` [x, y, v] × K (v = 2 for an exported part, 0 with x = y = 0 for a part not exported), its
 ``bbox`` the data set's bird box when known, else the union of the part boxes.
 """
 
@@ -21,8 +21,8 @@ from engine.fileio import atomic_write
 log = logging.getLogger(__name__)
 
 STATE = ".fieldmark-export"
-CSV_COLUMNS = ["image", "class", "predicted_class", "channel", "part_k", "part_name", "x", "y", "x0", "y0", "x1", "y1", "score",
-               "score_norm", "crop"]
+CSV_COLUMNS = ["image", "class", "predicted_class", "channel", "part_k", "part_name", "x", "y", "x0", "y0", "x1",
+               "y1", "score", "score_norm", "crop"]
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -8,6 +8,7 @@ from engine.fieldmarks.palette import PART_COLOURS, part_colour, part_hex
 from engine.fieldmarks.separation import (PartScores, Separation, collect_part_scores, confused_pairs,
                                           nearest_species, rank_parts)
 
-__all__ = ["GuideResult", "write_guide", "PART_COLOURS", "part_colour", "part_hex", "NameProposal", "accepted_names", "label_maps", "part_label", "propose_names", "read_part_names",
-           "run_part_count", "set_part_name", "write_part_names", "PartScores", "Separation", "collect_part_scores",
-           "confused_pairs", "nearest_species", "rank_parts"]
+__all__ = ["GuideResult", "write_guide", "PART_COLOURS", "part_colour", "part_hex", "NameProposal", "accepted_names",
+           "label_maps", "part_label", "propose_names", "read_part_names", "run_part_count", "set_part_name",
+           "write_part_names", "PartScores", "Separation", "collect_part_scores", "confused_pairs", "nearest_species",
+           "rank_parts"]

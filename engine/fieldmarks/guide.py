@@ -23,7 +23,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ import numpy as np
 from engine.data.imageio import load_image
 from engine.data.records import DataReport
 from engine.data.transforms import Preprocessing
-from engine.errors import CheckpointError, ConfigError, DataError, DecodeError
+from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, DecodeError
 from engine.events import Message, Progress
 from engine.fieldmarks.names import part_label
 from engine.fieldmarks.palette import part_colour, part_hex
@@ -51,6 +51,7 @@ CROP_SIDE = 112
 NEIGHBOURS = 3  # nearest confusable species per page
 TOP_PARTS = 3  # separating parts per pair
 CROPS = 3  # crops per species and part
+BAR_FULL = 4.0  # the d′ of a full bar (bars share one scale on every page; larger d′ are drawn full)
 
 
 @dataclass
@@ -249,7 +250,6 @@ def _species_page(c: int, scores: PartScores, m: np.ndarray, names: dict[int, st
 def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str], images: _Images,
                       slug: str) -> str:
     ranked = rank_parts(scores, a, b, CROPS)[:TOP_PARTS]
-    top = max(max(r.separation for r in ranked), 1e-6)
     rows = ['<table class="parts">',
             f"<tr><th>part</th><th>separation d′</th><th>{html.escape(scores.classes[a])}</th>"
             f"<th>{html.escape(scores.classes[b])}</th></tr>"]
@@ -263,10 +263,11 @@ def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str],
                 imgs.append(f'<img src="{src}" alt="{html.escape(part_label(r.part, names))}, '
                             f'{html.escape(Path(scores.paths[i]).name)}">')
             cells.append(f'<td class="crops">{"".join(imgs)}</td>')
-        width = max(0.0, r.separation) / top * 8
+        width = min(max(0.0, r.separation), BAR_FULL) / BAR_FULL * 8
         rows.append(f'<tr><td><span class="swatch" style="background:{part_hex(r.part)}"></span>'
-                    f"{html.escape(part_label(r.part, names))}</td><td><span class=\"bar\" style=\"width:{width:.2f}em\">"
-                    f"</span> {r.separation:.2f}</td>{''.join(cells)}</tr>")
+                    f"{html.escape(part_label(r.part, names))}</td>"
+                    f'<td><span class="bar" style="width:{width:.2f}em"></span> {r.separation:.2f}</td>'
+                    f"{''.join(cells)}</tr>")
     rows.append("</table>")
     return "\n".join(rows)
 
@@ -286,11 +287,12 @@ def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: s
 
 # ----------------------------------------------------------------------------------------------- the job
 def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out: str | Path,
-                species: list[str] | None = None, device: str = "cpu"
-                ) -> Generator[Progress | Message, None, GuideResult]:
+                species: list[str] | None = None, device: str = "cpu",
+                should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None, GuideResult]:
     """Write the field guide of ``run`` on ``data``'s test photos (the run's own split) to ``out``: one page per
     species (``species``: names, default all) and ``index.html``. Yields the pass's Progress, then
-    Progress("guide", done, total) per page; closing the generator stops it between pages."""
+    Progress("guide", done, total) per page. Closing the generator stops it between batches and pages;
+    ``should_stop()`` turning true does too, with Cancelled (the pages written so far stay)."""
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device)
     report = open_data(data)
     chosen = sorted({resolve_class(s, loaded.classes) for s in species}) if species else \
@@ -300,7 +302,7 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
         raise ConfigError(f"{str(out)!r} is a file: give a folder for the guide")
     parts = has_shared_parts(loaded.model)
     if parts:
-        scores = yield from collect_part_scores(loaded, report, "test", device)
+        scores = yield from collect_part_scores(loaded, report, "test", device, should_stop=should_stop)
     else:
         yield Message("info", f"{loaded.method} run: {NOT_PARTS}; the guide shows photos, accuracy and confusions")
         scores = yield from _predictions_only(loaded, report, "test")
@@ -311,6 +313,8 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
     written = []
     yield Progress("guide", 0, len(chosen))
     for n, c in enumerate(chosen):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"field guide stopped after {n} of {len(chosen)} pages (in {out})")
         body = _species_page(c, scores, m, names, images, pages, loaded.method)
         atomic_write_text(out / pages[c], _page(f"{scores.classes[c]}: field guide", body))
         written.append(out / pages[c])

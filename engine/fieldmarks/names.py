@@ -18,7 +18,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -27,8 +27,9 @@ from engine.errors import ConfigError, DataError
 from engine.events import Message, Progress
 from engine.fileio import atomic_write_json
 from engine.fieldmarks.separation import PartScores, collect_part_scores, open_data
-from engine.runs import (PART_NAMES, PART_NAMES_FORMAT, PART_NAMES_VERSION, LoadedRun, read_meta, read_part_names,
-                         run_dir_of)
+from engine.models.shared_parts import has_shared_parts
+from engine.runs import (PART_NAMES, PART_NAMES_FORMAT, PART_NAMES_VERSION, LoadedRun, load_run, read_meta,
+                         read_part_names, run_dir_of)
 
 MAX_LENGTH = 40
 _SEPARATORS = ("/", "\\")
@@ -132,17 +133,22 @@ class NameProposal:
 
 
 def propose_names(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "train",
-                  device: str = "cpu") -> Generator[Progress | Message, None, list[NameProposal]]:
+                  device: str = "cpu", should_stop: Callable[[], bool] | None = None
+                  ) -> Generator[Progress | Message, None, list[NameProposal]]:
     """A name for every part of a ``parts`` run from a CUB-layout folder: on each ``split`` image (the run's own
     split) where the part is active (§4 rule, :mod:`engine.evaluation.protocol`), the visible keypoint nearest its
     centroid gets a vote; the keypoint with most votes is proposed, with its share of the votes. Yields the pass's
-    Progress; DataError for a folder without keypoints."""
+    Progress (stops as :func:`.separation.collect_part_scores` does); DataError for a folder without keypoints."""
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, device)
+    if not has_shared_parts(loaded.model):
+        raise ConfigError(f"{str(loaded.run_dir)!r} is a {loaded.method} run: name proposals need a `parts` run "
+                          "(shared parts, the same body region on every bird); name its parts with --set K=NAME")
     report = open_data(data)
     if not report.has_parts:
         raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): the name helper needs a "
                         "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`); name the "
                         "parts by hand instead")
-    scores = yield from collect_part_scores(run, report, split, device)
+    scores = yield from collect_part_scores(loaded, report, split, device, should_stop=should_stop)
     return proposals_from(scores)
 
 
@@ -187,5 +193,5 @@ def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tupl
     return dict(sorted(out.items())), notes
 
 
-__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH", "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name",
-           "part_label"]
+__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH",
+           "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name", "part_label"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generator
+from typing import Callable, Generator
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ import torch
 from engine.data.records import DataReport, Sample
 from engine.data.transforms import Preprocessing
 from engine.data.imageio import load_image
-from engine.errors import CheckpointError, ConfigError, DataError, DecodeError
+from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, DecodeError
 from engine.events import Message, Progress
 from engine.evaluation.protocol import ACTIVE_THRESHOLD, input_to_original, part_centres
 from engine.maps.explain import model_device, prepare, session
@@ -50,8 +50,9 @@ class PartScores:
     ``scores`` (N, K, C) float32: part k's class scores (``part_logits``, eval mode); ``probabilities`` (N, C) the
     image's class probabilities; ``boxes`` (N, K, 4) x0, y0, x1, y1 of each part's region (the connected area
     above half its peak) and ``centres`` (N, K, 2) x, y of its attention-weighted centroid (§4), both in pixels of
-    the decoded (upright) image; ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4
-    rule); ``keypoints`` (N, P, 3) x, y, visible in the same frame for a CUB-layout folder, else None."""
+    the decoded (upright) image (boxes as :mod:`engine.maps.parts` gives them, pixel centres at integers, ready for
+    :func:`engine.maps.parts.crop`; centres and keypoints in §4's frame, pixel i spanning [i, i + 1));
+    ``present`` (N, K): the part is active on the image (map maximum > 0.5, the §4 rule); ``keypoints`` (N, P, 3) x, y, visible in the same frame for a CUB-layout folder, else None."""
 
     classes: list[str]
     labels: np.ndarray
@@ -99,6 +100,7 @@ def open_run(run: str | Path | LoadedRun, device: str = "cpu") -> LoadedRun:
 
 
 def open_data(data: str | Path | DataReport) -> DataReport:
+    """A scanned data folder (as given, or scanned from its path: :func:`engine.data.scan`)."""
     if isinstance(data, DataReport):
         return data
     from engine.data import scan
@@ -107,11 +109,12 @@ def open_data(data: str | Path | DataReport) -> DataReport:
 
 
 def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "test",
-                        device: str = "cpu", batch_size: int = 16) -> Generator[Progress | Message, None,
-                                                                                 PartScores]:
+                        device: str = "cpu", batch_size: int = 16, should_stop: Callable[[], bool] | None = None
+                        ) -> Generator[Progress | Message, None, PartScores]:
     """Score every image of ``split`` of the data folder (laid under the run's saved split) with each part of a
-    ``parts`` run; yields Progress("part scores", done, total) per batch (closing the generator cancels) and
-    Message lines about the split; returns the :class:`PartScores`."""
+    ``parts`` run; yields Progress("part scores", done, total) per batch and Message lines about the split;
+    returns the :class:`PartScores`. Stops between batches when the generator is closed, or with Cancelled when
+    ``should_stop()`` turns true."""
     loaded = open_run(run, device)
     report = open_data(data)
     if report.layout == "flat":
@@ -127,8 +130,11 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
     n_kp = len(report.part_names) if report.has_parts else 0
     acc: dict[str, list] = {k: [] for k in ("labels", "pred", "paths", "scores", "boxes", "present", "centres",
                                             "probs", "kp")}
+    batch_size = max(1, int(batch_size))
     yield Progress("part scores", 0, len(samples))
-    for start in range(0, len(samples), max(1, batch_size)):
+    for start in range(0, len(samples), batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"part scores stopped after {start} of {len(samples)} images")
         batch = []
         for s in samples[start:start + batch_size]:
             try:

@@ -15,7 +15,7 @@ import pytest
 from engine.cli import main
 from engine.events import Progress, drive
 from engine.fieldmarks import collect_part_scores, part_label, rank_parts, read_part_names, set_part_name, write_guide
-from engine.errors import ConfigError
+from engine.errors import Cancelled, ConfigError
 from engine.toybirds.dataset import load_truth
 
 from tests.app.toyrun import toy_parts_run, toy_run
@@ -150,6 +150,18 @@ def test_the_guide_stops_between_species_when_closed(guide, tmp_path):
             break
     job.close()
     assert len(list((tmp_path / "stop").glob("*.html"))) == 2  # two pages, no index
+
+
+def test_should_stop_cancels_between_pages(guide, tmp_path):
+    t, *_ = guide
+    out = tmp_path / "s"
+
+    def one_page_written() -> bool:
+        return len(list(out.glob("*.html"))) >= 1
+
+    with pytest.raises(Cancelled, match="after 1 of 8 pages"):
+        drive(write_guide(t.run, t.data, out, should_stop=one_page_written))
+    assert len(list(out.glob("*.html"))) == 1 and not (out / "index.html").exists()
 
 
 def test_a_file_is_no_guide_folder(guide, tmp_path):

@@ -141,6 +141,8 @@ def test_a_run_without_shared_parts_is_refused(tmp_path_factory):
     t = toy_run(tmp_path_factory.getbasetemp())
     with pytest.raises(ConfigError, match="separating parts need a `parts` run"):
         drive(collect_part_scores(t.run, t.data))
+    with pytest.raises(ConfigError, match="name proposals need a `parts` run"):
+        drive(propose_names(t.run, t.data))
 
 
 def test_the_pass_stops_when_closed(toy):
