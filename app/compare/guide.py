@@ -55,13 +55,14 @@ class GuideState:
 
 
 def guide_job(request: GuideRequest, token: TokenLike) -> Generator[Progress | Message, None, Any]:
-    """The worker's job: drive :func:`engine.fieldmarks.write_guide` (closed, so stopped, when the token goes
-    stale)."""
+    """The worker's job: drive :func:`engine.fieldmarks.write_guide`, which stops between batches and pages once
+    the token goes stale (its generator is closed then too)."""
     from engine.device import resolve_device
     from engine.fieldmarks import write_guide
 
     species = list(request.species) if request.species is not None else None
-    job = write_guide(request.run, request.data, request.out, species=species, device=str(resolve_device("auto")))
+    job = write_guide(request.run, request.data, request.out, species=species, device=str(resolve_device("auto")),
+                      should_stop=token.is_stale)
     return (yield from checked(job, token))
 
 

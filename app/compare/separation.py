@@ -88,7 +88,8 @@ def scores_job(run_path: str, report: DataReport, token: TokenLike) -> Generator
     from engine.device import resolve_device
     from engine.fieldmarks import collect_part_scores
 
-    job = collect_part_scores(run_path, report, split="test", device=str(resolve_device("auto")))
+    job = collect_part_scores(run_path, report, split="test", device=str(resolve_device("auto")),
+                              should_stop=token.is_stale)
     return (yield from checked(job, token))
 
 
