@@ -62,7 +62,8 @@ def idle(window) -> bool:
 
 
 def save(window, path: Path) -> int:
-    """Grab the window to ``path`` as PNG; above ``MAX_BYTES`` (photo-heavy pages) reduce it to 256 colours."""
+    """Grab the window to ``path`` as PNG; above ``MAX_BYTES`` (photo-heavy pages) reduce it to 256 colours, the
+    part colours among them."""
     from PySide6.QtGui import QImage
 
     image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
@@ -71,8 +72,15 @@ def save(window, path: Path) -> int:
         try:
             from PIL import Image  # comes with torchvision; palette from the image itself, dithered
 
-            Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                                     dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+            from engine.fieldmarks.palette import PART_COLOURS
+
+            rgb = Image.open(path).convert("RGB")
+            # the part colours are kept exactly: a palette fitted to the photos alone merges them (green into blue)
+            fitted = rgb.quantize(256 - len(PART_COLOURS), method=Image.Quantize.MEDIANCUT)
+            palette = Image.new("P", (1, 1))
+            palette.putpalette(fitted.getpalette()[:3 * (256 - len(PART_COLOURS))]
+                               + [v for colour in PART_COLOURS for v in colour])
+            rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
         except ImportError:
             image.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 9)
     return path.stat().st_size

@@ -88,9 +88,12 @@ class SeparationBar(QWidget):
         p.drawRoundedRect(track, 3, 3)
         fill = QRectF(track)
         fill.setWidth(track.width() * self.fraction())
-        p.setBrush(self.colour)
         if fill.width() > 0:
-            p.drawRoundedRect(fill, 3, 3)
+            edge = QColor(base)
+            edge.setAlpha(110)  # a dark part colour (indigo) stays visible on the dark theme
+            p.setPen(edge)
+            p.setBrush(self.colour)
+            p.drawRoundedRect(fill.adjusted(0.5, 0.5, -0.5, -0.5), 3, 3)
         p.setPen(base)
         p.drawText(QRectF(self.width() - text_w, 0, text_w, self.height()),
                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{self.value:.2f}")
