@@ -153,6 +153,7 @@ class ComparePage(QWidget):
         self.run = ref
         self.confusion = None
         self.scores = None
+        self._separations.clear()  # ranked from the scores, which are computed again
         self._confusion_for = ""
         self._picked = False
         self.pairs.clear()
@@ -368,6 +369,8 @@ class ComparePage(QWidget):
         text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
         log.error("compare: %s", text)
         self.status.setText(text)
+        if self.view == "parts" and not self.separation_view.rows:
+            self.separation_view.title.setText(text)
 
     def _update_status(self, why: str = "") -> None:
         self.status.setText(why)

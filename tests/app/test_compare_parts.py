@@ -129,6 +129,11 @@ def test_keys_move_through_pairs_and_rows(compare, window, qtbot, toy_parts):
     qtbot.keyClick(page.pairs, Qt.Key.Key_9 if len(view.rows) < 9 else Qt.Key.Key_1)  # no such row: nothing moves
     assert view.current == (2 if len(view.rows) < 9 else 0)
 
+    # one species against itself: nothing to rank, and the view says why
+    page.set_pair(first.a, first.a)
+    assert not view.rows and "Pick two different species" in view.title.text()
+    show_pair(qtbot, page, first.a, first.b)  # from the cache
+
     # a name given elsewhere (Explore's legend) shows when the page comes back
     part = view.rows[0].row.part
     set_part_name(str(page.run.path), part, "crown")
