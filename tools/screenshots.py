@@ -62,7 +62,8 @@ def idle(window) -> bool:
 
 
 def save(window, path: Path) -> int:
-    """Grab the window to ``path`` as PNG; above ``MAX_BYTES`` (photo-heavy pages) reduce it to 256 colours."""
+    """Grab the window to ``path`` as PNG; above ``MAX_BYTES`` (photo-heavy pages) reduce it to 256 colours, the
+    part colours among them."""
     from PySide6.QtGui import QImage
 
     image = window.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
@@ -71,18 +72,27 @@ def save(window, path: Path) -> int:
         try:
             from PIL import Image  # comes with torchvision; palette from the image itself, dithered
 
-            Image.open(path).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
-                                                     dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+            from engine.fieldmarks.palette import PART_COLOURS
+
+            rgb = Image.open(path).convert("RGB")
+            # the part colours are kept exactly: a palette fitted to the photos alone merges them (green into blue)
+            fitted = rgb.quantize(256 - len(PART_COLOURS), method=Image.Quantize.MEDIANCUT)
+            palette = Image.new("P", (1, 1))
+            palette.putpalette(fitted.getpalette()[:3 * (256 - len(PART_COLOURS))]
+                               + [v for colour in PART_COLOURS for v in colour])
+            rgb.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
         except ImportError:
             image.convertToFormat(QImage.Format.Format_Indexed8).save(str(path), "PNG", 9)
     return path.stat().st_size
 
 
 # -- Explore and Compare: their staging before the grab (owned by the Explore/Compare engineer) ---------------
-def stage_workspace(window, name: str) -> None:
+def stage_workspace(window, name: str, pair: tuple[str, str] | None = None, row: int = 0) -> None:
     """Put Explore and Compare in a telling state once their workers are idle: Explore overlays the strongest
     part map of the selected photo (a ``parts`` run: all its parts, the crop panel on the class's top-scoring part)
-    and points the linked cursor at its peak (so the three views show where the part lies in each); Compare waits for both classes' crop rows. Other workspaces are left as they are."""
+    and points the linked cursor at its peak (so the three views show where the part lies in each); Compare waits
+    for both classes' crop rows, or for a ``parts`` run compares ``pair`` (species names; default: the most confused
+    pair) and selects its separating-part row ``row`` (0-based). Other workspaces are left as they are."""
     pages = getattr(window, "workspaces", None)
     if pages is None:
         return
@@ -101,7 +111,24 @@ def stage_workspace(window, name: str) -> None:
         wait(300)
     elif name == "Compare":
         page = pages.compare
-        if not wait_until(lambda: all(col.crop_labels for col in page.columns), 300):
+        if page.view == "parts":
+            if not wait_until(lambda: page.scores is not None, 600):
+                log.warning("Compare: no part scores after 10 minutes")
+                return
+            if pair is not None:
+                classes = list(page.run.classes)
+                unknown = [n for n in pair if n not in classes]
+                if unknown:
+                    log.error("Compare: --pair %s: not a class of the run (%s)", ",".join(unknown),
+                              ", ".join(classes))
+                    return
+                page.set_pair(classes.index(pair[0]), classes.index(pair[1]))
+            if not wait_until(lambda: bool(page.separation_view.rows) and page.parts_lane.is_idle(), 300):
+                log.warning("Compare: no separating parts after 5 minutes")
+                return
+            page.select_row(row)
+            wait(300)
+        elif not wait_until(lambda: all(col.crop_labels for col in page.columns), 300):
             log.warning("Compare: no crop rows after 5 minutes")
 
 
@@ -115,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select", type=int, default=0, help="row of the Library image to select")
     p.add_argument("--only", default="", help="comma-separated workspaces to grab (default: all)")
     p.add_argument("--suffix", default="", help="added to each file name, e.g. -dark")
+    p.add_argument("--pair", default="", help="Compare, parts run: the two species, comma-separated (default: "
+                   "the most confused pair)")
+    p.add_argument("--row", type=int, default=1, help="Compare, parts run: the separating part to select (1-9)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -165,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         wait(800)
         if not wait_until(lambda: idle(window), 300, 250):
             log.warning("%s: workers still busy after 5 minutes; taking the screenshot anyway", name)
-        stage_workspace(window, name)
+        pair = tuple(n.strip() for n in args.pair.split(",")) if args.pair else None
+        stage_workspace(window, name, pair if pair and len(pair) == 2 else None, args.row - 1)
         wait(800)
         path = out / f"{name.lower()}{args.suffix}.png"
         size = save(window, path)

@@ -1,4 +1,4 @@
-"""The Compare workspace: two classes' strongest part crops, channel by channel."""
+"""The Compare workspace: two species side by side, and the parts that tell them apart."""
 
 from .page import ComparePage
 

@@ -1,0 +1,240 @@
+"""Compare on a toy-birds `parts` run: the parts that separate a confusable pair, ranked (the one mark that differs
+comes first), the keys that move through pairs and rows, and "Save field guide…" (pages written, Cancel). The
+window never stalls over 100 ms while the ranking or the guide is computed; an MC-Loss run keeps its per-class
+view and says why."""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+
+from engine.fieldmarks import set_part_name
+from engine.toybirds.dataset import load_truth
+
+from app.compare import guide as guide_module
+from app.compare.guide import CANCELLED, FINISHED
+from toyrun import open_toy, toy_parts_run
+
+pytestmark = pytest.mark.timeout(600)  # the first test trains the session's toy parts run (about 40 s idle, minutes on a loaded machine)
+
+SLOW = 120_000
+
+
+@pytest.fixture(scope="session")
+def toy_parts(tmp_path_factory):
+    """The session's toy-birds `parts` run (toyrun.toy_parts_run: classes 2k and 2k+1 differ in one mark)."""
+    return toy_parts_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def compare(window, qtbot, toy_parts):
+    open_toy(window, qtbot, toy_parts)
+    return window.workspaces.compare
+
+
+def show_scores(window, qtbot, page) -> None:
+    window.set_workspace("Compare")
+    qtbot.waitUntil(lambda: page.scores is not None and page.confusion is not None, timeout=SLOW)
+
+
+def show_pair(qtbot, page, a: int, b: int) -> None:
+    with qtbot.waitSignal(page.compare_changed, timeout=SLOW,
+                          check_params_cb=lambda s: s.ready and s.view == "parts" and (s.a, s.b) == (a, b)):
+        page.set_pair(a, b)
+
+
+def mark_part(scores, truth, a: int, b: int, mark: str) -> int:
+    """The part sitting on ``mark`` in the pair's test photos, by the rule of the engine's test
+    (tests/engine/test_fieldmarks_separation.py::mark_part): the part whose centroid is nearest the mark's keypoint
+    (either side for eye / wing / leg), median over the photos where the part is active and the keypoint visible;
+    a part active on fewer than a quarter of the photos does not count."""
+    idx = np.concatenate([scores.of_class(a), scores.of_class(b)])
+    cols = [scores.keypoint_names.index(p) for p in truth.marks[mark].parts]
+    medians = []
+    for k in range(scores.parts):
+        d = [min(np.hypot(*(scores.centres[i, k] - scores.keypoints[i, j, :2])) for j in cols
+                 if scores.keypoints[i, j, 2] > 0.5)
+             for i in idx if scores.present[i, k] and any(scores.keypoints[i, j, 2] > 0.5 for j in cols)]
+        medians.append(float(np.median(d)) if len(d) >= len(idx) / 4 else math.inf)
+    return int(np.argmin(medians))
+
+
+def test_the_differing_mark_ranks_first(compare, window, qtbot, toy_parts, stall_probe):
+    page = compare
+    truth = load_truth(toy_parts.data)
+    stall_probe.start()
+    show_scores(window, qtbot, page)
+    assert page.view == "parts" and page.views.currentWidget() is page.separation_view
+    assert "Shared parts" in page.mode_label.text()
+    scores = page.scores
+    hits = []
+    for a, b, mark in truth.pairs:
+        show_pair(qtbot, page, a, b)
+        view = page.separation_view
+        rows = [w.row for w in view.rows]
+        assert len(rows) == min(scores.parts, 9)
+        seps = [r.separation for r in rows]
+        assert seps == sorted(seps, reverse=True)
+        expected = mark_part(scores, truth, a, b, mark)
+        hits.append(rows[0].part == expected)
+        n = page.top_n.value()
+        own_a, own_b = (int((scores.labels == c).sum()) for c in (a, b))
+        assert all(len(w.labels_a) == min(n, own_a) and len(w.labels_b) == min(n, own_b) for w in view.rows)
+        bars = [w.bar.fraction() for w in view.rows]
+        assert bars[0] == pytest.approx(min(1.0, rows[0].separation / 2.0)) and bars == sorted(bars, reverse=True)
+        assert view.rows[0].name.text() == f"<b>part {rows[0].part + 1}</b>"
+        assert view.current == 0 and view.rows[0].selected
+        assert len(view.detail.labels) == len(rows[0].crops_a) + len(rows[0].crops_b)
+        # the crops of row 0 are its strongest: the largest margin among a's images (where the part is active, if
+        # it is on any), the smallest among b's
+        k = rows[0].part
+        margin = scores.scores[:, k, a] - scores.scores[:, k, b]
+        for c, crops, pick in ((a, rows[0].crops_a, np.max), (b, rows[0].crops_b, np.min)):
+            own = scores.labels == c
+            active = scores.present[own, k]
+            assert crops[0].margin == pytest.approx(pick(margin[own][active] if active.any() else margin[own]),
+                                                    abs=1e-5)
+    stall_probe.assert_responsive(0.1)
+    assert sum(hits) >= 3, f"the differing mark's part came first for {sum(hits)} of 4 pairs: {hits}"
+
+
+def test_keys_move_through_pairs_and_rows(compare, window, qtbot, toy_parts):
+    page = compare
+    show_scores(window, qtbot, page)
+    first = page.confusion.pairs[0]
+    qtbot.waitUntil(lambda: bool(page.separation_view.rows) and (page.pair.a, page.pair.b) == (first.a, first.b),
+                    timeout=SLOW)
+    second = page.confusion.pairs[1]
+    with qtbot.waitSignal(page.compare_changed, timeout=SLOW,
+                          check_params_cb=lambda s: s.ready and (s.a, s.b) == (second.a, second.b)):
+        qtbot.keyClick(page.pairs, Qt.Key.Key_Right)
+    assert page.pairs.currentRow() == 1
+    with qtbot.waitSignal(page.compare_changed, timeout=SLOW,
+                          check_params_cb=lambda s: s.ready and (s.a, s.b) == (first.a, first.b)):
+        qtbot.keyClick(page.pairs, Qt.Key.Key_Left)
+    assert page.pairs.currentRow() == 0
+    view = page.separation_view
+    with qtbot.waitSignal(page.row_selected, timeout=2000, check_params_cb=lambda s: s.row == 2):
+        qtbot.keyClick(page.pairs, Qt.Key.Key_3)
+    assert view.current == 2 and view.rows[2].selected and not view.rows[0].selected
+    assert view.rows[2].row.label in view.detail.title.text()
+    big = view.detail.labels[0].pixmap()
+    assert big.width() > view.rows[2].labels_a[0].pixmap().width()  # the selected part's crops, larger
+    qtbot.keyClick(page.pairs, Qt.Key.Key_9 if len(view.rows) < 9 else Qt.Key.Key_1)  # no such row: nothing moves
+    assert view.current == (2 if len(view.rows) < 9 else 0)
+
+    # one species against itself: nothing to rank, and the view says why
+    page.set_pair(first.a, first.a)
+    assert not view.rows and "Pick two different species" in view.title.text()
+    show_pair(qtbot, page, first.a, first.b)  # from the cache
+
+    # a name given elsewhere (Explore's legend) shows when the page comes back
+    part = view.rows[0].row.part
+    set_part_name(str(page.run.path), part, "crown")
+    window.set_workspace("Library")
+    window.set_workspace("Compare")
+    assert view.rows[0].name.text() == "<b>crown</b>"
+    set_part_name(str(page.run.path), part, "")
+
+
+class GuideDialogs:
+    """The guide's dialogs, patched: the folder it asks for, the answer to "open index.html?", the URLs opened."""
+
+    def __init__(self, monkeypatch, out: Path) -> None:
+        self.out = out
+        self.opened: list[str] = []
+        self.questions: list[str] = []
+        monkeypatch.setattr(guide_module.QFileDialog, "getExistingDirectory", lambda *a, **k: str(self.out))
+        monkeypatch.setattr(guide_module.QMessageBox, "question",
+                            lambda _parent, _title, text, *a, **k: self.questions.append(text)
+                            or QMessageBox.StandardButton.Open)
+        monkeypatch.setattr(guide_module.QDesktopServices, "openUrl",
+                            lambda url: self.opened.append(url.toLocalFile()) or True)
+
+
+def test_save_field_guide(compare, window, qtbot, toy_parts, tmp_path, monkeypatch, stall_probe):
+    from html.parser import HTMLParser
+
+    page = compare
+    show_scores(window, qtbot, page)
+    control = page.guide
+    assert control.button.isEnabled()
+    dialogs = GuideDialogs(monkeypatch, tmp_path / "guide")
+    dialogs.out.mkdir()
+    stall_probe.start()
+    with qtbot.waitSignal(control.guide_changed, timeout=SLOW, check_params_cb=lambda s: s.status == FINISHED):
+        control.all_action.trigger()
+        assert not control.button.isEnabled() and control.cancel_button.isVisible()
+    stall_probe.assert_responsive(0.1)
+    result = control.state.result
+    classes = list(page.run.classes)
+    assert len(result.pages) == len(classes) and result.index.is_file()
+    assert dialogs.opened == [str(result.index)] and len(dialogs.questions) == 1
+    for html_file in (result.index, *result.pages):
+        HTMLParser().feed(Path(html_file).read_text(encoding="utf-8"))  # parses
+    assert control.button.isEnabled() and not control.cancel_button.isVisible()
+    assert str(result.out) in control.status.text()
+
+    # only the pair on screen
+    a, b = page.pair.a, page.pair.b
+    dialogs.out = tmp_path / "pair"
+    dialogs.out.mkdir()
+    assert all(classes[c].replace("_", " ") in control.pair_action.text() for c in (a, b))
+    with qtbot.waitSignal(control.guide_changed, timeout=SLOW, check_params_cb=lambda s: s.status == FINISHED):
+        control.pair_action.trigger()
+    assert len(control.state.result.pages) == 2
+
+
+def test_cancel_the_field_guide(compare, window, qtbot, toy_parts, tmp_path, monkeypatch):
+    """Cancel stops the engine's generator: the job waits after its first event until the GUI has cancelled, so
+    the test does not race the worker."""
+    import engine.fieldmarks as fieldmarks
+
+    page = compare
+    show_scores(window, qtbot, page)
+    dialogs = GuideDialogs(monkeypatch, tmp_path / "guide")
+    dialogs.out.mkdir()
+    cancelled, closed = threading.Event(), threading.Event()
+    real = fieldmarks.write_guide
+
+    def paused(*args, **kwargs):
+        job = real(*args, **kwargs)
+        try:
+            for event in job:
+                yield event
+                if type(event).__name__ == "Progress":
+                    cancelled.wait(30)  # the GUI cancels on the first progress; the next check stops the job
+        finally:
+            job.close()
+            closed.set()
+
+    monkeypatch.setattr(fieldmarks, "write_guide", paused)
+    control = page.guide
+    control.guide_changed.connect(lambda s: s.status == "running" and s.total and control.cancel())
+    with qtbot.waitSignal(control.guide_changed, timeout=SLOW, check_params_cb=lambda s: s.status == CANCELLED):
+        control.all_action.trigger()
+        qtbot.waitUntil(lambda: control.state.status == "cancelling", timeout=SLOW)
+        assert not control.cancel_button.isEnabled()
+        cancelled.set()
+    assert closed.wait(10)
+    assert control.state.result is None and not dialogs.opened and not (dialogs.out / "index.html").exists()
+    assert "cancelled" in control.status.text() and control.button.isEnabled()
+
+
+def test_mcloss_keeps_the_per_class_view(window, qtbot, toy):
+    open_toy(window, qtbot, toy)
+    page = window.workspaces.compare
+    window.set_workspace("Compare")
+    qtbot.waitUntil(lambda: page.confusion is not None, timeout=SLOW)
+    assert page.view == "columns" and page.views.currentWidget() is page.scroll
+    assert "MC-Loss run: its maps belong to one class each" in page.mode_label.text()
+    assert page.top_n_label.text() == "Crops per part" and page.top_n.value() == 6
+    assert page.guide.button.isEnabled() and "separating parts need a `parts` run" in page.guide.button.toolTip()
+    qtbot.keyClick(page.pairs, Qt.Key.Key_Right)  # Left / Right move through the pairs here too
+    assert page.pairs.currentRow() == 1
