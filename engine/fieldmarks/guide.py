@@ -31,17 +31,17 @@ import numpy as np
 from engine.data.imageio import load_image
 from engine.data.records import DataReport
 from engine.data.transforms import Preprocessing
-from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, DecodeError
+from engine.errors import Cancelled, ConfigError, DataError, DecodeError
 from engine.events import Message, Progress
 from engine.fieldmarks.names import part_label
 from engine.fieldmarks.palette import part_colour, part_hex
-from engine.fieldmarks.separation import (NOT_PARTS, PartScores, collect_part_scores, confusion, nearest_species,
-                                          open_data, rank_parts)
+from engine.fieldmarks.separation import (NOT_PARTS, PartScores, collect_part_scores, confusion, labelled_samples,
+                                          nearest_species, open_data, rank_parts)
 from engine.fileio import atomic_write_bytes, atomic_write_text
 from engine.maps.explain import predict_probs, resolve_class
 from engine.maps.parts import crop
 from engine.models.shared_parts import has_shared_parts
-from engine.runs import LoadedRun, load_run, read_part_names, use_run_split
+from engine.runs import LoadedRun, load_run, read_part_names
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,7 @@ def _predictions_only(run: LoadedRun, report: DataReport, split: str,
                       batch_size: int = 16) -> Generator[Progress | Message, None, PartScores]:
     """Class probabilities of every ``split`` photo for a run without shared parts: :class:`PartScores` with no
     parts (K = 0)."""
-    report = yield from use_run_split(run.run_dir, report, run.meta.get("config"))
-    if list(report.classes) != run.classes:
-        raise CheckpointError(f"the run {str(run.run_dir)!r} knows {len(run.classes)} classes, the data "
-                              f"{len(report.classes)} (or other names): use the run trained on this data")
-    samples = [s for s in report.split(split) if s.label >= 0]
-    if not samples:
-        raise DataError(f"{report.root!r} has no labelled {split} images: pick another folder")
+    report, samples = yield from labelled_samples(run, report, split)
     pp = Preprocessing.from_dict(run.preprocessing)
     labels, paths, probs = [], [], []
     yield Progress("predictions", 0, len(samples))

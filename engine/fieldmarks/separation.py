@@ -108,6 +108,20 @@ def open_data(data: str | Path | DataReport) -> DataReport:
     return scan(data)
 
 
+def labelled_samples(run: LoadedRun, report: DataReport, split: str
+                     ) -> Generator[Progress | Message, None, tuple[DataReport, list]]:
+    """The data laid under the run's saved split, checked against the run's classes, and its labelled ``split``
+    photos (at least one)."""
+    report = yield from use_run_split(run.run_dir, report, run.meta.get("config"))
+    if list(report.classes) != run.classes:
+        raise CheckpointError(f"the run {str(run.run_dir)!r} knows {len(run.classes)} classes, the data "
+                              f"{len(report.classes)} (or other names): use the run trained on this data")
+    samples = [s for s in report.split(split) if s.label >= 0]
+    if not samples:
+        raise DataError(f"{report.root!r} has no labelled {split} images: pick another split or folder")
+    return report, samples
+
+
 def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "test",
                         device: str = "cpu", batch_size: int = 16, should_stop: Callable[[], bool] | None = None
                         ) -> Generator[Progress | Message, None, PartScores]:
@@ -120,13 +134,7 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
     if report.layout == "flat":
         raise DataError(f"{report.root!r} is a flat folder of images: separating species needs labelled photos "
                         "(class folders or the CUB layout)")
-    report = yield from use_run_split(loaded.run_dir, report, loaded.meta.get("config"))
-    if list(report.classes) != loaded.classes:
-        raise CheckpointError(f"the run {str(loaded.run_dir)!r} knows {len(loaded.classes)} classes, the data "
-                              f"{len(report.classes)} (or other names): use the run trained on this data")
-    samples = [s for s in report.split(split) if s.label >= 0]
-    if not samples:
-        raise DataError(f"{report.root!r} has no labelled {split} images: pick another split or folder")
+    report, samples = yield from labelled_samples(loaded, report, split)
     n_kp = len(report.part_names) if report.has_parts else 0
     acc: dict[str, list] = {k: [] for k in ("labels", "pred", "paths", "scores", "boxes", "present", "centres",
                                             "probs", "kp")}

@@ -5,7 +5,6 @@ view and says why."""
 
 from __future__ import annotations
 
-import math
 import threading
 from pathlib import Path
 
@@ -15,11 +14,12 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
 from engine.fieldmarks import set_part_name
+from engine.runs import PART_NAMES
 from engine.toybirds.dataset import load_truth
 
 from app.compare import guide as guide_module
 from app.compare.guide import CANCELLED, FINISHED
-from toyrun import open_toy, toy_parts_run
+from toyrun import mark_part, open_toy, toy_parts_run
 
 pytestmark = pytest.mark.timeout(600)  # the first test trains the session's toy parts run (about 40 s idle, minutes on a loaded machine)
 
@@ -49,22 +49,6 @@ def show_pair(qtbot, page, a: int, b: int) -> None:
         page.set_pair(a, b)
 
 
-def mark_part(scores, truth, a: int, b: int, mark: str) -> int:
-    """The part sitting on ``mark`` in the pair's test photos, by the rule of the engine's test
-    (tests/engine/test_fieldmarks_separation.py::mark_part): the part whose centroid is nearest the mark's keypoint
-    (either side for eye / wing / leg), median over the photos where the part is active and the keypoint visible;
-    a part active on fewer than a quarter of the photos does not count."""
-    idx = np.concatenate([scores.of_class(a), scores.of_class(b)])
-    cols = [scores.keypoint_names.index(p) for p in truth.marks[mark].parts]
-    medians = []
-    for k in range(scores.parts):
-        d = [min(np.hypot(*(scores.centres[i, k] - scores.keypoints[i, j, :2])) for j in cols
-                 if scores.keypoints[i, j, 2] > 0.5)
-             for i in idx if scores.present[i, k] and any(scores.keypoints[i, j, 2] > 0.5 for j in cols)]
-        medians.append(float(np.median(d)) if len(d) >= len(idx) / 4 else math.inf)
-    return int(np.argmin(medians))
-
-
 def test_the_differing_mark_ranks_first(compare, window, qtbot, toy_parts, stall_probe):
     page = compare
     truth = load_truth(toy_parts.data)
@@ -81,7 +65,7 @@ def test_the_differing_mark_ranks_first(compare, window, qtbot, toy_parts, stall
         assert len(rows) == min(scores.parts, 9)
         seps = [r.separation for r in rows]
         assert seps == sorted(seps, reverse=True)
-        expected = mark_part(scores, truth, a, b, mark)
+        expected, _ = mark_part(scores, truth, a, b, mark)
         hits.append(rows[0].part == expected)
         n = page.top_n.value()
         own_a, own_b = (int((scores.labels == c).sum()) for c in (a, b))
@@ -136,11 +120,13 @@ def test_keys_move_through_pairs_and_rows(compare, window, qtbot, toy_parts):
 
     # a name given elsewhere (Explore's legend) shows when the page comes back
     part = view.rows[0].row.part
+    names_file = Path(page.run.path) / PART_NAMES
+    assert not names_file.exists()  # the session's toy run is shared: it is left as it was found
     set_part_name(str(page.run.path), part, "crown")
     window.set_workspace("Library")
     window.set_workspace("Compare")
     assert view.rows[0].name.text() == "<b>crown</b>"
-    set_part_name(str(page.run.path), part, "")
+    names_file.unlink()
 
 
 class GuideDialogs:

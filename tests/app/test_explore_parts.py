@@ -38,11 +38,12 @@ def parts_toy(tmp_path_factory) -> ToyRun:
 
 @pytest.fixture
 def run_copy(parts_toy, tmp_path) -> ToyRun:
-    """A private copy of the toy parts run (the names a test saves stay its own)."""
+    """A private copy of the toy parts run with no names yet (the names a test saves stay its own)."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(parts_toy.run, run)
+    (run / PART_NAMES).unlink(missing_ok=True)
     return ToyRun(parts_toy.data, run)
 
 

@@ -74,3 +74,24 @@ def open_toy(window, qtbot, toy: ToyRun) -> None:
     with qtbot.waitSignal(window.library.data_changed, timeout=30000):
         window.open_folder(str(toy.data))
     window.open_run(str(toy.run), open_data=False)
+
+
+def mark_part(scores, truth, a: int, b: int, mark: str) -> tuple[int, list[float]]:
+    """The part sitting on ``mark`` in the test photos of the pair (a, b) (engine.fieldmarks.PartScores, toy-birds
+    truth): the part whose centroid is nearest the mark's keypoint (either side for eye / wing / leg), median over
+    the photos where the part is active and the keypoint visible; a part active on fewer than a quarter of the
+    photos does not count. Returns (part, the medians of every part). The engine's and Compare's ranking tests
+    judge "the differing mark's part" by this rule."""
+    import math
+
+    import numpy as np
+
+    idx = np.concatenate([scores.of_class(a), scores.of_class(b)])
+    cols = [scores.keypoint_names.index(p) for p in truth.marks[mark].parts]
+    medians = []
+    for k in range(scores.parts):
+        d = [min(np.hypot(*(scores.centres[i, k] - scores.keypoints[i, j, :2])) for j in cols
+                 if scores.keypoints[i, j, 2] > 0.5)
+             for i in idx if scores.present[i, k] and any(scores.keypoints[i, j, 2] > 0.5 for j in cols)]
+        medians.append(float(np.median(d)) if len(d) >= len(idx) / 4 else math.inf)
+    return int(np.argmin(medians)), medians

@@ -16,10 +16,10 @@ from engine.cli import main
 from engine.events import Progress, drive
 from engine.fieldmarks import collect_part_scores, part_label, rank_parts, read_part_names, set_part_name, write_guide
 from engine.errors import Cancelled, ConfigError
+from engine.runs import PART_NAMES
 from engine.toybirds.dataset import load_truth
 
-from tests.app.toyrun import toy_parts_run, toy_run
-from tests.engine.test_fieldmarks_separation import mark_part
+from tests.app.toyrun import mark_part, toy_parts_run, toy_run
 
 VOID = {"img", "meta", "br", "hr", "link", "input"}
 
@@ -88,6 +88,8 @@ def guide(tmp_path_factory):
     yield t, truth, scores, result, events
     for k in range(scores.parts):
         set_part_name(t.run, k, saved.get(k, ""))
+    if not saved:  # the session's toy run is shared: left as it was found, with no names file
+        (Path(t.run) / PART_NAMES).unlink(missing_ok=True)
 
 
 def test_pages_parse_and_every_image_exists(guide):

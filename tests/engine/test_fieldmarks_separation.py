@@ -17,7 +17,7 @@ from engine.fieldmarks import (PartScores, collect_part_scores, confused_pairs, 
 from engine.fieldmarks.names import proposals_from
 from engine.toybirds.dataset import load_truth
 
-from tests.app.toyrun import toy_parts_run
+from tests.app.toyrun import mark_part, toy_parts_run
 
 
 def hand_scores() -> PartScores:
@@ -96,21 +96,6 @@ def toy(tmp_path_factory):
     scores = drive(collect_part_scores(t.run, t.data), events.append)
     assert isinstance(events[-1], Progress) and events[-1].done == events[-1].total == len(scores.labels)
     return t, scores, load_truth(t.data)
-
-
-def mark_part(scores: PartScores, truth, a: int, b: int, mark: str) -> tuple[int, list[float]]:
-    """The part sitting on ``mark`` in the pair's test photos: the part whose centroid is nearest the mark's
-    keypoint (either side for eye / wing / leg), median over the photos where the part is active and the keypoint
-    visible; a part active on fewer than a quarter of the photos does not count."""
-    idx = np.concatenate([scores.of_class(a), scores.of_class(b)])
-    cols = [scores.keypoint_names.index(p) for p in truth.marks[mark].parts]
-    medians = []
-    for k in range(scores.parts):
-        d = [min(np.hypot(*(scores.centres[i, k] - scores.keypoints[i, j, :2])) for j in cols
-                 if scores.keypoints[i, j, 2] > 0.5)
-             for i in idx if scores.present[i, k] and any(scores.keypoints[i, j, 2] > 0.5 for j in cols)]
-        medians.append(float(np.median(d)) if len(d) >= len(idx) / 4 else math.inf)
-    return int(np.argmin(medians)), medians
 
 
 def test_the_top_separating_part_is_the_differing_marks_part(toy):
