@@ -41,6 +41,7 @@ class DemoSettings:
     mu: float = 0.5  # the paper's from-scratch μ = 1.5 learns too slowly in 750 steps (README: measured)
     lam: float = 10.0
     lr: float = 0.05
+    padding: str = "replicate"  # MC-Loss's default (docs/METHODS.md#mc-loss-border)
     overlays: int = 4
 
 
@@ -61,7 +62,8 @@ def demo_paths(root: str | os.PathLike | None = None) -> tuple[Path, Path]:
 def demo_config(data: Path, run: Path, s: DemoSettings) -> TrainConfig:
     return TrainConfig(data=str(data), out=str(run), model=s.model, method="mcloss", xi=s.xi, mu=s.mu, lam=s.lam,
                        epochs=s.epochs, img_size=s.img_size, batch_size=s.batch_size, lr_backbone=s.lr,
-                       lr_head=s.lr, crop_scale=(0.6, 1.0), warmup_epochs=1.0, seed=s.seed, device="auto")
+                       lr_head=s.lr, crop_scale=(0.6, 1.0), warmup_epochs=1.0, seed=s.seed, device="auto",
+                       padding=s.padding)
 
 
 def _toybirds_current(data: Path, s: DemoSettings) -> bool:

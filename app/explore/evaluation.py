@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # (key, label, format): fractions shown as percentages; the engine gives keypoint error in % of the bird box
 # and NMI / ARI × 100 already (docs/METHODS.md#published-protocol)
 ROWS = (("top1", "Top-1 accuracy", "pct"), ("part_hit_rate", "Part hit rate", "pct"),
+        ("peaks_in_box", "Peaks in the bird's box", "pct"), ("peaks_on_border", "Peaks on the map's border", "pct"),
         ("keypoint_error", "Keypoint error (% of box)", "f1"), ("nmi", "NMI (×100)", "f1"),
         ("ari", "ARI (×100)", "f1"), ("regions_per_class", "Regions per class", "f2"),
         ("mark_recall", "Field-mark recall", "pct"))

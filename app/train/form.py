@@ -15,7 +15,8 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
-from engine.training.config import OTHER_SIZE_EPOCHS_BATCH, PARTS_SIZE_EPOCHS_BATCH, TrainConfig
+from engine.training.config import (DEFAULT_PADDING, OTHER_SIZE_EPOCHS_BATCH, PADDINGS, PARTS_SIZE_EPOCHS_BATCH,
+                                    TrainConfig)
 from engine.errors import ConfigError
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
@@ -81,6 +82,10 @@ class TrainForm(QWidget):
         self.parts.setRange(0, 128)
         self.parts.setValue(8)
         self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
+        self.padding = QComboBox(self)
+        for value in PADDINGS:
+            self.padding.addItem(value, value)
+        self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING["mcloss"]))
         self.mu = QLineEdit(self)
         self.mu.setPlaceholderText("auto (paper value)")
         self.lam = QDoubleSpinBox(self)
@@ -116,6 +121,7 @@ class TrainForm(QWidget):
                 ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
                 ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
                 ("Parts (K)", self.parts, h["parts"]), ("Fine maps", self.fine, h["fine"]),
+                ("Padding", self.padding, h["padding"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
                 ("Batch size", self.batch_size, h["batch_size"]),
                 ("Pretrained", _path_row(self.pretrained, weights_btn), h["pretrained"]),
@@ -130,7 +136,7 @@ class TrainForm(QWidget):
         self.method.currentIndexChanged.connect(self._on_method_current_index_changed)
         for w in (self.data, self.out, self.mu):
             w.textChanged.connect(self.revalidate)
-        for box in (self.model, self.device):
+        for box in (self.model, self.device, self.padding):
             box.currentIndexChanged.connect(self.revalidate)
         self.pretrained.currentTextChanged.connect(self.revalidate)
         for spin in (self.xi, self.epochs, self.img_size, self.batch_size, self.seed, self.lam, self.parts):
@@ -156,7 +162,8 @@ class TrainForm(QWidget):
             method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(),
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
             pretrained=None if weights in ("", SCRATCH) else weights, seed=self.seed.value(),
-            device=self.device.currentText(), parts=self.parts.value(), fine=self.fine.isChecked())
+            device=self.device.currentText(), parts=self.parts.value(), fine=self.fine.isChecked(),
+            padding=self.padding.currentData() if self.padding.isEnabled() else None)
 
     def set_config(self, cfg: TrainConfig | dict) -> None:
         """Fill the form from a config (e.g. the one saved with a run)."""
@@ -191,6 +198,8 @@ class TrainForm(QWidget):
         self.parts.setValue(int(d.get("parts", 8)))
         fine = d.get("fine")
         self.fine.setChecked(d.get("method") == "parts" if fine is None else bool(fine))
+        padding = d.get("padding") or DEFAULT_PADDING.get(d.get("method", "mcloss"), "zeros")
+        self.padding.setCurrentIndex(max(0, self.padding.findData(padding)))
         self._enable_method_fields()
         self.blockSignals(False)
         self.revalidate()
@@ -266,6 +275,7 @@ class TrainForm(QWidget):
             w.setEnabled(method in ("mcloss", "ce"))
         self.parts.setEnabled(method == "parts")
         self.fine.setEnabled(method != "tasn")
+        self.padding.setEnabled(method != "tasn")  # TASN keeps torchvision's zeros
 
     @Slot()
     def _on_method_current_index_changed(self) -> None:
@@ -273,6 +283,9 @@ class TrainForm(QWidget):
         self.fine.blockSignals(True)
         self.fine.setChecked(method == "parts")  # the method's default; the user may change it
         self.fine.blockSignals(False)
+        self.padding.blockSignals(True)
+        self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING[method]))
+        self.padding.blockSignals(False)
         # image size, epochs and batch follow the method while they hold the other method's defaults
         new = PARTS_SIZE_EPOCHS_BATCH if method == "parts" else OTHER_SIZE_EPOCHS_BATCH
         old = OTHER_SIZE_EPOCHS_BATCH if method == "parts" else PARTS_SIZE_EPOCHS_BATCH

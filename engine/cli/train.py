@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--xi", type=int, default=3, help=h["xi"] + " (default 3)")
     p.add_argument("--parts", type=int, default=8, metavar="K", help=h["parts"] + " (default 8)")
     p.add_argument("--fine", action=argparse.BooleanOptionalAction, default=None, help=h["fine"])
+    p.add_argument("--padding", default=None, choices=["zeros", "replicate", "reflect"], help=h["padding"])
     p.add_argument("--part-loss", action="append", default=[], metavar="NAME=WEIGHT",
                    help="a shared-parts loss weight (ce 2, conc 1000, orth 1, equiv 1, pres 1; PDiscoFormer's tv, "
                         "border, entropy 0); repeat for several")
@@ -61,7 +62,8 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("lam", "--lam"), ("epochs", "--epochs"), ("pretrained", "--pretrained"), ("img_size", "--img-size"),
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
-             ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts")]
+             ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
+             ("padding", "--padding")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -125,14 +127,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
-        for key in ("epochs", "img_size", "batch_size"):
+        for key in ("epochs", "img_size", "batch_size", "padding"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
                        mu=args.mu, lam=args.lam, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
-                       parts=args.parts, fine=args.fine,
+                       parts=args.parts, fine=args.fine, padding=args.padding,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 
 

@@ -45,8 +45,8 @@ from engine.runs import LoadedRun, use_run_split
 
 log = logging.getLogger(__name__)
 
-KEYS = ("top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class",
-        "mark_recall", "baselines", "protocol")
+KEYS = ("top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error", "keypoint_error_all", "nmi",
+        "ari", "regions_per_class", "mark_recall", "baselines", "protocol")
 
 
 @dataclass
@@ -55,6 +55,8 @@ class EvalResult:
 
     top1: float | None
     part_hit_rate: float | None
+    peaks_in_box: float | None
+    peaks_on_border: float | None
     keypoint_error: float | None
     keypoint_error_all: float | None
     nmi: float | None
@@ -148,15 +150,18 @@ def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.nda
         all_c = to_px(pa.centroid)
         top_all = pa.value.max(axis=1, keepdims=True)
         all_v = np.where(top_all > 0, pa.value / np.where(top_all > 0, top_all, 1.0), 0.0)
-    return PartSet(peaks, cents, rel, kp_labels, all_c, all_v)
+    cell = pk.argmax
+    on_border = (cell[..., 0] < 0.5) | (cell[..., 0] > w - 1.5) | (cell[..., 1] < 0.5) | (cell[..., 1] > h - 1.5)
+    return PartSet(peaks, cents, rel, kp_labels, all_c, all_v, on_border)
 
 
 def _concat(sets: list[PartSet]) -> PartSet:
     if not sets:
         z = np.zeros((0, 1, 2))
         return PartSet(z, z, np.zeros((0, 1)), np.zeros((0, 15), np.int64), z, np.zeros((0, 1)))
+    border = None if any(s.on_border is None for s in sets) else np.concatenate([s.on_border for s in sets])
     return PartSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in
-                     ("peaks", "centroids", "values", "kp_labels", "all_centroids", "all_values")))
+                     ("peaks", "centroids", "values", "kp_labels", "all_centroids", "all_values")), border)
 
 
 def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
@@ -224,8 +229,9 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
                       regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
                       protocol=published.result(seed) if published is not None else None,
-                      **{key: own[key] for key in ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi",
-                                                   "ari", "mark_recall")})
+                      **{key: own[key] for key in ("part_hit_rate", "peaks_in_box", "peaks_on_border",
+                                                   "keypoint_error", "keypoint_error_all", "nmi", "ari",
+                                                   "mark_recall")})
 
 
 @torch.no_grad()

@@ -91,6 +91,26 @@ def part_hit_rate(peaks: np.ndarray, keypoints: np.ndarray, bboxes: np.ndarray, 
     return float((hit & counted).sum() / total)
 
 
+def peaks_in_box(peaks: np.ndarray, bboxes: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Fraction of discovered parts whose peak lies inside the image's bird box (edges included), in [0, 1];
+    parts with ``valid[n, k] == False`` are left out. NaN (with a warning) when no part is counted."""
+    pts = _points(peaks, "peaks")
+    n, k = pts.shape[:2]
+    bb = _bboxes(bboxes, n)
+    mask = np.ones((n, k), dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    if mask.shape != (n, k):
+        raise ValueError(f"valid must be (N, K) = {(n, k)}; got shape {mask.shape}")
+    x, y = pts[..., 0], pts[..., 1]
+    x0, y0 = bb[:, 0:1], bb[:, 1:2]
+    with np.errstate(invalid="ignore"):
+        inside = (x >= x0) & (x <= x0 + bb[:, 2:3]) & (y >= y0) & (y <= y0 + bb[:, 3:4])
+    total = int(mask.sum())
+    if total == 0:
+        log.warning("peaks in box: no part to score")
+        return float("nan")
+    return float((inside & mask).sum() / total)
+
+
 def part_features(centroids: np.ndarray, peak_values: np.ndarray, bboxes: np.ndarray,
                   peak_threshold: float = 0.5) -> np.ndarray:
     """The (N, 2K) regression features of Huang et al. (CVPR 2020), before standardisation.

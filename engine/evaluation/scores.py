@@ -17,14 +17,16 @@ import engine.evaluation.metrics as metrics
 
 log = logging.getLogger(__name__)
 
-PART_KEYS = ("part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari", "mark_recall")
+PART_KEYS = ("part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error", "keypoint_error_all", "nmi",
+             "ari", "mark_recall")
 
 
 @dataclass
 class PartSet:
     """Discovered parts of N images in original pixels. ``peaks``/``centroids`` (N, K, 2) (NaN where a part does
     not exist), ``values`` (N, K) peak strength relative to the image's strongest part, ``kp_labels`` (N, P) the
-    part label at each keypoint (-1 invisible); ``all_centroids``/``all_values``: the "all channels" gathering."""
+    part label at each keypoint (-1 invisible); ``all_centroids``/``all_values``: the "all channels" gathering;
+    ``on_border`` (N, K) whether each peak lies on the outer ring of cells of its map (None: not read from maps)."""
 
     peaks: np.ndarray
     centroids: np.ndarray
@@ -32,6 +34,7 @@ class PartSet:
     kp_labels: np.ndarray
     all_centroids: np.ndarray
     all_values: np.ndarray
+    on_border: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -128,6 +131,10 @@ def part_scores(train: PartSet, test: PartSet, tr: Truth, te: Truth,
     """The part figures of one method on the test split (keypoint regression fitted on the training split)."""
     out: dict[str, float | None] = {}
     out["part_hit_rate"] = metrics.part_hit_rate(test.peaks, te.keypoints, te.boxes, valid=test.valid)
+    out["peaks_in_box"] = metrics.peaks_in_box(test.peaks, te.boxes, valid=test.valid)
+    out["peaks_on_border"] = None
+    if test.on_border is not None and test.valid.any():
+        out["peaks_on_border"] = float(test.on_border[test.valid].mean())
     if len(tr.boxes):
         out["keypoint_error"] = metrics.keypoint_regression_error(
             train.centroids, train.values, tr.keypoints, tr.boxes, test.centroids, test.values, te.keypoints,
@@ -182,6 +189,8 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     base = result.get("baselines") or {}
     cols = [("run", result)] + [(k, v) for k, v in base.items() if v is not None]
     rows = [("top1 (%)", "top1", 100.0), ("part hit rate (%)", "part_hit_rate", 100.0),
+            ("peaks in the bird's box (%)", "peaks_in_box", 100.0),
+            ("peaks on the map's border (%)", "peaks_on_border", 100.0),
             ("keypoint error (% box), ξ parts", "keypoint_error", 1.0),
             ("keypoint error (% box), all channels", "keypoint_error_all", 1.0), ("NMI", "nmi", 1.0),
             ("ARI", "ari", 1.0), ("regions per class (h)", "regions_per_class", 1.0),

@@ -12,7 +12,7 @@ from typing import Callable
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.models.backbones import BACKBONES
+from engine.models.backbones import BACKBONES, PADDINGS, set_padding
 from engine.models.fine import fine_backbone
 from engine.models.partnet import PartNet
 from engine.models.shared_parts import SharedPartsNet
@@ -64,14 +64,19 @@ def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
     """A part network on ``backbone``. ``head="mcloss"`` (default, also the CE method's): per-class part channels
     (:class:`PartNet`); ``head="parts"``: K parts shared by all classes (:class:`SharedPartsNet`, PDiscoNet).
     ``fine``: stride-16 features, the last stage upsampled and concatenated with the one before it
-    (:mod:`engine.models.fine`)."""
+    (:mod:`engine.models.fine`). ``padding``: how the backbone's convolutions pad (``zeros`` as torchvision,
+    ``replicate`` or ``reflect``; :func:`~engine.models.backbones.set_padding`)."""
 
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto",
               head: str = "mcloss", fine: bool = False, parts: int = 8, part_dropout: float = 0.3,
-              gumbel: bool = False) -> nn.Module:
+              gumbel: bool = False, padding: str = "zeros") -> nn.Module:
         if head not in HEADS:
             raise ConfigError(f"head={head!r}: use one of {', '.join(HEADS)}")
+        if padding not in PADDINGS:
+            raise ConfigError(f"padding={padding!r}: use one of {', '.join(PADDINGS)}")
         features, width, stride = fine_backbone(backbone, pretrained) if fine else BACKBONES[backbone][0](pretrained)
+        if padding != "zeros":
+            set_padding(features, padding)
         if head == "parts":
             return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)
         return PartNet(features, width, stride, num_classes, xi, part_channels)

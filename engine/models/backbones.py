@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from engine.errors import ConfigError
 from engine.models.weights import load_into, load_state_dict_file, looks_like_path, torchvision_state_dict
 
 BackboneBuilder = Callable[[str | None], tuple[nn.Module, int, int]]
@@ -111,3 +112,20 @@ BACKBONES: dict[str, tuple[BackboneBuilder, str]] = {
     "smallnet": (smallnet, "small CNN for CPU training from scratch (toy birds, tests), 128 channels, stride 8, "
                            "receptive field 17 px"),
 }
+
+
+PADDINGS = ("zeros", "replicate", "reflect")
+
+
+def set_padding(module: nn.Module, mode: str) -> nn.Module:
+    """Pad every padded convolution of ``module`` with ``mode`` (``zeros``, torchvision's, or ``replicate`` /
+    ``reflect``), in place; the weights are untouched, so pretrained weights load the same. Zero padding lets a
+    network tell the frame's edge from its inside: MC-Loss's diversity term uses that to park part peaks on the
+    border (docs/METHODS.md#mc-loss-border)."""
+    if mode not in PADDINGS:
+        raise ConfigError(f"padding={mode!r}: use one of {', '.join(PADDINGS)}")
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and (m.padding == "same" or (isinstance(m.padding, tuple) and any(m.padding))):
+            m.padding_mode = mode
+    return module
+

@@ -76,10 +76,14 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
+    # model.json keeps "padding" only when it is not torchvision's zeros, so runs saved before the option load as
+    # they were built
+    padding = {"padding": cfg.padding} if cfg.padding not in (None, "zeros") else {}
     if cfg.method == "parts":
         return {"head": "parts", "parts": cfg.parts, "fine": cfg.fine,
-                "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False))}
-    return {"part_channels": cfg.part_channels, **({"fine": True} if cfg.fine else {})}
+                "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False)),
+                **padding}
+    return {"part_channels": cfg.part_channels, **({"fine": True} if cfg.fine else {}), **padding}
 
 
 def parts_loss_weights(cfg: TrainConfig) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.cli import build_parser
 from engine.cli.train import config_from_args
 from engine.models import list_models
-from engine.training.config import OTHER_SIZE_EPOCHS_BATCH, PARTS_SIZE_EPOCHS_BATCH
+from engine.training.config import OTHER_SIZE_EPOCHS_BATCH, PARTS_SIZE_EPOCHS_BATCH, TrainConfig
 
 from app.train.form import TrainForm
 
@@ -110,6 +110,27 @@ def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp
     assert form.state.config is None and form.state.error.startswith("parts=0")
     form.method.setCurrentIndex(form.method.findData("tasn"))
     assert not form.fine.isEnabled() and not form.fine.isChecked()
+
+
+def test_padding_follows_the_method_and_reaches_the_config_as_the_cli_builds_it(qtbot, data_dir, tmp_path):
+    form = make_form(qtbot, data_dir, tmp_path)
+    assert form.padding.currentData() == "replicate" and form.state.config.padding == "replicate"  # MC-Loss
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    assert form.padding.currentData() == "zeros" and form.state.config.padding == "zeros"
+    form.padding.setCurrentIndex(form.padding.findData("reflect"))
+    cfg = form.state.config
+    assert cfg.padding == "reflect"
+    args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--method", "ce",
+                                      "--padding", "reflect", "--model", cfg.model])
+    assert config_from_args(args) == cfg.replace(pretrained=None)
+    form.method.setCurrentIndex(form.method.findData("tasn"))
+    assert not form.padding.isEnabled()
+    assert form.state.config is not None and form.state.config.padding == "zeros", form.state.error
+    # a run's saved config brings its padding back, an old one (no key) its zeros
+    old = TrainConfig(data=str(data_dir), out=str(tmp_path / "o"), model="smallnet").to_dict()
+    del old["padding"]
+    form.set_config(old)
+    assert form.method.currentData() == "mcloss" and form.padding.currentData() == "zeros"
 
 
 def test_resume_keeps_the_runs_settings_that_have_no_field(qtbot, data_dir, tmp_path):

@@ -149,6 +149,11 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path, monkeypatch):
 
     # hits (radius 10 % of the 128×64 box diagonal = 14.3 px): image 3: 1 of 2, 4: 2, 7: 2, 8: 0
     assert d["part_hit_rate"] == pytest.approx(5 / 8)
+    # the boxes are the whole 128×64 photo, so every peak is in its box; on the map's outer ring of cells (row or
+    # column 0 or 7) of the true class's two peaks: image 3 (2,1) (5,6) none, 4 (3,3) (1,7) one, 7 (4,4) (6,0)
+    # one, 8 (0,0) (7,7) both: 4 of 8
+    assert d["peaks_in_box"] == 1.0
+    assert d["peaks_on_border"] == pytest.approx(4 / 8)
 
     # keypoint regression: its formula is checked on examples worked out by hand in test_metrics.py; here, that
     # evaluate feeds it the hand-known parts. ξ parts of the true class: one hot cell each, so centroid = that
@@ -198,9 +203,12 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path, monkeypatch):
     base = d["baselines"]["gradcam"]
     assert base["part_hit_rate"] == pytest.approx(3 / 4)
     assert base["nmi"] == pytest.approx(0.0) and base["keypoint_error"] == base["keypoint_error_all"]
+    assert base["peaks_on_border"] == pytest.approx(1 / 4)  # image 8's peak, (0, 0)
     rnd = d["baselines"]["random"]
-    assert set(rnd) == set(base) == {"part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
-                                     "mark_recall"}
+    assert set(rnd) == set(base) == {"part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
+                                     "keypoint_error_all", "nmi", "ari", "mark_recall"}
+    # random points are drawn in the box and read from no map
+    assert rnd["peaks_in_box"] == 1.0 and rnd["peaks_on_border"] is None
     again = evaluate_run(loaded(hand_model(), tmp_path), report).to_dict()
     assert again["baselines"]["random"] == rnd and again["baselines"]["gradcam"] is None  # seeded
 
@@ -261,8 +269,9 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
                                  "preprocessing": PP.to_dict(), "epoch": 1}, [], None)
     assert main(["evaluate", str(run), str(cub), "--json", "--baseline", str(run), "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
-                         "regions_per_class", "mark_recall", "baselines", "protocol"]
+    assert list(out) == ["top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
+                         "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines",
+                         "protocol"]
     assert set(out["baselines"]) == {"random", "gradcam"} and out["mark_recall"] is None
     # the published protocol: the run, chance and Grad-CAM, each saying which maps it scored
     assert set(out["protocol"]) == {"own", "random", "gradcam"}

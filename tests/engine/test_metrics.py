@@ -63,6 +63,15 @@ def test_hit_rate_nothing_to_score_is_nan(caplog):
 
 # ---------------------------------------------------------------- keypoint regression
 
+def test_peaks_in_box_by_hand():
+    peaks = np.array([[[5.0, 5.0], [20.0, 5.0]], [[0.0, 0.0], [np.nan, np.nan]]])
+    boxes = np.array([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 4.0, 4.0]])
+    # image 0: (5, 5) inside, (20, 5) right of the box; image 1: (0, 0) on the corner counts as inside, and a part
+    # with no peak is a miss unless left out by ``valid``
+    assert M.peaks_in_box(peaks, boxes) == pytest.approx(2 / 4)
+    assert M.peaks_in_box(peaks, boxes, valid=np.array([[True, True], [True, False]])) == pytest.approx(2 / 3)
+
+
 def test_part_features_normalise_and_zero_below_threshold():
     bboxes = np.array([[10, 20, 100, 50]], float)
     centroids = np.array([[[60, 45], [35, 30], [110, 70]]], float)
