@@ -87,7 +87,7 @@ class TrainForm(QWidget):
             self.padding.addItem(value, value)
         self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING["mcloss"]))
         self.mu = QLineEdit(self)
-        self.mu.setPlaceholderText("auto (paper value)")
+        self.mu.setPlaceholderText("auto (0.5 fine-tuning, 1.5 from scratch)")
         self.lam = QDoubleSpinBox(self)
         self.lam.setRange(-100, 10000)
         self.lam.setDecimals(3)

@@ -80,18 +80,23 @@ def test_a_run_saved_before_the_option_loads_and_resumes_with_zero_padding(toy, 
     drive(train(cfg))
     meta = json.loads((out / "model.json").read_text())
     assert "padding" not in meta["arch"], "zeros (torchvision's) is not written, as runs before the option"
-    # make it exactly a run of the version before: no padding key in its config either
+    # make it exactly a run of the version before: no padding key in its config either, and μ = 0.005 (that
+    # version's fine-tuning default, now 0.5)
     del meta["config"]["padding"]
+    meta["config"]["mu"] = 0.005
     (out / "model.json").write_text(json.dumps(meta))
     state = torch.load(out / "resume.pt", weights_only=True)
     del state["config"]["padding"]
+    state["config"]["mu"] = 0.005
     torch.save(state, out / "resume.pt")
     run = load_run(out)
     assert all(c.padding_mode == "zeros" for c in run.model.backbone.modules() if isinstance(c, torch.nn.Conv2d))
-    # the CLI resume takes the run's padding, not the MC-Loss default (replicate), so the run goes on unchanged
+    # the CLI resume takes the run's padding and μ, not today's defaults (replicate, 0.5), so the run goes on
+    # unchanged
     assert main(["train", str(toy), "--out", str(out), "--model", "smallnet", "--epochs", "2", "--device", "cpu",
                  "--resume"]) == 0
-    assert json.loads((out / "model.json").read_text())["config"]["padding"] == "zeros"
+    config = json.loads((out / "model.json").read_text())["config"]
+    assert (config["padding"], config["mu"], config["epochs"]) == ("zeros", 0.005, 2)
 
 
 def test_replicate_run_round_trips(toy, tmp_path):

@@ -40,7 +40,7 @@ def test_config_validation_names_the_field():
     cfg = tiny_cfg("d", "o")
     assert cfg.mu == 1.5 and cfg.lr_head == 0.05  # from scratch: the paper's scratch value
     tuned = tiny_cfg("d", "o", pretrained="x.pth")
-    assert tuned.mu == 0.005 and (tuned.lr_backbone, tuned.lr_head) == (0.001, 0.05)  # the part layers learn fast
+    assert tuned.mu == 0.5 and (tuned.lr_backbone, tuned.lr_head) == (0.001, 0.05)  # the part layers learn fast
     assert tiny_cfg("d", "o", pretrained="x.pth", method="tasn", model="tasn_resnet18").lr_head == 0.01
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
