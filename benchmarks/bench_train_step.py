@@ -9,6 +9,10 @@ The shared-parts step (PDiscoNet, ``--method parts``: fine stride-16 features, K
 equivariance pass on a transformed copy of the batch, Adam) is timed in the same interleaving against the same CE
 step. Goal: at most 2.2× (the method needs a second forward and backward).
 
+MC-Loss runs pad their backbone with ``replicate`` by default (docs/METHODS.md#mc-loss-border): the same MC-Loss
+step on a replicate-padded copy of the model is timed too, so the padding's own cost is a row of its own (no goal:
+it is the price of parts on the bird).
+
 ``python -m benchmarks.bench_train_step [--quick]`` prints the table; ``run()`` returns the rows.
 """
 
@@ -79,15 +83,20 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.arange(batch, device=dev) % classes
     ce = CECriterion().to(dev).train()
-    mc = MCLossCriterion(model.groups, mu=0.005, lam=10.0).to(dev).train()
+    mc = MCLossCriterion(model.groups, mu=0.5, lam=10.0).to(dev).train()
+    torch.manual_seed(0)
+    rep_model = create_model("mobilenet_v2", classes, xi=3, pretrained=None, part_channels="auto",
+                             padding="replicate").to(dev).train()
+    rep_opt = torch.optim.SGD(rep_model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     torch.manual_seed(0)
     parts_model = create_model("mobilenet_v2", classes, head="parts", fine=True, parts=8).to(dev).train()
     parts_opt = torch.optim.Adam(parts_model.parameters(), lr=1e-4)
     pc = PartsCriterion().to(dev).train()
-    t_ce, t_mc, t_parts = interleaved_medians(
+    t_ce, t_mc, t_parts, t_rep = interleaved_medians(
         [make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y),
-         make_step(parts_model, pc, parts_opt, x, y)], repeats=repeats, warmup=1)
-    ce_s, mc_s, parts_s = median(t_ce), median(t_mc), median(t_parts)
+         make_step(parts_model, pc, parts_opt, x, y), make_step(rep_model, mc, rep_opt, x, y)],
+        repeats=repeats, warmup=1)
+    ce_s, mc_s, parts_s, rep_s = median(t_ce), median(t_mc), median(t_parts), median(t_rep)
     ratio = mc_s / ce_s
     parts_ratio = parts_s / ce_s
     terms_s = loss_terms_seconds(model, mc, x, y, repeats=10 if quick else 30)
@@ -99,6 +108,10 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
             measured=f"{mc_s * 1e3:.0f} ms ({batch / mc_s:.1f} img/s)",
             note=f"medians of {repeats} interleaved steps; CE spread {min(t_ce) * 1e3:.0f}-{max(t_ce) * 1e3:.0f} ms, "
                  f"MC {min(t_mc) * 1e3:.0f}-{max(t_mc) * 1e3:.0f} ms"),
+        row("train step MC-Loss, replicate padding (its default; x the same step with zero padding)", rep_s,
+            rep_s / mc_s, None, None, measured=f"{rep_s * 1e3:.0f} ms ({batch / rep_s:.1f} img/s)",
+            note=f"every padded convolution copies its input into a padded tensor first; spread "
+                 f"{min(t_rep) * 1e3:.0f}-{max(t_rep) * 1e3:.0f} ms"),
         row("MC-Loss terms alone, forward + backward (share of a CE step)", terms_s, terms_s / ce_s, None, None,
             measured=f"{terms_s * 1e3:.2f} ms",
             note="the MC-specific work (CWA mask, CCMP, softmax over the positions, L_dis, L_div) on the part "
