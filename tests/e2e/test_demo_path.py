@@ -54,8 +54,9 @@ def test_cli_on_the_demo_run(demo, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["evaluate", str(run), str(data), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert set(figures) == {"top1", "part_hit_rate", "keypoint_error", "keypoint_error_all", "nmi", "ari",
-                            "regions_per_class", "mark_recall", "baselines", "protocol"}
+    assert set(figures) == {"top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
+                            "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines",
+                            "protocol"}
     # a trained model's figures cannot be worked out by hand (test_evaluate does that on hand-made maps): what the
     # demo saved must be what `fieldmark evaluate` computes for the same run, figure by figure
     saved = json.loads((run / "evaluation.json").read_text())
