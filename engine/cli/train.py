@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.training.config import TrainConfig
+from engine.training.config import PADDINGS, TrainConfig
 from engine.events import BatchEnd, EpochEnd, Message, Started
 from engine.cli.common import Bars, fmt_pct
 
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--xi", type=int, default=3, help=h["xi"] + " (default 3)")
     p.add_argument("--parts", type=int, default=8, metavar="K", help=h["parts"] + " (default 8)")
     p.add_argument("--fine", action=argparse.BooleanOptionalAction, default=None, help=h["fine"])
-    p.add_argument("--padding", default=None, choices=["zeros", "replicate", "reflect"], help=h["padding"])
+    p.add_argument("--padding", default=None, choices=PADDINGS, help=h["padding"])
     p.add_argument("--part-loss", action="append", default=[], metavar="NAME=WEIGHT",
                    help="a shared-parts loss weight (ce 2, conc 1000, orth 1, equiv 1, pres 1; PDiscoFormer's tv, "
                         "border, entropy 0); repeat for several")

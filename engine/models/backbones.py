@@ -128,4 +128,3 @@ def set_padding(module: nn.Module, mode: str) -> nn.Module:
         if isinstance(m, nn.Conv2d) and (m.padding == "same" or (isinstance(m.padding, tuple) and any(m.padding))):
             m.padding_mode = mode
     return module
-

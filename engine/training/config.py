@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.models.backbones import PADDINGS
 
 METHODS = ("mcloss", "ce", "tasn", "parts")
 #: the shared-parts losses (PDiscoNet, docs/METHODS.md#shared-parts) and their weights as the authors train CUB;
@@ -38,10 +39,9 @@ PARTS_SIZE_EPOCHS_BATCH = (288, 14, 16)
 OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
 #: diversity term park part peaks on the frame's edge: fine-tuned on cub-parts-dev, 63 % of the true-class peaks
-#: sat on the border ring of the 14 x 14 map (hit rate 28.9 %, random points 43.5 %); replicate padding, 7.6 % and
+#: sat on the border ring of the 14 x 14 map (hit rate 28.9 %, random points 43.5 %); replicate padding, 4.1 % and
 #: 70.3 % (README "Part discovery on real birds").
 DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts": "zeros"}
-PADDINGS = ("zeros", "replicate", "reflect")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class TrainConfig:
     parts: int = 8  # shared parts K (method parts)
     fine: bool | None = None  # stride-16 features (last stage upsampled + the stage before); None: on for parts
     padding: str | None = None  # the backbone convolutions' padding; None: DEFAULT_PADDING of the method
-    mu: float | None = None  # None: the paper's value for pretrained / from-scratch training
+    mu: float | None = None  # None: MU_PRETRAINED / MU_SCRATCH
     lam: float = 10.0
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 288 for parts, else 224
