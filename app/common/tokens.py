@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Generator, Protocol
 
 from engine.errors import Cancelled
 
@@ -44,3 +44,19 @@ class Token:
         """Raise Cancelled when stale (call between steps of a job)."""
         if self.is_stale():
             raise Cancelled("superseded by a newer request")
+
+
+def checked(job: Generator[Any, None, Any], token: TokenLike) -> Generator[Any, None, Any]:
+    """Relay an engine job's events, checking ``token`` before each of its steps (Cancelled once stale), and
+    return its value: ``result = yield from checked(job, token)`` in a lane's job. The engine's generator is closed
+    whichever way this ends, which is how the engine's jobs are cancelled."""
+    try:
+        while True:
+            token.check()
+            try:
+                event = next(job)
+            except StopIteration as end:
+                return end.value
+            yield event
+    finally:
+        job.close()

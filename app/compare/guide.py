@@ -22,8 +22,7 @@ from engine.errors import EngineError
 from engine.events import Message, Progress
 
 from ..common.lane import Lane
-from ..common.tokens import TokenLike
-from .separation import checked
+from ..common.tokens import TokenLike, checked
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
-from ..common.pixmaps import to_pixmap
+from ..common.pixmaps import part_colour, to_pixmap
 from .separation import CROP_SIZE, PairSeparation, PartCrop, PartRow
 
 THUMB = 64  # crops in the rows
@@ -23,14 +23,6 @@ NAME_WIDTH = 130
 BAR_WIDTH = 170
 GAP = 18  # between the A and the B crops
 FULL_BAR = 2.0  # a separation of 2 (two standard deviations) fills the bar; a larger one widens the scale
-
-
-def part_colour(part: int) -> QColor:
-    """Part ``part``'s colour in the shared palette (:data:`engine.fieldmarks.palette.PART_COLOURS`)."""
-    from engine.fieldmarks.palette import PART_COLOURS
-
-    c = PART_COLOURS[part % len(PART_COLOURS)]
-    return QColor(c) if isinstance(c, str) else QColor(*(int(v) for v in c[:3]))
 
 
 def species(name: str) -> str:
@@ -329,4 +321,4 @@ class SeparationView(QWidget):
             self.select(self.current)
 
 
-__all__ = ["SeparationView", "PartRowWidget", "RowSelection", "part_colour", "species"]
+__all__ = ["SeparationView", "PartRowWidget", "RowSelection", "species"]

@@ -20,7 +20,7 @@ from engine.data import DataReport
 from engine.errors import DecodeError
 from engine.events import Message, Progress
 
-from ..common.tokens import TokenLike
+from ..common.tokens import TokenLike, checked
 from .compute import MAX_PAIRS, Confusion, Pair, rank_pairs
 
 log = logging.getLogger(__name__)
@@ -65,21 +65,6 @@ class PairSeparation:
     parts: int  # the run's K
     images_a: int
     images_b: int
-
-
-def checked(job: Generator[Any, None, Any], token: TokenLike) -> Generator[Any, None, Any]:
-    """Relay ``job``'s events, checking ``token`` before each step (Cancelled when stale); the engine's generator
-    is closed whichever way this ends, which is how the engine's jobs are cancelled."""
-    try:
-        while True:
-            token.check()
-            try:
-                event = next(job)
-            except StopIteration as end:
-                return end.value
-            yield event
-    finally:
-        job.close()
 
 
 def scores_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, Any]:

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 
 from engine.data import DataReport
 from engine.errors import DataError
-from engine.events import Message, Progress, relay
+from engine.events import Message, Progress
 from engine.evaluation.protocol import ACTIVE_THRESHOLD
 from engine.maps.parts import Part, crop, find_parts
 from engine.models.shared_parts import has_shared_parts
 from engine.runs import RunInfo
 
 from ..common.model_cache import ModelCache, valid_methods
-from ..common.tokens import TokenLike
+from ..common.tokens import TokenLike, checked
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +251,5 @@ def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | M
     from engine.device import resolve_device
     from engine.fieldmarks import propose_names
 
-    def checked(event: Progress | Message) -> Progress | Message:
-        token.check()
-        return event
-
-    token.check()
     gen = propose_names(run, data, split="train", device=str(resolve_device("auto")))
-    try:
-        return list((yield from relay(gen, checked)))
-    finally:
-        gen.close()
+    return list((yield from checked(gen, token)))

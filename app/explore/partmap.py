@@ -20,15 +20,11 @@ from PySide6.QtWidgets import QAbstractItemView, QListWidget, QListWidgetItem, Q
 from engine.fieldmarks import part_label
 from engine.fieldmarks.palette import part_colour as palette_colour
 
+from ..common.pixmaps import part_colour
 from .compute import PartsLayer
 
 DIM = 0.22  # alpha factor of the other parts while one is highlighted
 SWATCH = 22
-
-
-def part_colour(k: int) -> QColor:
-    """Part ``k``'s colour (0-based) in the shared palette (cycling past its end)."""
-    return QColor(*palette_colour(k))
 
 
 def palette_rgb(parts: int) -> np.ndarray:
