@@ -198,8 +198,7 @@ class TrainForm(QWidget):
         self.parts.setValue(int(d.get("parts", 8)))
         fine = d.get("fine")
         self.fine.setChecked(d.get("method") == "parts" if fine is None else bool(fine))
-        padding = d.get("padding") or DEFAULT_PADDING.get(d.get("method", "mcloss"), "zeros")
-        self.padding.setCurrentIndex(max(0, self.padding.findData(padding)))
+        self.padding.setCurrentIndex(max(0, self.padding.findData(d.get("padding"))))  # upgrade_dict filled it
         self._enable_method_fields()
         self.blockSignals(False)
         self.revalidate()

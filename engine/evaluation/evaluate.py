@@ -150,8 +150,8 @@ def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.nda
         all_c = to_px(pa.centroid)
         top_all = pa.value.max(axis=1, keepdims=True)
         all_v = np.where(top_all > 0, pa.value / np.where(top_all > 0, top_all, 1.0), 0.0)
-    cell = pk.argmax
-    on_border = (cell[..., 0] < 0.5) | (cell[..., 0] > w - 1.5) | (cell[..., 1] < 0.5) | (cell[..., 1] > h - 1.5)
+    row, col = pk.cell[..., 0], pk.cell[..., 1]
+    on_border = (row == 0) | (row == h - 1) | (col == 0) | (col == w - 1)
     return PartSet(peaks, cents, rel, kp_labels, all_c, all_v, on_border)
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.models.backbones import BACKBONES, PADDINGS, set_padding
+from engine.models.backbones import BACKBONES, set_padding
 from engine.models.fine import fine_backbone
 from engine.models.partnet import PartNet
 from engine.models.shared_parts import SharedPartsNet
@@ -72,11 +72,8 @@ def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
               gumbel: bool = False, padding: str = "zeros") -> nn.Module:
         if head not in HEADS:
             raise ConfigError(f"head={head!r}: use one of {', '.join(HEADS)}")
-        if padding not in PADDINGS:
-            raise ConfigError(f"padding={padding!r}: use one of {', '.join(PADDINGS)}")
         features, width, stride = fine_backbone(backbone, pretrained) if fine else BACKBONES[backbone][0](pretrained)
-        if padding != "zeros":
-            set_padding(features, padding)
+        set_padding(features, padding)  # checks the name; zeros leaves torchvision's padding as it is
         if head == "parts":
             return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)
         return PartNet(features, width, stride, num_classes, xi, part_channels)
