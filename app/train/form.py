@@ -15,8 +15,8 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
-from engine.training.config import (DEFAULT_PADDING, OTHER_SIZE_EPOCHS_BATCH, PADDINGS, PARTS_SIZE_EPOCHS_BATCH,
-                                    TrainConfig)
+from engine.training.config import (DEFAULT_FINE, DEFAULT_PADDING, OTHER_SIZE_EPOCHS_BATCH, PADDINGS,
+                                    PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
 from engine.errors import ConfigError
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
@@ -82,6 +82,7 @@ class TrainForm(QWidget):
         self.parts.setRange(0, 128)
         self.parts.setValue(8)
         self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
+        self.fine.setChecked(DEFAULT_FINE["mcloss"])
         self.padding = QComboBox(self)
         for value in PADDINGS:
             self.padding.addItem(value, value)
@@ -197,7 +198,7 @@ class TrainForm(QWidget):
         self.seed.setValue(int(d.get("seed", 0)))
         self.parts.setValue(int(d.get("parts", 8)))
         fine = d.get("fine")
-        self.fine.setChecked(d.get("method") == "parts" if fine is None else bool(fine))
+        self.fine.setChecked(DEFAULT_FINE.get(d.get("method"), False) if fine is None else bool(fine))
         self.padding.setCurrentIndex(max(0, self.padding.findData(d.get("padding"))))  # upgrade_dict filled it
         self._enable_method_fields()
         self.blockSignals(False)
@@ -280,7 +281,7 @@ class TrainForm(QWidget):
     def _on_method_current_index_changed(self) -> None:
         method = self.method.currentData()
         self.fine.blockSignals(True)
-        self.fine.setChecked(method == "parts")  # the method's default; the user may change it
+        self.fine.setChecked(DEFAULT_FINE[method])  # the method's default; the user may change it
         self.fine.blockSignals(False)
         self.padding.blockSignals(True)
         self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING[method]))

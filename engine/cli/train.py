@@ -127,7 +127,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
-        for key in ("epochs", "img_size", "batch_size", "padding", "mu"):
+        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,

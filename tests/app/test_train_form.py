@@ -91,7 +91,11 @@ def test_the_form_builds_the_config_the_cli_builds(qtbot, data_dir, tmp_path):
 
 def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp_path):
     form = make_form(qtbot, data_dir, tmp_path)
-    assert not form.parts.isEnabled() and not form.fine.isChecked()  # MC-Loss: ξ, μ, λ; no K
+    assert not form.parts.isEnabled() and form.fine.isChecked()  # MC-Loss: ξ, μ, λ, stride-16 maps; no K
+    cli = build_parser().parse_args(["train", str(data_dir), "--out", form.state.config.out])
+    assert config_from_args(cli) == form.build_config().replace(pretrained=None)
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    assert not form.fine.isChecked() and form.build_config().fine is False  # CE keeps 7 x 7 (Grad-CAM baseline)
     form.method.setCurrentIndex(form.method.findData("parts"))
     assert form.parts.isEnabled() and not form.xi.isEnabled() and form.fine.isChecked()
     form.parts.setValue(4)

@@ -64,6 +64,14 @@ def test_config_defaults_by_method_and_refusals():
     saved = TrainConfig(**base).to_dict()
     del saved["padding"]
     assert TrainConfig.from_dict(saved).padding == "zeros"
+    # stride-16 maps: on for MC-Loss and parts, off for the CE baseline; a config saved before the option had 7 x 7
+    # maps unless it was a parts run
+    assert [TrainConfig(**base, method=m).fine for m in ("mcloss", "ce", "parts")] == [True, False, True]
+    assert TrainConfig(**base, fine=False).fine is False
+    for method, fine in (("mcloss", False), ("parts", True)):
+        saved = TrainConfig(**base, method=method).to_dict()
+        del saved["fine"]
+        assert TrainConfig.from_dict(saved).fine is fine
 
 
 @pytest.fixture(scope="module")
@@ -76,27 +84,28 @@ def toy(tmp_path_factory):
 def test_a_run_saved_before_the_option_loads_and_resumes_with_zero_padding(toy, tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(data=str(toy), out=str(out), model="smallnet", method="mcloss", epochs=1, img_size=64,
-                      batch_size=6, device="cpu", cache_mb=16, padding="zeros")
+                      batch_size=6, device="cpu", cache_mb=16, padding="zeros", fine=False)
     drive(train(cfg))
     meta = json.loads((out / "model.json").read_text())
     assert "padding" not in meta["arch"], "zeros (torchvision's) is not written, as runs before the option"
-    # make it exactly a run of the version before: no padding key in its config either, and μ = 0.005 (that
+    assert "fine" not in meta["arch"] and meta["config"]["fine"] is False
+    # make it exactly a run of the version before: no padding or fine key in its config either, and μ = 0.005 (that
     # version's fine-tuning default, now 0.5)
-    del meta["config"]["padding"]
+    del meta["config"]["padding"], meta["config"]["fine"]
     meta["config"]["mu"] = 0.005
     (out / "model.json").write_text(json.dumps(meta))
     state = torch.load(out / "resume.pt", weights_only=True)
-    del state["config"]["padding"]
+    del state["config"]["padding"], state["config"]["fine"]
     state["config"]["mu"] = 0.005
     torch.save(state, out / "resume.pt")
     run = load_run(out)
     assert all(c.padding_mode == "zeros" for c in run.model.backbone.modules() if isinstance(c, torch.nn.Conv2d))
-    # the CLI resume takes the run's padding and μ, not today's defaults (replicate, 0.5), so the run goes on
-    # unchanged
+    # the CLI resume takes the run's padding, maps and μ, not today's defaults (replicate, stride 16, 0.5), so the
+    # run goes on unchanged
     assert main(["train", str(toy), "--out", str(out), "--model", "smallnet", "--epochs", "2", "--device", "cpu",
                  "--resume"]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
-    assert (config["padding"], config["mu"], config["epochs"]) == ("zeros", 0.005, 2)
+    assert (config["padding"], config["fine"], config["mu"], config["epochs"]) == ("zeros", False, 0.005, 2)
 
 
 def test_replicate_run_round_trips(toy, tmp_path):
