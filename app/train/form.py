@@ -15,8 +15,8 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
-from engine.training.config import (DEFAULT_FINE, DEFAULT_PADDING, OTHER_SIZE_EPOCHS_BATCH, PADDINGS,
-                                    PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
+from engine.training.config import (DEFAULT_FINE, DEFAULT_PADDING, MC_CONC_PRETRAINED, OTHER_SIZE_EPOCHS_BATCH,
+                                    PADDINGS, PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
 from engine.errors import ConfigError
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
@@ -40,6 +40,15 @@ class ConfigState:
     note: str = ""
     can_start: bool = False
     can_resume: bool = False
+
+
+def _optional_number(edit: QLineEdit, name: str, empty: str) -> float | None:
+    """The number in ``edit``; None when it is empty (``empty`` says what that means). ConfigError names ``name``."""
+    text = edit.text().strip()
+    try:
+        return float(text) if text else None
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: not a number (leave it empty for {empty})") from None
 
 
 def _path_row(edit: QWidget, button: QPushButton) -> QWidget:
@@ -89,6 +98,8 @@ class TrainForm(QWidget):
         self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING["mcloss"]))
         self.mu = QLineEdit(self)
         self.mu.setPlaceholderText("auto (0.5 fine-tuning, 1.5 from scratch)")
+        self.mc_conc = QLineEdit(self)
+        self.mc_conc.setPlaceholderText(f"auto ({MC_CONC_PRETRAINED:g} fine-tuning, 0 from scratch)")
         self.lam = QDoubleSpinBox(self)
         self.lam.setRange(-100, 10000)
         self.lam.setDecimals(3)
@@ -121,6 +132,7 @@ class TrainForm(QWidget):
         rows = [("Data", _path_row(self.data, data_btn), h["data"]),
                 ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
                 ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
+                ("Concentration", self.mc_conc, h["mc_conc"]),
                 ("Parts (K)", self.parts, h["parts"]), ("Fine maps", self.fine, h["fine"]),
                 ("Padding", self.padding, h["padding"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
@@ -135,7 +147,7 @@ class TrainForm(QWidget):
 
         self._fill_models()
         self.method.currentIndexChanged.connect(self._on_method_current_index_changed)
-        for w in (self.data, self.out, self.mu):
+        for w in (self.data, self.out, self.mu, self.mc_conc):
             w.textChanged.connect(self.revalidate)
         for box in (self.model, self.device, self.padding):
             box.currentIndexChanged.connect(self.revalidate)
@@ -151,16 +163,14 @@ class TrainForm(QWidget):
     # -- reading and writing the form ------------------------------------------------------------------------
     def build_config(self) -> TrainConfig:
         """The TrainConfig the form describes (raises ConfigError naming the bad field)."""
-        mu_text = self.mu.text().strip()
-        try:
-            mu = float(mu_text) if mu_text else None
-        except ValueError:
-            raise ConfigError(f"mu={mu_text!r}: not a number (leave it empty for the paper's value)") from None
+        mu = _optional_number(self.mu, "mu", "the default: 0.5 fine-tuning, 1.5 from scratch")
+        mc_conc = _optional_number(self.mc_conc, "mc_conc", f"the default: {MC_CONC_PRETRAINED:g} fine-tuning, 0 "
+                                   "from scratch")
         weights = self.pretrained.currentText().strip()
         return TrainConfig(
             **self._kept,
             data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
-            method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(),
+            method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(), mc_conc=mc_conc,
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
             pretrained=None if weights in ("", SCRATCH) else weights, seed=self.seed.value(),
             device=self.device.currentText(), parts=self.parts.value(), fine=self.fine.isChecked(),
@@ -186,8 +196,9 @@ class TrainForm(QWidget):
         self.data.setText(str(d.get("data", "")))
         self.out.setText(str(d.get("out", "")))
         self.xi.setValue(int(d.get("xi", 3)))
-        mu = d.get("mu")
-        self.mu.setText("" if mu is None else repr(float(mu)))
+        for edit, key in ((self.mu, "mu"), (self.mc_conc, "mc_conc")):
+            value = d.get(key)
+            edit.setText("" if value is None else repr(float(value)))
         self.lam.setValue(float(d.get("lam", 10.0)))
         self.epochs.setValue(int(d.get("epochs", 10)))
         self.img_size.setValue(int(d.get("img_size", 224)))
@@ -273,6 +284,7 @@ class TrainForm(QWidget):
         method = self.method.currentData()
         for w in (self.xi, self.mu, self.lam):
             w.setEnabled(method in ("mcloss", "ce"))
+        self.mc_conc.setEnabled(method == "mcloss")
         self.parts.setEnabled(method == "parts")
         self.fine.setEnabled(method != "tasn")
         self.padding.setEnabled(method != "tasn")  # TASN keeps torchvision's zeros

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "border, entropy 0); repeat for several")
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
+    p.add_argument("--mc-conc", type=float, default=None, metavar="WEIGHT", help=h["mc_conc"])
     p.add_argument("--epochs", type=int, default=None, help="default 10; parts 14")
     p.add_argument("--pretrained", default=None, metavar="NAME|PATH", help=h["pretrained"])
     p.add_argument("--img-size", type=int, default=None, help="default 224; parts 288 (README: measured)")
@@ -63,7 +64,7 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
-             ("padding", "--padding")]
+             ("padding", "--padding"), ("mc_conc", "--mc-conc")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -127,11 +128,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
-        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu"):
+        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
-                       mu=args.mu, lam=args.lam, epochs=args.epochs, pretrained=args.pretrained,
+                       mu=args.mu, lam=args.lam, mc_conc=args.mc_conc, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
                        parts=args.parts, fine=args.fine, padding=args.padding,

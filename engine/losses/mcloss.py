@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.losses.parts import spread
 from engine.models.groups import as_groups, ccmp, group_max, group_sizes  # noqa: F401  (ccmp, group_sizes re-exported)
 
 
@@ -72,15 +73,36 @@ def mc_loss_terms(features: torch.Tensor, targets: torch.Tensor, groups: int | S
     return MCTerms(dis=dis, div=div, h=h)
 
 
+def class_concentration(features: torch.Tensor, targets: torch.Tensor, groups: int | Sequence[int]) -> torch.Tensor:
+    """Fieldmark's concentration term for MC-Loss (not in the paper; docs/METHODS.md#mc-loss-concentration):
+    PDiscoNet's concentration (:func:`engine.losses.parts.spread`) of the true class's channels, each divided by
+    its own sum over the h·w cells (so it measures the channel's shape, not its strength), averaged over the batch,
+    the class's channels and the h·w cells. 0 when every channel of the true class is one cell; an all-zero
+    channel counts 0."""
+    b, n, h, w = features.shape
+    sizes = as_groups(groups, n)
+    size = torch.tensor(sizes, device=features.device)
+    start = torch.cumsum(size, 0) - size
+    xi = max(sizes)
+    offset = torch.arange(xi, device=features.device).view(1, xi)
+    valid = offset < size[targets].view(b, 1)  # (B, ξ_max): uneven groups have fewer channels
+    index = torch.where(valid, start[targets].view(b, 1) + offset, start[targets].view(b, 1))
+    own = features.gather(1, index.view(b, xi, 1, 1).expand(b, xi, h, w))
+    unit = own / own.sum(dim=(2, 3), keepdim=True).clamp_min(1e-12)
+    return (spread(unit) * valid).sum() / (valid.sum() * h * w)
+
+
 class MCLoss(nn.Module):
     """The mutual-channel loss of the paper: L = L_CE + μ·(L_dis − λ·mean h), written as the authors' code does,
-    L_CE + μ·L_dis + μ·λ·ξ̄·L_div^code (same gradient; ξ̄ = mean group size). Returns (total, parts)."""
+    L_CE + μ·L_dis + μ·λ·ξ̄·L_div^code (same gradient; ξ̄ = mean group size), plus ``conc`` times
+    :func:`class_concentration` when ``conc`` > 0 (Fieldmark's, not the paper's). Returns (total, parts)."""
 
     def __init__(self, groups: int | Sequence[int], mu: float = 0.005, lam: float = 10.0,
-                 per_sample_mask: bool = False):
+                 per_sample_mask: bool = False, conc: float = 0.0):
         super().__init__()
         self.groups = groups
         self.mu, self.lam, self.per_sample_mask = float(mu), float(lam), per_sample_mask
+        self.conc = float(conc)
 
     def forward(self, features: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -94,8 +116,13 @@ class MCLoss(nn.Module):
         terms = mc_loss_terms(features.float() if low else features, targets, sizes, mask)
         xi_mean = sum(sizes) / len(sizes)
         total = ce + self.mu * terms.dis + self.mu * self.lam * xi_mean * terms.div
-        return total, {"ce": ce.detach(), "dis": terms.dis.detach(), "div": terms.div.detach(),
-                       "regions": terms.h.detach().mean()}
+        parts = {"ce": ce.detach(), "dis": terms.dis.detach(), "div": terms.div.detach(),
+                 "regions": terms.h.detach().mean()}
+        if self.conc:
+            conc = class_concentration(features.float() if low else features, targets, sizes)
+            total = total + self.conc * conc
+            parts["conc"] = conc.detach()
+        return total, parts
 
 
 class CECriterion(nn.Module):
@@ -110,9 +137,10 @@ class CECriterion(nn.Module):
 class MCLossCriterion(nn.Module):
     """MC-Loss for a part model exposing ``forward_features`` / ``forward_head`` and ``groups``."""
 
-    def __init__(self, groups: Sequence[int], mu: float, lam: float, per_sample_mask: bool = False):
+    def __init__(self, groups: Sequence[int], mu: float, lam: float, per_sample_mask: bool = False,
+                 conc: float = 0.0):
         super().__init__()
-        self.loss = MCLoss(list(groups), mu, lam, per_sample_mask)
+        self.loss = MCLoss(list(groups), mu, lam, per_sample_mask, conc)
 
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         features = model.forward_features(images)

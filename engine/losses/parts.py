@@ -31,19 +31,24 @@ _MAX_TRANSLATE = 50.0 / (448 / 2)
 
 
 # -- PDiscoNet's four priors ------------------------------------------------------------------------------------
-def concentration_loss(maps: torch.Tensor) -> torch.Tensor:
-    """Σ_ij a_k,ij · ‖(ij − c_k) / (h, w)‖², averaged over batch, the K foreground parts and the h·w pixels.
-    c_k is the map's centroid with its denominator Σ_ij a_k,ij detached (as the authors). Rows are divided by
-    h and columns by w (the authors divide rows by w and columns by h: the same on square grids)."""
-    fg = maps[:, :-1]
-    h, w = fg.shape[-2:]
-    rows = torch.arange(h, dtype=fg.dtype, device=fg.device).view(1, 1, h, 1)
-    cols = torch.arange(w, dtype=fg.dtype, device=fg.device).view(1, 1, 1, w)
-    mass = fg.sum(dim=(2, 3), keepdim=True).detach().clamp_min(1e-12)
-    c_row = (fg * rows).sum(dim=(2, 3), keepdim=True) / mass
-    c_col = (fg * cols).sum(dim=(2, 3), keepdim=True) / mass
+def spread(maps: torch.Tensor) -> torch.Tensor:
+    """Σ_ij a_k,ij · ‖(ij − c_k) / (h, w)‖² of maps (B, K, h, w) ≥ 0: (B, K). c_k is the map's centroid with its
+    denominator Σ_ij a_k,ij detached (as the authors). Rows are divided by h and columns by w (the authors divide
+    rows by w and columns by h: the same on square grids)."""
+    h, w = maps.shape[-2:]
+    rows = torch.arange(h, dtype=maps.dtype, device=maps.device).view(1, 1, h, 1)
+    cols = torch.arange(w, dtype=maps.dtype, device=maps.device).view(1, 1, 1, w)
+    mass = maps.sum(dim=(2, 3), keepdim=True).detach().clamp_min(1e-12)
+    c_row = (maps * rows).sum(dim=(2, 3), keepdim=True) / mass
+    c_col = (maps * cols).sum(dim=(2, 3), keepdim=True) / mass
     dist = ((rows - c_row) / h) ** 2 + ((cols - c_col) / w) ** 2
-    return (dist * fg).mean()
+    return (dist * maps).sum(dim=(2, 3))
+
+
+def concentration_loss(maps: torch.Tensor) -> torch.Tensor:
+    """:func:`spread` of the K foreground parts, averaged over batch, parts and the h·w pixels."""
+    fg = maps[:, :-1]
+    return spread(fg).mean() / (fg.shape[-2] * fg.shape[-1])
 
 
 def orthogonality_loss(part_vectors: torch.Tensor) -> torch.Tensor:
@@ -226,6 +231,6 @@ class PartsCriterion(nn.Module):
         return total, {name: value.detach() for name, value in terms.items()}
 
 
-__all__ = ["concentration_loss", "orthogonality_loss", "presence_loss", "Similarity", "random_similarity",
+__all__ = ["spread", "concentration_loss", "orthogonality_loss", "presence_loss", "Similarity", "random_similarity",
            "transform_images", "transform_back", "equivariance_loss", "total_variation_loss",
            "border_background_loss", "pixel_entropy_loss", "PartsCriterion"]

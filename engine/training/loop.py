@@ -56,7 +56,7 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     if cfg.method == "ce":
         return CECriterion()
     if cfg.method == "mcloss":
-        return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask)
+        return MCLossCriterion(model.groups, cfg.mu, cfg.lam, cfg.per_sample_mask, cfg.mc_conc)
     if cfg.method == "parts":
         from engine.losses.parts import PartsCriterion
 
@@ -329,7 +329,8 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
                                  "classes": report.classes, "history": history, "schedule": schedule.to_dict(),
                                  "scaler": scaler.state_dict(), "base_lrs": [g["base_lr"] for g in
                                                                              optimizer.param_groups],
-                                 "loss_weights": {"mu": cfg.mu, "lam": cfg.lam, "xi": cfg.xi}}, split_doc)
+                                 "loss_weights": {"mu": cfg.mu, "lam": cfg.lam, "xi": cfg.xi,
+                                                  "mc_conc": cfg.mc_conc}}, split_doc)
                 split_doc = None
             except OSError as exc:
                 raise EngineError(f"cannot save epoch {epoch + 1} in {str(run)!r} ({exc.strerror or exc}): free "

@@ -34,6 +34,16 @@ def test_defaults_are_valid_and_errors_come_from_the_config(qtbot, data_dir, tmp
     assert form.state.error.startswith("mu='lots'")
     form.mu.setText("0.01")
     assert form.state.config.mu == 0.01
+    form.mc_conc.setText("much")  # MC-Loss's concentration weight: a number, or empty for the default
+    assert form.state.error.startswith("mc_conc='much'") and "leave it empty" in form.state.error
+    form.mc_conc.setText("-3")
+    assert form.state.error.startswith("mc_conc=-3.0")
+    form.mc_conc.setText("250")
+    assert form.state.config.mc_conc == 250.0
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    assert not form.mc_conc.isEnabled()  # MC-Loss only
+    form.method.setCurrentIndex(form.method.findData("mcloss"))
+    assert form.mc_conc.isEnabled()
     form.set_data(str(tmp_path / "nowhere"))
     assert "does not exist" in form.state.error
 
@@ -74,6 +84,7 @@ def test_the_form_builds_the_config_the_cli_builds(qtbot, data_dir, tmp_path):
     form.method.setCurrentIndex(form.method.findData("ce"))
     form.xi.setValue(2)
     form.mu.setText("0.5")
+    form.mc_conc.setText("20")
     form.lam.setValue(4.0)
     form.epochs.setValue(7)
     form.img_size.setValue(96)
@@ -83,7 +94,7 @@ def test_the_form_builds_the_config_the_cli_builds(qtbot, data_dir, tmp_path):
     out = str(tmp_path / "runs" / "new")
     args = build_parser().parse_args(["train", str(data_dir), "--out", out, "--model", "smallnet", "--method", "ce",
                                       "--xi", "2", "--mu", "0.5", "--lam", "4", "--epochs", "7", "--img-size", "96",
-                                      "--batch-size", "8", "--seed", "5", "--device", "cpu"])
+                                      "--batch-size", "8", "--seed", "5", "--device", "cpu", "--mc-conc", "20"])
     assert form.build_config() == config_from_args(args)
     form.set_config(form.build_config().replace(epochs=9, pretrained="DEFAULT"))
     assert form.epochs.value() == 9 and form.build_config().pretrained == "DEFAULT"

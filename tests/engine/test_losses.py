@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.errors import ConfigError
-from engine.losses.mcloss import MCLoss, ccmp, cwa_mask, group_sizes, mc_loss_terms
+from engine.losses.mcloss import MCLoss, ccmp, class_concentration, cwa_mask, group_sizes, mc_loss_terms
 
 
 def test_group_sizes_uneven_smaller_first():
@@ -116,3 +116,31 @@ def test_mcloss_total_matches_paper_form():
     # the code form differs from the paper form by the constant mu*lam*xi
     assert (total - paper).item() == pytest.approx(0.5 * 10.0 * 3, abs=1e-9)
     assert set(parts) == {"ce", "dis", "div", "regions"}
+
+
+def test_class_concentration_by_hand():
+    # groups [2, 1] (uneven): class 0 owns channels 0 and 1, class 1 owns channel 2; maps of 1 x 2 cells
+    f = torch.tensor([[[[1.0, 1.0]], [[0.0, 3.0]], [[5.0, 0.0]]],     # sample 0, class 0
+                      [[[2.0, 0.0]], [[0.0, 0.0]], [[1.0, 1.0]]]],    # sample 1, class 1
+                     dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1])
+    # sample 0, channel 0: [1, 1] / 2 = [0.5, 0.5], centroid column 0.5; each cell is 0.5 columns away, in map
+    # widths (w = 2) 0.25, squared 0.0625: spread 0.5 * 0.0625 + 0.5 * 0.0625 = 0.0625.
+    # sample 0, channel 1: [0, 1], one cell: 0. Channel 2 is class 1's: not counted for sample 0.
+    # sample 1 (class 1, one channel): channel 2 = [1, 1] -> 0.0625; channels 0 and 1 are class 0's: not counted.
+    # mean over the 3 counted channels and the h * w = 2 cells: (0.0625 + 0 + 0.0625) / (3 * 2) = 0.0208333...
+    c = class_concentration(f, y, [2, 1])
+    assert c.item() == pytest.approx(0.125 / 6, abs=1e-12)
+    c.backward()
+    assert f.grad[0, 2].abs().sum() == 0 and f.grad[1, :2].abs().sum() == 0  # other classes' channels untouched
+    # a channel that is zero everywhere counts 0 (no NaN), and a one-cell channel 0
+    zero = torch.zeros(1, 3, 2, 2, dtype=torch.float64)
+    zero[0, 1, 1, 0] = 4.0
+    assert class_concentration(zero, torch.tensor([0]), 3).item() == 0.0
+    # the term reaches the total only with a weight, and is logged then
+    logits = torch.zeros(2, 2, dtype=torch.float64)
+    mask = torch.ones(3, dtype=torch.float64)
+    plain, parts = MCLoss([2, 1], mu=0.5)(f.detach(), logits, y, mask=mask)
+    with_conc, parts_c = MCLoss([2, 1], mu=0.5, conc=1000.0)(f.detach(), logits, y, mask=mask)
+    assert "conc" not in parts and parts_c["conc"].item() == pytest.approx(0.125 / 6, abs=1e-12)
+    assert (with_conc - plain).item() == pytest.approx(1000.0 * 0.125 / 6, abs=1e-9)

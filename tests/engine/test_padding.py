@@ -12,7 +12,7 @@ from engine.events import drive
 from engine.models import create_model, list_models
 from engine.runs import load_run
 from engine.toybirds.dataset import generate
-from engine.training.config import TrainConfig
+from engine.training.config import MC_CONC_PRETRAINED, TrainConfig
 from engine.training.loop import train
 
 PARTNETS = list_models("partnet")
@@ -72,6 +72,14 @@ def test_config_defaults_by_method_and_refusals():
         saved = TrainConfig(**base, method=method).to_dict()
         del saved["fine"]
         assert TrainConfig.from_dict(saved).fine is fine
+    # MC-Loss's concentration term: on when fine-tuning, off from scratch, off for configs saved before it
+    assert TrainConfig(**base, pretrained="DEFAULT").mc_conc == MC_CONC_PRETRAINED > 0
+    assert TrainConfig(**base).mc_conc == 0.0 and TrainConfig(**base, mc_conc=5).mc_conc == 5.0
+    saved = TrainConfig(**base, pretrained="DEFAULT").to_dict()
+    del saved["mc_conc"]
+    assert TrainConfig.from_dict(saved).mc_conc == 0.0
+    with pytest.raises(ConfigError, match="mc_conc=-1.*from 0 \\(off\\)"):
+        TrainConfig(**base, mc_conc=-1)
 
 
 @pytest.fixture(scope="module")
