@@ -75,7 +75,8 @@ def test_each_epochs_learning_rate_after_a_resume_is_the_uninterrupted_ones(data
     assert lrs(tmp_path / "cut") == lrs(tmp_path / "full")
     state = runs.load_resume(tmp_path / "cut")
     assert state["schedule"] == {"steps_per_epoch": 3, "warmup": 4, "total": 12, "start": 0, "scale": 1.0}
-    assert state["base_lrs"] == [0.05, 0.05] and state["loss_weights"] == {"mu": 1.5, "lam": 10.0, "xi": 3}
+    assert state["base_lrs"] == [0.05, 0.05] and state["loss_weights"] == {"mu": 1.5, "lam": 10.0, "xi": 3,
+                                                                     "mc_conc": 0.0}
     assert "scaler" in state
 
 

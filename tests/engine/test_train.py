@@ -59,7 +59,7 @@ def test_train_writes_a_complete_run_and_events(data, tmp_path):
     kinds = [type(e).__name__ for e in events]
     assert kinds.count("EpochEnd") == 3 and kinds.index("Started") < kinds.index("BatchEnd")
     ends = [e for e in events if isinstance(e, EpochEnd)]
-    assert {"loss", "ce", "dis", "div", "regions"} <= set(ends[-1].train)
+    assert {"loss", "ce", "dis", "div", "regions"} <= set(ends[-1].train) and "conc" not in ends[-1].train
     # top-1 counted by hand: the saved model's predictions (the predict API's own decoding path) on the test split
     from engine.data import scan
     from engine.maps.predict import predict
@@ -78,6 +78,17 @@ def test_train_writes_a_complete_run_and_events(data, tmp_path):
     assert len(runs.read_history(run)) == 3
     loaded = runs.load_run(run)
     assert loaded.model.training is False and result.metrics["test_top1"] == ends[-1].test_top1
+
+
+def test_mc_concentration_term_is_trained_and_logged_when_weighted(data, tmp_path):
+    # from scratch the default weight is 0: the term is neither computed nor logged
+    assert tiny_cfg(data, tmp_path / "a").mc_conc == 0.0
+    events = []
+    drive(train(tiny_cfg(data, tmp_path / "conc", epochs=1, mc_conc=50.0)), events.append)
+    end = [e for e in events if isinstance(e, EpochEnd)][-1]
+    assert 0 < end.train["conc"] < 0.5 and end.train["loss"] > end.train["ce"]  # a spread is under 1/2 map², then / (h·w)
+    assert runs.read_meta(tmp_path / "conc")["config"]["mc_conc"] == 50.0
+    assert runs.load_resume(tmp_path / "conc")["loss_weights"]["mc_conc"] == 50.0
 
 
 def test_stop_then_resume_matches_an_uninterrupted_run(data, tmp_path):
