@@ -9,9 +9,11 @@ The shared-parts step (PDiscoNet, ``--method parts``: fine stride-16 features, K
 equivariance pass on a transformed copy of the batch, Adam) is timed in the same interleaving against the same CE
 step. Goal: at most 2.2× (the method needs a second forward and backward).
 
-MC-Loss runs pad their backbone with ``replicate`` by default (docs/METHODS.md#mc-loss-border): the same MC-Loss
-step on a replicate-padded copy of the model is timed too, so the padding's own cost is a row of its own (no goal:
-it is the price of parts on the bird).
+The MC-Loss criterion is the default one: μ = 0.5 with the concentration term (docs/METHODS.md#mc-loss-
+concentration). MC-Loss runs pad their backbone with ``replicate`` and use stride-16 maps by default
+(docs/METHODS.md#mc-loss-border): the same MC-Loss step on a replicate-padded copy of the model, and on a
+replicate-padded stride-16 copy (the defaults), are timed too, so each costs a row of its own (no goal: they are
+the price of parts on the bird).
 
 ``python -m benchmarks.bench_train_step [--quick]`` prints the table; ``run()`` returns the rows.
 """
@@ -28,6 +30,7 @@ from engine.device import resolve_device
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.losses.parts import PartsCriterion
 from engine.models import create_model
+from engine.training.config import MC_CONC_PRETRAINED, MU_PRETRAINED
 
 GOAL = 1.05
 PARTS_GOAL = 2.2
@@ -83,20 +86,26 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
     x = torch.randn(batch, 3, size, size, device=dev)
     y = torch.arange(batch, device=dev) % classes
     ce = CECriterion().to(dev).train()
-    mc = MCLossCriterion(model.groups, mu=0.5, lam=10.0).to(dev).train()
+    mc = MCLossCriterion(model.groups, mu=MU_PRETRAINED, lam=10.0, conc=MC_CONC_PRETRAINED).to(dev).train()
     torch.manual_seed(0)
     rep_model = create_model("mobilenet_v2", classes, xi=3, pretrained=None, part_channels="auto",
                              padding="replicate").to(dev).train()
     rep_opt = torch.optim.SGD(rep_model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
     torch.manual_seed(0)
+    fine_model = create_model("mobilenet_v2", classes, xi=3, pretrained=None, part_channels="auto",
+                              padding="replicate", fine=True).to(dev).train()
+    fine_opt = torch.optim.SGD(fine_model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    torch.manual_seed(0)
     parts_model = create_model("mobilenet_v2", classes, head="parts", fine=True, parts=8).to(dev).train()
     parts_opt = torch.optim.Adam(parts_model.parameters(), lr=1e-4)
     pc = PartsCriterion().to(dev).train()
-    t_ce, t_mc, t_parts, t_rep = interleaved_medians(
+    t_ce, t_mc, t_parts, t_rep, t_fine = interleaved_medians(
         [make_step(model, ce, opt, x, y), make_step(model, mc, opt, x, y),
-         make_step(parts_model, pc, parts_opt, x, y), make_step(rep_model, mc, rep_opt, x, y)],
+         make_step(parts_model, pc, parts_opt, x, y), make_step(rep_model, mc, rep_opt, x, y),
+         make_step(fine_model, mc, fine_opt, x, y)],
         repeats=repeats, warmup=1)
     ce_s, mc_s, parts_s, rep_s = median(t_ce), median(t_mc), median(t_parts), median(t_rep)
+    fine_s = median(t_fine)
     ratio = mc_s / ce_s
     parts_ratio = parts_s / ce_s
     terms_s = loss_terms_seconds(model, mc, x, y, repeats=10 if quick else 30)
@@ -112,11 +121,15 @@ def run(quick: bool = False, device: str = "auto", batch: int | None = None, siz
             rep_s / mc_s, None, None, measured=f"{rep_s * 1e3:.0f} ms ({batch / rep_s:.1f} img/s)",
             note=f"every padded convolution copies its input into a padded tensor first; spread "
                  f"{min(t_rep) * 1e3:.0f}-{max(t_rep) * 1e3:.0f} ms"),
+        row("train step MC-Loss, the defaults: replicate padding and stride-16 maps (x the CE step)", fine_s,
+            fine_s / ce_s, None, None, measured=f"{fine_s * 1e3:.0f} ms ({batch / fine_s:.1f} img/s)",
+            note=f"{size // 16} x {size // 16} maps instead of {size // 32} x {size // 32} (the last stage upsampled "
+                 f"and joined with the one before); spread {min(t_fine) * 1e3:.0f}-{max(t_fine) * 1e3:.0f} ms"),
         row("MC-Loss terms alone, forward + backward (share of a CE step)", terms_s, terms_s / ce_s, None, None,
             measured=f"{terms_s * 1e3:.2f} ms",
-            note="the MC-specific work (CWA mask, CCMP, softmax over the positions, L_dis, L_div) on the part "
-                 "channels of the same batch, gradients to the features: the true extra cost of a step, which "
-                 "the step ratio above only sees through the noise of a shared machine"),
+            note="the MC-specific work (CWA mask, CCMP, softmax over the positions, L_dis, L_div, concentration) "
+                 "on the part channels of the same batch, gradients to the features: the true extra cost of a "
+                 "step, which the step ratio above only sees through the noise of a shared machine"),
         row("train step shared parts, K=8, equivariance pass included (x CE step)", parts_s, parts_ratio,
             f"<= {PARTS_GOAL}", parts_ratio <= PARTS_GOAL,
             measured=f"{parts_s * 1e3:.0f} ms ({batch / parts_s:.1f} img/s)",

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 from engine.training.config import (DEFAULT_FINE, DEFAULT_PADDING, MC_CONC_PRETRAINED, OTHER_SIZE_EPOCHS_BATCH,
                                     PADDINGS, PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
 from engine.errors import ConfigError
+from engine.models.fine import FINE_BACKBONES
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
 
@@ -255,7 +256,8 @@ class TrainForm(QWidget):
                                                   "choose a new folder"))
         else:
             spec = get_spec(cfg.model)
-            self._publish(ConfigState(cfg, note=f"{spec.description}. Ready.", can_start=True))
+            what = FINE_BACKBONES.get(cfg.model, spec.description) if cfg.fine else spec.description
+            self._publish(ConfigState(cfg, note=f"{what}. Ready.", can_start=True))
 
     def _publish(self, state: ConfigState) -> None:
         self.state = state

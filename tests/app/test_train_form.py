@@ -105,8 +105,10 @@ def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp
     assert not form.parts.isEnabled() and form.fine.isChecked()  # MC-Loss: ξ, μ, λ, stride-16 maps; no K
     cli = build_parser().parse_args(["train", str(data_dir), "--out", form.state.config.out])
     assert config_from_args(cli) == form.build_config().replace(pretrained=None)
+    assert "stride 16" in form.message.text()  # the note describes the maps the run will have
     form.method.setCurrentIndex(form.method.findData("ce"))
     assert not form.fine.isChecked() and form.build_config().fine is False  # CE keeps 7 x 7 (Grad-CAM baseline)
+    assert "stride 32" in form.message.text()
     form.method.setCurrentIndex(form.method.findData("parts"))
     assert form.parts.isEnabled() and not form.xi.isEnabled() and form.fine.isChecked()
     form.parts.setValue(4)
