@@ -97,13 +97,13 @@ def test_a_run_saved_before_the_option_loads_and_resumes_with_zero_padding(toy, 
     meta = json.loads((out / "model.json").read_text())
     assert "padding" not in meta["arch"], "zeros (torchvision's) is not written, as runs before the option"
     assert "fine" not in meta["arch"] and meta["config"]["fine"] is False
-    # make it exactly a run of the version before: no padding or fine key in its config either, and μ = 0.005 (that
-    # version's fine-tuning default, now 0.5)
-    del meta["config"]["padding"], meta["config"]["fine"]
+    # make it exactly a run of the version before: no padding, fine or mc_conc key in its config either, and
+    # μ = 0.005 (that version's fine-tuning default, now 0.5)
+    del meta["config"]["padding"], meta["config"]["fine"], meta["config"]["mc_conc"]
     meta["config"]["mu"] = 0.005
     (out / "model.json").write_text(json.dumps(meta))
     state = torch.load(out / "resume.pt", weights_only=True)
-    del state["config"]["padding"], state["config"]["fine"]
+    del state["config"]["padding"], state["config"]["fine"], state["config"]["mc_conc"]
     state["config"]["mu"] = 0.005
     torch.save(state, out / "resume.pt")
     run = load_run(out)
@@ -114,6 +114,7 @@ def test_a_run_saved_before_the_option_loads_and_resumes_with_zero_padding(toy, 
                  "--resume"]) == 0
     config = json.loads((out / "model.json").read_text())["config"]
     assert (config["padding"], config["fine"], config["mu"], config["epochs"]) == ("zeros", False, 0.005, 2)
+    assert config["mc_conc"] == 0.0  # the version before had no concentration term
 
 
 def test_replicate_run_round_trips(toy, tmp_path):

@@ -86,7 +86,7 @@ def test_mc_concentration_term_is_trained_and_logged_when_weighted(data, tmp_pat
     events = []
     drive(train(tiny_cfg(data, tmp_path / "conc", epochs=1, mc_conc=50.0)), events.append)
     end = [e for e in events if isinstance(e, EpochEnd)][-1]
-    assert 0 < end.train["conc"] < 0.5 and end.train["loss"] > end.train["ce"]  # a spread is under 1/2 map², then / (h·w)
+    assert 0 < end.train["conc"] < 0.5 and end.train["loss"] > end.train["ce"]  # spread < 1/2, then / (h·w)
     assert runs.read_meta(tmp_path / "conc")["config"]["mc_conc"] == 50.0
     assert runs.load_resume(tmp_path / "conc")["loss_weights"]["mc_conc"] == 50.0
 
