@@ -209,8 +209,7 @@ class TrainForm(QWidget):
             self.device.setCurrentText(str(d.get("device", "auto")))
         self.seed.setValue(int(d.get("seed", 0)))
         self.parts.setValue(int(d.get("parts", 8)))
-        fine = d.get("fine")
-        self.fine.setChecked(DEFAULT_FINE.get(d.get("method"), False) if fine is None else bool(fine))
+        self.fine.setChecked(bool(d.get("fine")))  # upgrade_dict filled it
         self.padding.setCurrentIndex(max(0, self.padding.findData(d.get("padding"))))  # upgrade_dict filled it
         self._enable_method_fields()
         self.blockSignals(False)

@@ -112,14 +112,15 @@ class MCLoss(nn.Module):
                             device=features.device)
         ce = F.cross_entropy(logits, targets)
         # softmax over HW in half precision loses the small values that h sums: compute in float32 at least
-        low = features.dtype in (torch.float16, torch.bfloat16)
-        terms = mc_loss_terms(features.float() if low else features, targets, sizes, mask)
+        if features.dtype in (torch.float16, torch.bfloat16):
+            features = features.float()
+        terms = mc_loss_terms(features, targets, sizes, mask)
         xi_mean = sum(sizes) / len(sizes)
         total = ce + self.mu * terms.dis + self.mu * self.lam * xi_mean * terms.div
         parts = {"ce": ce.detach(), "dis": terms.dis.detach(), "div": terms.div.detach(),
                  "regions": terms.h.detach().mean()}
         if self.conc:
-            conc = class_concentration(features.float() if low else features, targets, sizes)
+            conc = class_concentration(features, targets, sizes)
             total = total + self.conc * conc
             parts["conc"] = conc.detach()
         return total, parts
