@@ -23,15 +23,18 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     crop_scale: tuple[float, float] = (0.35, 1.0)  # train: random resized crop area fraction
     hflip: bool = True
+    rotate: float = 0.0  # train: a random rotation in [-rotate, rotate] degrees after the crop (0: none)
 
     @classmethod
-    def for_size(cls, img_size: int, crop_scale=(0.35, 1.0)) -> "Preprocessing":
-        return cls(img_size=img_size, resize=int(round(img_size / 0.875)), crop_scale=tuple(crop_scale))
+    def for_size(cls, img_size: int, crop_scale=(0.35, 1.0), rotate: float = 0.0) -> "Preprocessing":
+        return cls(img_size=img_size, resize=int(round(img_size / 0.875)), crop_scale=tuple(crop_scale),
+                   rotate=float(rotate))
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        rotation = f", rotation up to ±{self.rotate:g}°" if self.rotate else ""
         d["description"] = (f"train: random resized crop {self.img_size}px (area {self.crop_scale[0]}-"
-                            f"{self.crop_scale[1]}), horizontal flip; test: shorter side {self.resize}px, "
+                            f"{self.crop_scale[1]}), horizontal flip{rotation}; test: shorter side {self.resize}px, "
                             f"centre crop {self.img_size}px; ImageNet mean/std")
         return d
 
@@ -39,7 +42,7 @@ class Preprocessing:
     def from_dict(cls, d: dict) -> "Preprocessing":
         return cls(img_size=int(d["img_size"]), resize=int(d["resize"]), mean=tuple(d["mean"]),
                    std=tuple(d["std"]), crop_scale=tuple(d.get("crop_scale", (0.35, 1.0))),
-                   hflip=bool(d.get("hflip", True)))
+                   hflip=bool(d.get("hflip", True)), rotate=float(d.get("rotate", 0.0)))
 
 
 def resize_shorter(img: np.ndarray, side: int) -> np.ndarray:
@@ -67,7 +70,9 @@ def test_transform(img: np.ndarray, pp: Preprocessing, cached: bool = False) -> 
 
 
 def train_transform(img: np.ndarray, pp: Preprocessing, rng: np.random.Generator) -> np.ndarray:
-    """Random resized crop (area fraction ``crop_scale``, aspect 3/4..4/3) then horizontal flip."""
+    """Random resized crop (area fraction ``crop_scale``, aspect 3/4..4/3), horizontal flip, then (when
+    ``rotate`` > 0) a rotation about the centre by an angle drawn uniformly in [−rotate, rotate] degrees, the
+    corners it uncovers filled with the ImageNet mean colour (0 after normalisation)."""
     h, w = img.shape[:2]
     area = h * w
     lo, hi = pp.crop_scale
@@ -86,6 +91,13 @@ def train_transform(img: np.ndarray, pp: Preprocessing, rng: np.random.Generator
                      interpolation=cv2.INTER_AREA if cw > pp.img_size else cv2.INTER_LINEAR)
     if pp.hflip and rng.random() < 0.5:
         out = out[:, ::-1]
+    if pp.rotate:
+        angle = float(rng.uniform(-pp.rotate, pp.rotate))
+        size = pp.img_size
+        m = cv2.getRotationMatrix2D(((size - 1) / 2, (size - 1) / 2), angle, 1.0)
+        fill = tuple(int(round(255 * v)) for v in pp.mean)
+        out = cv2.warpAffine(np.ascontiguousarray(out), m, (size, size), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=fill)
     return np.ascontiguousarray(out)
 
 
