@@ -29,7 +29,7 @@ SCRATCH = "none (from scratch)"
 WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 #: TrainConfig fields without a widget here: a config filled in (an opened run's) keeps them.
 KEPT_FIELDS = ("lr_backbone", "lr_head", "weight_decay", "momentum", "warmup_epochs", "test_fraction", "workers",
-               "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra")
+               "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra", "rotate", "equiv_backprop")
 
 
 @dataclass(frozen=True)
@@ -183,9 +183,9 @@ class TrainForm(QWidget):
         # the settings this form has no field for stay the config's, so Resume continues the same run
         self._kept = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items()
                       if k in KEPT_FIELDS}
-        try:  # learning rates that are the automatic ones stay automatic (they follow Pretrained and Method)
+        try:  # settings that are the automatic ones stay automatic (they follow Pretrained and Method)
             auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"))
-            for k in ("lr_backbone", "lr_head"):
+            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop"):
                 if self._kept.get(k) == getattr(auto, k):
                     del self._kept[k]
         except (ConfigError, KeyError):

@@ -31,12 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--part-loss", action="append", default=[], metavar="NAME=WEIGHT",
                    help="a shared-parts loss weight (ce 2, conc 1000, orth 1, equiv 1, pres 1; PDiscoFormer's tv, "
                         "border, entropy 0); repeat for several")
+    p.add_argument("--equiv-backprop", action=argparse.BooleanOptionalAction, default=None, help=h["equiv_backprop"])
+    p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
     p.add_argument("--mc-conc", type=float, default=None, metavar="WEIGHT", help=h["mc_conc"])
     p.add_argument("--epochs", type=int, default=None, help="default 10; parts 14")
     p.add_argument("--pretrained", default=None, metavar="NAME|PATH", help=h["pretrained"])
-    p.add_argument("--img-size", type=int, default=None, help="default 224; parts 288 (README: measured)")
+    p.add_argument("--img-size", type=int, default=None, help="default 224; parts 336 (README: measured)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per step, over all processes (default 32; parts 16); each of N processes takes 1/N")
     p.add_argument("--lr-backbone", type=float, default=None, help=h["lr_backbone"])
@@ -64,7 +66,7 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
-             ("padding", "--padding"), ("mc_conc", "--mc-conc")]
+             ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -72,6 +74,8 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
     argv = (["-v"] if getattr(args, "verbose", False) else []) + ["train", args.data]
     if args.fine is not None:
         argv += ["--fine" if args.fine else "--no-fine"]
+    if args.equiv_backprop is not None:
+        argv += ["--equiv-backprop" if args.equiv_backprop else "--no-equiv-backprop"]
     for item in args.part_loss:
         argv += ["--part-loss", item]
     for dest, flag in FORWARDED:
@@ -128,14 +132,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
-        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc"):
+        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
                        mu=args.mu, lam=args.lam, mc_conc=args.mc_conc, epochs=args.epochs, pretrained=args.pretrained,
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
-                       parts=args.parts, fine=args.fine, padding=args.padding,
+                       parts=args.parts, fine=args.fine, padding=args.padding, rotate=args.rotate,
+                       equiv_backprop=args.equiv_backprop,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 
 

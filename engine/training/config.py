@@ -39,9 +39,11 @@ RETIRED = frozenset({"label_smoothing"})
 #: CPU budget (top-1 23.3 % after 4 epochs); at 2e-4 / 2e-2, 70.2 % after 4 and 74.8 % after 8
 PARTS_LR = (2e-4, 2e-2)
 #: The parts method's image size, epochs and batch (README "Part discovery on real birds"): on cub-parts-dev, K = 8
-#: at 288 px (18 x 18 maps) for 14 epochs at batch 16 reached keypoint error 12.41, NMI 30.8, ARI 15.0 (42 min on
-#: the 2-core CPU); 224 px for 24 epochs (44 min) stayed behind it. Other methods: 224 px, 10 epochs, batch 32.
-PARTS_SIZE_EPOCHS_BATCH = (288, 14, 16)
+#: with the equivariance pass a fixed target (PARTS_EQUIV_BACKPROP) at 336 px (21 x 21 maps) for 14 epochs at
+#: batch 16 (37 min on the 2-core CPU); 288 px with both passes back-propagated (the time of 336 px without) reached
+#: NMI 30.8 on seed 0 but 29.3 on seed 1; 224 px for 24 epochs stayed behind both. Other methods: 224 px, 10
+#: epochs, batch 32.
+PARTS_SIZE_EPOCHS_BATCH = (336, 14, 16)
 OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
 #: diversity term park part peaks on the frame's edge: fine-tuned on cub-parts-dev, 63 % of the true-class peaks
@@ -52,6 +54,14 @@ DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts
 #: defaults): 7 x 7 maps gave keypoint error 22.61 and top-1 69.74 %; 14 x 14 maps 19.91 and 74.22 % (README
 #: "MC-Loss on real birds"). CE keeps 7 x 7 (the Grad-CAM baseline); TASN's attention is already at stride 8.
 DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True}
+#: The training photos' random rotation, up to ± this many degrees, per method. The PDiscoNet authors augment
+#: with ±90° (as their equivariance transform); on cub-parts-dev it made the parts worse (seed 1, 288 px, 14 epochs:
+#: keypoint error 13.20, NMI 26.16 against 12.62 and 28.40 without; README "Part discovery on real birds").
+DEFAULT_ROTATE = {"mcloss": 0.0, "ce": 0.0, "tasn": 0.0, "parts": 0.0}
+#: Whether the shared-parts equivariance pass is back-propagated (the authors') or a fixed target. Without it a
+#: parts step costs about 1.4x a CE step instead of 2.35x, and the time buys a larger image (PARTS_SIZE_EPOCHS_BATCH):
+#: README "Part discovery on real birds".
+PARTS_EQUIV_BACKPROP = False
 
 
 @dataclass(frozen=True)
@@ -67,8 +77,10 @@ class TrainConfig:
     mu: float | None = None  # None: MU_PRETRAINED / MU_SCRATCH
     lam: float = 10.0
     mc_conc: float | None = None  # MC-Loss concentration weight; None: MC_CONC_PRETRAINED fine-tuning, 0 from scratch
+    rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE of the method
+    equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
-    img_size: int | None = None  # None: 288 for parts, else 224
+    img_size: int | None = None  # None: 336 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
     pretrained: str | None = None
     lr_backbone: float | None = None  # None: 0.001 fine-tuning, 0.05 from scratch
@@ -135,6 +147,8 @@ class TrainConfig:
             bad("lam", "must be 0 or more (the paper uses 10)")
         if self.mc_conc is not None and not 0 <= self.mc_conc <= 1e6:
             bad("mc_conc", f"must be a number from 0 (off) to 1e6 (default {MC_CONC_PRETRAINED:g} when fine-tuning)")
+        if self.rotate is not None and not 0 <= self.rotate <= 180:
+            bad("rotate", "must be a number of degrees from 0 (no rotation) to 180")
         if not 0 <= self.weight_decay < 1:
             bad("weight_decay", "must be in [0, 1)")
         if not 0 <= self.momentum < 1:
@@ -159,6 +173,10 @@ class TrainConfig:
             "mc_conc": float(self.mc_conc) if self.mc_conc is not None else 0.0 if scratch else MC_CONC_PRETRAINED,
             "fine": bool(self.fine) if self.fine is not None else DEFAULT_FINE[self.method],
             "padding": self.padding if self.padding is not None else DEFAULT_PADDING[self.method],
+            "rotate": float(self.rotate) if self.rotate is not None else DEFAULT_ROTATE[self.method],
+            # only the parts method has an equivariance pass
+            "equiv_backprop": None if self.method != "parts" else (
+                bool(self.equiv_backprop) if self.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),
             "lr_backbone": self.lr_backbone if self.lr_backbone is not None else (
                 PARTS_LR[0] if self.method == "parts" else 0.05 if scratch else 0.001),
             # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01: MC-Loss fine-tuned
@@ -183,8 +201,9 @@ class TrainConfig:
     def upgrade_dict(d: dict[str, Any]) -> dict[str, Any]:
         """A saved config with the keys of older versions renamed (``val_fraction`` is ``test_fraction``), the
         retired ones (``label_smoothing``, which no loss read) dropped, ``padding`` "zeros" when it predates
-        the option, ``fine`` what the defaults gave before MC-Loss's default changed (on for parts only), and
-        ``mc_conc`` 0 (no concentration term) when it predates that option."""
+        the option, ``fine`` what the defaults gave before MC-Loss's default changed (on for parts only),
+        ``mc_conc`` 0 (no concentration term), ``rotate`` 0 and, for parts, ``equiv_backprop`` true (the
+        authors' way) when they predate those options."""
         d = {k: v for k, v in d.items() if k not in RETIRED}
         for old, new in RENAMED.items():
             if old in d:
@@ -194,6 +213,10 @@ class TrainConfig:
             d["padding"] = "zeros"
         if d and "mc_conc" not in d:  # saved before the option: no concentration term then
             d["mc_conc"] = 0.0
+        if d and "rotate" not in d:  # saved before the option: no rotation then
+            d["rotate"] = 0.0
+        if d and "equiv_backprop" not in d:  # saved before the option: parts back-propagated both passes then
+            d["equiv_backprop"] = True if d.get("method") == "parts" else None
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
         return d
@@ -231,6 +254,10 @@ _HELP = {
     "lam": "MC-Loss diversity weight λ (paper: 10)",
     "mc_conc": "weight of Fieldmark's concentration term on the true class's channels, which keeps each part compact "
                "(not in the paper; default 3000 fine-tuning, 0 from scratch; 0 turns it off, README)",
+    "rotate": "rotate each training photo by a random angle up to ± this many degrees after the crop (default 0; "
+              "the PDiscoNet authors use 90)",
+    "equiv_backprop": "parts: back-propagate through the equivariance pass on the transformed photos, as the "
+                      "authors (default off: that pass is a fixed target, 1.4x a CE step instead of 2.35x, README)",
     "epochs": "number of passes over the training images",
     "img_size": "training image size in pixels",
     "batch_size": "images per step",

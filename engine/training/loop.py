@@ -60,7 +60,7 @@ def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     if cfg.method == "parts":
         from engine.losses.parts import PartsCriterion
 
-        return PartsCriterion(**parts_loss_weights(cfg))
+        return PartsCriterion(**parts_loss_weights(cfg), equiv_stop_grad=not cfg.equiv_backprop)
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
@@ -187,7 +187,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     changes = data_changes(run, data.change) if ctx.is_main else []
     if report.skipped:
         yield Message("warning", f"{len(report.skipped)} files skipped by the scan (`fieldmark scan` lists them)")
-    pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale)
+    pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale, cfg.rotate)
     mem = memory.plan(rank_batch, cfg.img_size, device, lambda: loss_model(cfg, len(report.classes)), cfg.cache_mb)
     for note in mem.notes():
         yield Message("warning", note)

@@ -318,3 +318,26 @@ def test_pdiscoformer_terms_by_hand():
     bg_full = fg_bg(torch.zeros(2, 1, 5, 5))  # background 1 in the corners → −log 1 = 0
     assert border_background_loss(bg_full).item() == pytest.approx(0.0)
     assert border_background_loss(fg_bg(torch.full((2, 1, 5, 5), 0.5))).item() == pytest.approx(math.log(2))
+
+
+def test_a_stopped_equivariance_pass_is_a_fixed_target():
+    """``equiv_stop_grad``: the gradient is that of the equivariance loss with the transformed maps detached,
+    and differs from the authors' (both passes back-propagated)."""
+    m, x, y = small_model(parts=3).eval(), torch.randn(2, 3, 64, 64), torch.tensor([0, 1])
+    only_equiv = {"ce": 0.0, "conc": 0.0, "orth": 0.0, "pres": 0.0, "equiv": 1.0}
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        params = [p for p in m.parameters() if p.requires_grad]
+        return [g if g is not None else torch.zeros_like(p)
+                for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+
+    torch.manual_seed(7)
+    stopped = grads(PartsCriterion(**only_equiv, equiv_stop_grad=True)(m, x, y)[0])
+    torch.manual_seed(7)
+    both = grads(PartsCriterion(**only_equiv)(m, x, y)[0])
+    torch.manual_seed(7)
+    sim = random_similarity()  # the criterion's draw under the same seed
+    target = m.forward_features(transform_images(x, sim)).detach()
+    by_hand = grads(equivariance_loss(m.forward_parts(x).maps, target, sim, (64, 64)))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(stopped, by_hand))
+    assert any(not torch.allclose(a, b, atol=1e-6) for a, b in zip(stopped, both))
