@@ -7,9 +7,9 @@ Goal: an MC-Loss step costs at most 1.05× a cross-entropy step.
 
 The shared-parts step (PDiscoNet, ``--method parts``: fine stride-16 features, K = 8, the four losses with the
 equivariance pass on a transformed copy of the batch, Adam) is timed in the same interleaving against the same CE
-step, as the training defaults run it (``PARTS_EQUIV_BACKPROP``: both passes back-propagated, the authors' way).
-Goal: at most 2.2× (the method needs a second forward and backward). The other way (``--no-equiv-backprop``:
-the transformed pass a fixed target, a second forward without a second backward) is timed too, with no goal.
+step, as the training defaults run it (``PARTS_EQUIV_BACKPROP``: the transformed pass a fixed target, a second
+forward without a second backward). Goal: at most 2.2× (the method needs a second forward). The authors' way
+(``--equiv-backprop``: both passes back-propagated) is timed too, with no goal.
 
 The MC-Loss criterion is the default one: μ = 0.5 with the concentration term (docs/METHODS.md#mc-loss-
 concentration). MC-Loss runs pad their backbone with ``replicate`` and use stride-16 maps by default

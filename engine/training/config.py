@@ -39,11 +39,11 @@ RETIRED = frozenset({"label_smoothing"})
 #: CPU budget (top-1 23.3 % after 4 epochs); at 2e-4 / 2e-2, 70.2 % after 4 and 74.8 % after 8
 PARTS_LR = (2e-4, 2e-2)
 #: The parts method's image size, epochs and batch (README "Part discovery on real birds"): on cub-parts-dev, K = 8
-#: at 288 px (18 x 18 maps) for 14 epochs at batch 16 reached keypoint error 12.41 / 12.29, NMI 30.8 / 29.3, ARI
-#: 15.0 / 13.8 on seeds 0 / 1 (42 min on the 2-core CPU); 224 px for 24 epochs (44 min) stayed behind it, and 336
-#: px with the equivariance pass a fixed target (the same minutes) did not do better. Other methods: 224 px, 10
-#: epochs, batch 32.
-PARTS_SIZE_EPOCHS_BATCH = (288, 14, 16)
+#: with the equivariance pass a fixed target (PARTS_EQUIV_BACKPROP) at 336 px (21 x 21 maps), 14 epochs, batch 16:
+#: keypoint error 12.94 / 12.33 / 12.75, NMI 29.2 / 30.6 / 25.1 on seeds 0 / 1 / 2 (37-43 min on the 2-core CPU);
+#: both passes back-propagated at 288 px in the same minutes: 12.41 / 12.29 / 13.20, NMI 30.8 / 29.3 / 22.7. 224 px
+#: for 24 epochs stayed behind both. Other methods: 224 px, 10 epochs, batch 32.
+PARTS_SIZE_EPOCHS_BATCH = (336, 14, 16)
 OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
 #: diversity term park part peaks on the frame's edge: fine-tuned on cub-parts-dev, 63 % of the true-class peaks
@@ -59,10 +59,10 @@ DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True}
 #: keypoint error 13.20, NMI 26.16 against 12.62 and 28.40 without; README "Part discovery on real birds").
 DEFAULT_ROTATE = {"mcloss": 0.0, "ce": 0.0, "tasn": 0.0, "parts": 0.0}
 #: Whether the shared-parts equivariance pass is back-propagated (the authors') or a fixed target. A fixed target
-#: makes a parts step about 1.5x a CE step instead of 2.1-2.35x, but on cub-parts-dev the parts were no better
-#: for it, even with the time spent on 336 px images (NMI 29.16 / 30.63 / 25.07 on seeds 0 / 1 / 2; README "Part
-#: discovery on real birds"), so the default is the authors'.
-PARTS_EQUIV_BACKPROP = True
+#: makes a parts step about 1.5x a CE step instead of 2.1-2.35x; the time goes into a larger image
+#: (PARTS_SIZE_EPOCHS_BATCH), which on three seeds gave parts as good on average and steadier (README "Part
+#: discovery on real birds").
+PARTS_EQUIV_BACKPROP = False
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class TrainConfig:
     rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE of the method
     equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
-    img_size: int | None = None  # None: 288 for parts, else 224
+    img_size: int | None = None  # None: 336 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
     pretrained: str | None = None
     lr_backbone: float | None = None  # None: 0.001 fine-tuning, 0.05 from scratch
@@ -258,8 +258,8 @@ _HELP = {
     "rotate": "rotate each training photo by a random angle up to ± this many degrees after the crop (default 0; "
               "the PDiscoNet authors use 90)",
     "equiv_backprop": "parts: back-propagate through the equivariance pass on the transformed photos, as the "
-                      "authors (default on; off makes that pass a fixed target: a step costs 1.5x a CE step "
-                      "instead of 2.1-2.35x, and the parts measured no better, README)",
+                      "authors (default off: that pass is a fixed target, and a step costs 1.5x a CE step instead "
+                      "of 2.1-2.35x, README)",
     "epochs": "number of passes over the training images",
     "img_size": "training image size in pixels",
     "batch_size": "images per step",

@@ -69,7 +69,7 @@ def test_the_parts_method_has_its_own_size_epochs_and_batch_and_a_resume_keeps_t
 
     parts = TrainConfig(data=str(toy), out=str(tmp_path / "p"), model="smallnet", method="parts")
     other = TrainConfig(data=str(toy), out=str(tmp_path / "m"), model="smallnet", method="mcloss")
-    assert (parts.img_size, parts.epochs, parts.batch_size) == (288, 14, 16)  # measured on cub-parts-dev (README)
+    assert (parts.img_size, parts.epochs, parts.batch_size) == (336, 14, 16)  # measured on cub-parts-dev (README)
     assert (other.img_size, other.epochs, other.batch_size) == (224, 10, 32)
     explicit = TrainConfig(data=str(toy), out=str(tmp_path / "p"), method="parts", img_size=224, epochs=3)
     assert (explicit.img_size, explicit.epochs, explicit.batch_size) == (224, 3, 16)
@@ -108,18 +108,18 @@ def test_rotation_and_the_equivariance_gradient_are_options_kept_by_a_resume(toy
     run = tmp_path / "run"
     assert main(["train", str(toy), "--out", str(run), "--model", "smallnet", "--method", "parts", "--parts", "2",
                  "--epochs", "1", "--img-size", "64", "--batch-size", "8", "--device", "cpu", "--rotate", "30",
-                 "--no-equiv-backprop"]) == 0
+                 "--equiv-backprop"]) == 0
     capsys.readouterr()
     meta = json.loads((run / "model.json").read_text())
-    assert (meta["config"]["rotate"], meta["config"]["equiv_backprop"]) == (30.0, False)
+    assert (meta["config"]["rotate"], meta["config"]["equiv_backprop"]) == (30.0, True)
     assert meta["preprocessing"]["rotate"] == 30.0 and "rotation up to ±30°" in meta["preprocessing"]["description"]
     # a resume with neither flag keeps the run's, not the defaults
     args = build_parser().parse_args(["train", str(toy), "--out", str(run), "--model", "smallnet", "--method",
                                       "parts", "--parts", "2", "--resume", "--epochs", "2"])
     cfg = config_from_args(args)
-    assert (cfg.rotate, cfg.equiv_backprop) == (30.0, False)
-    assert build_criterion(cfg, None).equiv_stop_grad is True
-    assert build_criterion(cfg.replace(equiv_backprop=True), None).equiv_stop_grad is False
+    assert (cfg.rotate, cfg.equiv_backprop) == (30.0, True)
+    assert build_criterion(cfg, None).equiv_stop_grad is False
+    assert build_criterion(cfg.replace(equiv_backprop=False), None).equiv_stop_grad is True
     # and one that changes them is refused, naming the setting
     assert main(["train", str(toy), "--out", str(run), "--model", "smallnet", "--method", "parts", "--parts", "2",
                  "--resume", "--epochs", "2", "--rotate", "10", "--device", "cpu"]) == 2
