@@ -189,8 +189,9 @@ class PartsCriterion(nn.Module):
     ``equiv_stop_grad``: run the transformed pass without gradient (its maps become a fixed target for the
     original pass): the step then costs a forward instead of a forward + backward more than a CE step. Not
     the authors' (their gradient flows through both passes), so off in this class; training turns it on unless
-    ``--equiv-backprop`` (``PARTS_EQUIV_BACKPROP``) and spends the time on a larger image. Measured on mobilenet_v2 fine features, batch 16, 224 px, the 2-core
-    CPU: a full step 2.1-2.35× a CE step, with ``equiv_stop_grad`` about 1.5× (``benchmarks/bench_train_step.py``).
+    ``--equiv-backprop`` (``PARTS_EQUIV_BACKPROP``) and spends the time on a larger image. Measured on
+    mobilenet_v2 fine features, batch 16, 224 px, the 2-core CPU: a full step 2.1-2.35× a CE step, with
+    ``equiv_stop_grad`` about 1.5× (``benchmarks/bench_train_step.py``).
     """
 
     def __init__(self, ce: float = 2.0, conc: float = 1000.0, orth: float = 1.0, equiv: float = 1.0,
