@@ -67,15 +67,17 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
              ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate")]
+#: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
+TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
     """The command line of one worker: this one without --nproc."""
     argv = (["-v"] if getattr(args, "verbose", False) else []) + ["train", args.data]
-    if args.fine is not None:
-        argv += ["--fine" if args.fine else "--no-fine"]
-    if args.equiv_backprop is not None:
-        argv += ["--equiv-backprop" if args.equiv_backprop else "--no-equiv-backprop"]
+    for dest, flag in TRI_STATE:  # on, off, or unset (the method's default)
+        value = getattr(args, dest)
+        if value is not None:
+            argv += [f"--{flag}" if value else f"--no-{flag}"]
     for item in args.part_loss:
         argv += ["--part-loss", item]
     for dest, flag in FORWARDED:

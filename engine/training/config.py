@@ -54,10 +54,10 @@ DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts
 #: defaults): 7 x 7 maps gave keypoint error 22.61 and top-1 69.74 %; 14 x 14 maps 19.91 and 74.22 % (README
 #: "MC-Loss on real birds"). CE keeps 7 x 7 (the Grad-CAM baseline); TASN's attention is already at stride 8.
 DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True}
-#: The training photos' random rotation, up to ± this many degrees, per method. The PDiscoNet authors augment
+#: The training photos' random rotation, up to ± this many degrees (every method). The PDiscoNet authors augment
 #: with ±90° (as their equivariance transform); on cub-parts-dev it made the parts worse (seed 1, 288 px, 14 epochs:
 #: keypoint error 13.20, NMI 26.16 against 12.62 and 28.40 without; README "Part discovery on real birds").
-DEFAULT_ROTATE = {"mcloss": 0.0, "ce": 0.0, "tasn": 0.0, "parts": 0.0}
+DEFAULT_ROTATE = 0.0
 #: Whether the shared-parts equivariance pass is back-propagated (the authors') or a fixed target. A fixed target
 #: makes a parts step about 1.5x a CE step instead of 2.1-2.35x; the time goes into a larger image
 #: (PARTS_SIZE_EPOCHS_BATCH), which on three seeds gave parts as good on average and steadier (README "Part
@@ -78,7 +78,7 @@ class TrainConfig:
     mu: float | None = None  # None: MU_PRETRAINED / MU_SCRATCH
     lam: float = 10.0
     mc_conc: float | None = None  # MC-Loss concentration weight; None: MC_CONC_PRETRAINED fine-tuning, 0 from scratch
-    rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE of the method
+    rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE
     equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 336 for parts, else 224
@@ -174,7 +174,7 @@ class TrainConfig:
             "mc_conc": float(self.mc_conc) if self.mc_conc is not None else 0.0 if scratch else MC_CONC_PRETRAINED,
             "fine": bool(self.fine) if self.fine is not None else DEFAULT_FINE[self.method],
             "padding": self.padding if self.padding is not None else DEFAULT_PADDING[self.method],
-            "rotate": float(self.rotate) if self.rotate is not None else DEFAULT_ROTATE[self.method],
+            "rotate": float(self.rotate) if self.rotate is not None else DEFAULT_ROTATE,
             # only the parts method has an equivariance pass
             "equiv_backprop": None if self.method != "parts" else (
                 bool(self.equiv_backprop) if self.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),

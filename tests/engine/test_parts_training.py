@@ -95,7 +95,7 @@ def test_rotation_and_the_equivariance_gradient_are_options_kept_by_a_resume(toy
     from engine.training.loop import build_criterion
 
     parts = TrainConfig(data=str(toy), out=str(tmp_path / "p"), model="smallnet", method="parts")
-    assert (parts.rotate, parts.equiv_backprop) == (DEFAULT_ROTATE["parts"], PARTS_EQUIV_BACKPROP)
+    assert (parts.rotate, parts.equiv_backprop) == (DEFAULT_ROTATE, PARTS_EQUIV_BACKPROP)
     mc = TrainConfig(data=str(toy), out=str(tmp_path / "m"), model="smallnet", equiv_backprop=True)
     assert (mc.rotate, mc.equiv_backprop) == (0.0, None)  # no equivariance pass outside parts
     with pytest.raises(ConfigError, match="rotate=-5.*from 0"):
