@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
