@@ -39,11 +39,12 @@ RETIRED = frozenset({"label_smoothing"})
 #: CPU budget (top-1 23.3 % after 4 epochs); at 2e-4 / 2e-2, 70.2 % after 4 and 74.8 % after 8
 PARTS_LR = (2e-4, 2e-2)
 #: The parts method's image size, epochs and batch (README "Part discovery on real birds"): on cub-parts-dev, K = 8
-#: with the equivariance pass a fixed target (PARTS_EQUIV_BACKPROP) at 336 px (21 x 21 maps), 14 epochs, batch 16:
-#: keypoint error 12.94 / 12.33 / 12.75, NMI 29.2 / 30.6 / 25.1 on seeds 0 / 1 / 2 (37-43 min on the 2-core CPU);
-#: both passes back-propagated at 288 px in the same minutes: 12.41 / 12.29 / 13.20, NMI 30.8 / 29.3 / 22.7. 224 px
-#: for 24 epochs stayed behind both. Other methods: 224 px, 10 epochs, batch 32.
-PARTS_SIZE_EPOCHS_BATCH = (336, 14, 16)
+#: with the equivariance pass a fixed target (PARTS_EQUIV_BACKPROP) at 448 px (28 x 28 maps, the authors' size),
+#: 14 epochs, batch 16: keypoint error 11.87 / 11.76, NMI 31.8 / 31.9, ARI 14.8 / 14.7 on seeds 0 / 1 (35 min
+#: alone on the 2-core CPU); at 336 px (21 x 21) 12.94 / 12.33 / 12.75, NMI 29.2 / 30.6 / 25.1 on seeds 0 / 1 / 2;
+#: both passes back-propagated at 288 px: 12.41 / 12.29 / 13.20, NMI 30.8 / 29.3 / 22.7. 224 px for 24 epochs
+#: stayed behind all of them. Other methods: 224 px, 10 epochs, batch 32.
+PARTS_SIZE_EPOCHS_BATCH = (448, 14, 16)
 OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
 #: diversity term park part peaks on the frame's edge: fine-tuned on cub-parts-dev, 63 % of the true-class peaks
@@ -81,7 +82,7 @@ class TrainConfig:
     rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE
     equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
-    img_size: int | None = None  # None: 336 for parts, else 224
+    img_size: int | None = None  # None: 448 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
     pretrained: str | None = None
     lr_backbone: float | None = None  # None: 0.001 fine-tuning, 0.05 from scratch

@@ -116,7 +116,7 @@ def test_shared_parts_in_the_form_build_what_the_cli_builds(qtbot, data_dir, tmp
     assert (cfg.method, cfg.parts, cfg.fine) == ("parts", 4, True)
     args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--method", "parts", "--parts", "4"])
     # the parts method's own image size, epochs and batch (measured on cub-parts-dev), in the form as in the CLI
-    assert (cfg.img_size, cfg.epochs, cfg.batch_size) == PARTS_SIZE_EPOCHS_BATCH == (336, 14, 16)
+    assert (cfg.img_size, cfg.epochs, cfg.batch_size) == PARTS_SIZE_EPOCHS_BATCH == (448, 14, 16)
     assert config_from_args(args) == cfg.replace(pretrained=None)
     form.method.setCurrentIndex(form.method.findData("mcloss"))  # back: the other methods' defaults
     assert (form.img_size.value(), form.epochs.value(), form.batch_size.value()) == OTHER_SIZE_EPOCHS_BATCH

@@ -69,7 +69,7 @@ def test_the_parts_method_has_its_own_size_epochs_and_batch_and_a_resume_keeps_t
 
     parts = TrainConfig(data=str(toy), out=str(tmp_path / "p"), model="smallnet", method="parts")
     other = TrainConfig(data=str(toy), out=str(tmp_path / "m"), model="smallnet", method="mcloss")
-    assert (parts.img_size, parts.epochs, parts.batch_size) == (336, 14, 16)  # measured on cub-parts-dev (README)
+    assert (parts.img_size, parts.epochs, parts.batch_size) == (448, 14, 16)  # measured on cub-parts-dev (README)
     assert (other.img_size, other.epochs, other.batch_size) == (224, 10, 32)
     explicit = TrainConfig(data=str(toy), out=str(tmp_path / "p"), method="parts", img_size=224, epochs=3)
     assert (explicit.img_size, explicit.epochs, explicit.batch_size) == (224, 3, 16)
