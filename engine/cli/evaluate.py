@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("data", help="CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or toy birds)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--baseline", metavar="RUN", help="a CE run whose Grad-CAM peak is the second baseline")
-    p.add_argument("--split", default="test", choices=["test", "train"], help="split to score (default test)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"],
+                   help="split to score (default test; val: the run's validation photos, --validation-fraction, "
+                        "with the published protocol fitted on the rest of the training split)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.set_defaults(func=run)

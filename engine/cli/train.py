@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images per step, over all processes (default 32; parts 16); each of N processes takes 1/N")
     p.add_argument("--lr-backbone", type=float, default=None, help=h["lr_backbone"])
     p.add_argument("--lr-head", type=float, default=None, help=h["lr_head"])
+    p.add_argument("--validation-fraction", type=float, default=None, metavar="F",
+                   help=h["validation_fraction"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=h["device"])
     p.add_argument("--workers", type=int, default=0, help="data loader processes (default 0: in process)")
@@ -66,7 +68,8 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("batch_size", "--batch-size"), ("lr_backbone", "--lr-backbone"), ("lr_head", "--lr-head"),
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
-             ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate")]
+             ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate"),
+             ("validation_fraction", "--validation-fraction")]
 #: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
 TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop")]
 
@@ -134,7 +137,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         saved = run_config(args.out) or {}
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
-        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop"):
+        for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop",
+                    "validation_fraction"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
@@ -143,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
                        parts=args.parts, fine=args.fine, padding=args.padding, rotate=args.rotate,
                        equiv_backprop=args.equiv_backprop,
+                       validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 
 

@@ -63,11 +63,11 @@ class DataReport:
     notes: list[str] = field(default_factory=list)
 
     def split(self, name: str) -> list[Sample]:
-        """Samples of one split: "train", "test" or "all"."""
+        """Samples of one split: "train", "val" (the validation share of the training photos), "test" or "all"."""
         if name == "all":
             return list(self.samples)
-        if name not in ("train", "test"):
-            raise DataError(f"split {name!r} is not a split: use train, test or all")
+        if name not in ("train", "val", "test"):
+            raise DataError(f"split {name!r} is not a split: use train, val, test or all")
         return [s for s in self.samples if s.split == name]
 
     @property

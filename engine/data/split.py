@@ -37,7 +37,10 @@ from engine.errors import CheckpointError
 
 FORMAT, VERSION = "fieldmark-split", 1
 FIELDS = ["class", "size", "mtime_ns", "blake2b"]
-SPLITS = ("train", "test")
+#: The splits a document holds: "val" (a share of the training photos held out for choosing settings,
+#: ``--validation-fraction``) is optional and absent from runs saved before it existed.
+SPLITS = ("train", "val", "test")
+REQUIRED = ("train", "test")
 SHOW = 5  # paths named in one message line before "and N more"
 
 
@@ -86,6 +89,27 @@ def redraw(report: DataReport, test_fraction: float, seed: int, legacy: bool = F
     return replace(report, samples=samples, notes=list(report.notes), skipped=list(report.skipped))
 
 
+def carve_validation(report: DataReport, fraction: float, seed: int) -> DataReport:
+    """``report`` with a per-class share ``fraction`` of its training photos moved to the "val" split (for choosing
+    settings; the test split is untouched). Each class draws from its own generator, seeded by (seed, the class
+    name prefixed ``validation/``), so the draw does not depend on the other classes. A class keeps at least one
+    training photo; ``fraction`` 0 returns the report unchanged."""
+    if fraction <= 0:
+        return report
+    by_class: dict[int, list[int]] = {}
+    for i, s in enumerate(report.samples):
+        if s.label >= 0 and s.split == "train":
+            by_class.setdefault(s.label, []).append(i)
+    val: set[int] = set()
+    for label, idx in by_class.items():
+        order = class_rng(seed, "validation/" + report.classes[label]).permutation(len(idx))
+        val.update(idx[j] for j in order[:n_test(len(idx), fraction)])
+    samples = [replace(s, split="val") if i in val else s for i, s in enumerate(report.samples)]
+    source = f"{report.split_source}; validation {fraction:g} of each class's training photos, seed {seed}"
+    return replace(report, samples=samples, split_source=source, notes=list(report.notes),
+                   skipped=list(report.skipped))
+
+
 def content_hash(path: str | os.PathLike) -> str:
     """BLAKE2b-64 of a file's bytes, as 16 hex digits."""
     h = hashlib.blake2b(digest_size=8)
@@ -127,7 +151,7 @@ def record_split(report: DataReport, progress: Callable[[int, int], None] | None
     class and fingerprint. Files that cannot be read any more are left out (the scan or the decoder names them)."""
     doc: dict[str, Any] = {"format": FORMAT, "version": VERSION, "root": str(Path(report.root).resolve()),
                            "layout": report.layout, "source": report.split_source, "classes": list(report.classes),
-                           "fields": FIELDS, "train": {}, "test": {}}
+                           "fields": FIELDS, "train": {}, "val": {}, "test": {}}
     todo = [s for s in report.samples if s.label >= 0 and s.split in SPLITS]
     for i, s in enumerate(todo):
         try:
@@ -143,12 +167,13 @@ def record_split(report: DataReport, progress: Callable[[int, int], None] | None
 def to_text(doc: dict[str, Any]) -> str:
     """The document as JSON with one line per file (readable, and diffs show which photos moved)."""
     lines = ["{"] + [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in doc.items() if k not in SPLITS]
-    for i, split in enumerate(SPLITS):
+    present = [split for split in SPLITS if split in REQUIRED or doc.get(split)]
+    for i, split in enumerate(present):
         items = list(doc.get(split, {}).items())
         lines.append(f"  {json.dumps(split)}: {{")
         lines += [f"    {json.dumps(p)}: {json.dumps(r)}" + ("," if j < len(items) - 1 else "")
                   for j, (p, r) in enumerate(items)]
-        lines.append("  }" + ("," if i < len(SPLITS) - 1 else ""))
+        lines.append("  }" + ("," if i < len(present) - 1 else ""))
     return "\n".join(lines + ["}", ""])
 
 
@@ -160,10 +185,11 @@ def check_doc(doc: Any, where: str) -> dict[str, Any]:
     if not isinstance(doc.get("version"), int) or doc["version"] > VERSION:
         raise CheckpointError(f"{where!r} has split format {doc.get('version')!r}; this Fieldmark reads "
                               f"{VERSION}: upgrade Fieldmark to open it")
-    if not isinstance(doc.get("classes"), list) or not all(isinstance(doc.get(k), dict) for k in SPLITS):
+    if not isinstance(doc.get("classes"), list) or not all(isinstance(doc.get(k), dict) for k in REQUIRED) \
+            or not isinstance(doc.get("val", {}), dict):
         raise CheckpointError(f"{where!r} is damaged (no classes or splits): restore it, or delete it")
     for split in SPLITS:
-        for rel, rec in doc[split].items():
+        for rel, rec in doc.get(split, {}).items():
             if not (isinstance(rec, list) and len(rec) == len(FIELDS) and all(isinstance(v, int) for v in rec[:3])
                     and 0 <= rec[0] < len(doc["classes"])):
                 raise CheckpointError(f"{where!r} is damaged: the {split} entry {rel!r} is {rec!r}, not "
@@ -188,8 +214,8 @@ class SplitCheck:
     root: str
     saved: int = 0  # files in the saved split
     added: list[str] = field(default_factory=list)  # in the folder, not in the saved split: left out
-    missing: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # left out
-    changed: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # kept, named
+    missing: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})  # left out
+    changed: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in SPLITS})  # kept, named
     foreign: bool = False  # none of the saved files is in the folder: it is not the run's data
     same_classes: bool = True  # the folder has the run's classes (else the caller's class check speaks)
 
@@ -236,7 +262,7 @@ def apply_saved_split(report: DataReport, doc: dict[str, Any], run: str = "") ->
     check = SplitCheck(run, report.root)
     saved: dict[str, tuple[str, int, list]] = {}
     for split in SPLITS:
-        for rel, rec in doc[split].items():
+        for rel, rec in doc.get(split, {}).items():
             saved[rel] = (split, int(rec[0]), rec)
     check.saved = len(saved)
     if report.layout == "flat":  # photos without classes are prediction data, never the run's: nothing to say

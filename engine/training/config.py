@@ -91,6 +91,7 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 0.5
     test_fraction: float = 0.2  # share of each class held out for testing (class folders without split.csv)
+    validation_fraction: float = 0.0  # share of each class's training photos held out for choosing settings
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -157,6 +158,9 @@ class TrainConfig:
             bad("momentum", "must be in [0, 1)")
         if not 0 < self.test_fraction < 1:
             bad("test_fraction", "must be between 0 and 1 (e.g. 0.2)")
+        if not 0 <= self.validation_fraction < 1:
+            bad("validation_fraction", "must be 0 (none) or a share below 1 of each class's training photos "
+                                       "(e.g. 0.2)")
         if self.warmup_epochs < 0:
             bad("warmup_epochs", "must be non-negative")
         if self.workers < 0:
@@ -269,5 +273,8 @@ _HELP = {
     "lr_head": "learning rate of the new layers (default 0.05; TASN fine-tuning 0.01; parts: 2e-2, Adam)",
     "seed": "random seed (split, initialisation, augmentation)",
     "test_fraction": "share of each class held out for testing when the folder has no split of its own",
+    "validation_fraction": "share of each class's training photos held out as a validation split, for choosing "
+                           "settings without looking at the test photos (default 0: none; saved in split.json; "
+                           "`fieldmark evaluate --split val` scores it)",
     "device": "auto, cpu, cuda, cuda:N or mps",
 }

@@ -33,7 +33,7 @@ from engine.training.schedule import Schedule, lr_factor  # noqa: F401  (lr_fact
 from engine.training.step import forward_backward
 from engine.data import require_trainable, scan
 from engine.data.loader import EpochSampler, ImageCache, ImageDataset, collate_decoded
-from engine.data.split import record_split
+from engine.data.split import carve_validation, record_split
 from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, EngineError
@@ -178,6 +178,8 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     data = yield from training_data(run, scan(cfg.data, test_fraction=cfg.test_fraction, seed=cfg.seed), state,
                                     allow_data_change)
     report = data.report
+    if state is None:  # a new run draws its validation photos; a resume has them in its saved split
+        report = carve_validation(report, cfg.validation_fraction, cfg.seed)
     require_trainable(report)
     if ctx.is_main:
         check_writable(run)
