@@ -8,6 +8,7 @@
 * ``split.json`` (the photos of each split with their fingerprints, :mod:`engine.data.split`);
 * ``evaluation.json`` (the figures of :mod:`engine.evaluation.evaluate`, written by the demo and the app);
 * ``part_names.json`` (the names the user gave the run's parts, :mod:`engine.fieldmarks.names`);
+* ``part_places.json`` (each part's on-bird share over the training photos, :mod:`engine.fieldmarks.onbird`);
 * ``overlays/`` (the demo's map overlays).
 
 Every file is written atomically, so a killed run is never unreadable. Resume, evaluate, Compare and export lay
@@ -44,8 +45,10 @@ MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME = "model.json", "model.safetensors", 
 SPLIT, EVALUATION, OVERLAYS = "split.json", "evaluation.json", "overlays"
 PART_NAMES = "part_names.json"
 PART_NAMES_FORMAT, PART_NAMES_VERSION = "fieldmark-part-names", 1
+PART_PLACES = "part_places.json"
+PART_PLACES_FORMAT, PART_PLACES_VERSION = "fieldmark-part-places", 1
 #: The files of a run folder (``OVERLAYS`` is a folder).
-RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION, PART_NAMES)
+RUN_FILES = (MODEL_JSON, MODEL_WEIGHTS, METRICS, RESUME, SPLIT, EVALUATION, PART_NAMES, PART_PLACES)
 
 
 def run_dir_of(path: str | Path) -> Path:
@@ -176,6 +179,42 @@ def read_evaluation(run: str | Path) -> dict[str, Any] | None:
         log.warning("%s cannot be read: %s", f, exc)
         return None
     return data if isinstance(data, dict) else None
+
+
+def weights_stamp(run: str | Path) -> list[int]:
+    """[size, mtime_ns] of the run's weights file: what a figure computed from the weights was computed from."""
+    st = (run_dir_of(run) / MODEL_WEIGHTS).stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def write_part_places(run: str | Path, doc: dict[str, Any]) -> None:
+    """Save the run's on-bird shares (:mod:`engine.fieldmarks.onbird` builds ``doc``), stamped with its weights."""
+    run = run_dir_of(run)
+    atomic_write_json(run / PART_PLACES, {"format": PART_PLACES_FORMAT, "version": PART_PLACES_VERSION,
+                                          "weights": weights_stamp(run), **doc})
+
+
+def read_part_places(run: str | Path) -> dict[str, Any] | None:
+    """The run's saved on-bird shares, or None when it has none or they were computed from other weights (the run
+    was trained on since). A damaged file raises CheckpointError naming it."""
+    f = run_dir_of(run) / PART_PLACES
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): delete it (it is computed again)") from exc
+    if not isinstance(doc, dict) or doc.get("format") != PART_PLACES_FORMAT or not isinstance(doc.get("parts"), list):
+        raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-places file: delete it (it is computed again)")
+    if not isinstance(doc.get("version"), int) or doc["version"] > PART_PLACES_VERSION:
+        raise CheckpointError(f"{str(f)!r} has version {doc.get('version')!r}; this Fieldmark reads "
+                              f"{PART_PLACES_VERSION}: upgrade Fieldmark, or delete it")
+    try:
+        if doc.get("weights") != weights_stamp(run):
+            return None
+    except OSError:
+        return None
+    return doc
 
 
 def read_part_names(run: str | Path) -> dict[int, str]:

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with the published protocol fitted on the rest of the training split)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    p.add_argument("--no-field-marks", action="store_true",
+                   help="skip the parts-on-the-bird and field-mark agreement block of a parts run")
     p.set_defaults(func=run)
 
 
@@ -32,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.runs import load_run
     from engine.cli.common import Bars, show_progress_or_message
     from engine.events import drive
+    from engine.fieldmarks.names import part_label, read_part_names
+    from engine.fieldmarks.quality import field_mark_quality, format_quality
+    from engine.models.shared_parts import has_shared_parts
 
     device = resolve_device(args.device)
     loaded = load_run(args.run, device)
@@ -40,8 +45,21 @@ def run(args: argparse.Namespace) -> int:
     gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
     with Bars() as bars:
         result = drive(gen, lambda ev: show_progress_or_message(ev, bars))
+        marks, why = None, ""
+        if args.no_field_marks:
+            why = "--no-field-marks"
+        elif not has_shared_parts(loaded.model):
+            why = f"a {loaded.method} run: field-mark agreement ranks the shared parts of a `parts` run"
+        else:
+            marks = drive(field_mark_quality(loaded, report, args.split, device),
+                          lambda ev: show_progress_or_message(ev, bars))
+    label = (lambda k: part_label(k, read_part_names(loaded.run_dir)))
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        doc = result.to_dict()
+        doc["field_marks"] = marks.to_dict() if marks is not None else {"note": why}
+        if marks is not None:
+            doc["field_marks"]["agreement"] = marks.main.to_dict(label)
+        print(json.dumps(doc, indent=2))
     else:
         print(f"{loaded.run_dir} ({loaded.meta.get('method', '?')}, {loaded.meta['arch']['name']}) on {report.root}")
         print(format_table(result.to_dict(), result.info))
@@ -49,5 +67,7 @@ def run(args: argparse.Namespace) -> int:
             print("\nfield marks (a mark is recalled when a part of its class lies on it in at least half of the "
                   "test images):")
             print(format_marks(result.info["marks"]))
+        print()
+        print(format_quality(marks, label) if marks is not None else f"field-mark agreement: none ({why})")
     sys.stdout.flush()
     return 0

@@ -66,6 +66,12 @@ class PartScores:
     keypoints: np.ndarray | None = None
     keypoint_names: list[str] = field(default_factory=list)
     run_dir: str = ""
+    peaks: np.ndarray | None = None  # (N, K, 2) x, y of each part map's maximum (cell centre), image pixels
+    bird_boxes: np.ndarray | None = None  # (N, 4) x0, y0, x1, y1 of the data set's bird box; NaN rows: none
+    peak_on_foreground: np.ndarray | None = None  # (N, K) the peak's cell is foreground (1 - background map above
+    # half its maximum): the run's own idea of where the bird is, for folders without boxes
+    vectors: np.ndarray | None = None  # (N, K, D) the part vectors after modulation (what the classifier scores)
+    _scales: dict = field(default_factory=dict, repr=False)
 
     @property
     def parts(self) -> int:
@@ -131,13 +137,15 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
     ``should_stop()`` turns true."""
     loaded = open_run(run, device)
     report = open_data(data)
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"split={split!r}: use train, val or test")
     if report.layout == "flat":
         raise DataError(f"{report.root!r} is a flat folder of images: separating species needs labelled photos "
                         "(class folders or the CUB layout)")
     report, samples = yield from labelled_samples(loaded, report, split)
     n_kp = len(report.part_names) if report.has_parts else 0
     acc: dict[str, list] = {k: [] for k in ("labels", "pred", "paths", "scores", "boxes", "present", "centres",
-                                            "probs", "kp")}
+                                            "probs", "kp", "peaks", "bird", "fg", "vectors")}
     batch_size = max(1, int(batch_size))
     yield Progress("part scores", 0, len(samples))
     for start in range(0, len(samples), batch_size):
@@ -160,7 +168,9 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
                       np.concatenate(acc["boxes"]).reshape(-1, k, 4), np.concatenate(acc["present"]).reshape(-1, k),
                       np.concatenate(acc["centres"]).reshape(-1, k, 2), np.concatenate(acc["probs"]),
                       np.stack(acc["kp"]) if n_kp else None, list(report.part_names) if n_kp else [],
-                      str(loaded.run_dir))
+                      str(loaded.run_dir), np.concatenate(acc["peaks"]).reshape(-1, k, 2),
+                      np.array(acc["bird"], np.float64).reshape(-1, 4),
+                      np.concatenate(acc["fg"]).reshape(-1, k), np.concatenate(acc["vectors"]))
 
 
 @torch.no_grad()
@@ -172,10 +182,17 @@ def _score_batch(run: LoadedRun, batch: list[tuple[Sample, tuple]], n_kp: int, a
     with session(model):
         out = model.forward_parts(x)
     fg = out.maps[:, :model.parts].float().cpu().numpy()  # (B, K, h, w), background dropped
+    bird = 1.0 - out.maps[:, model.parts].float().cpu().numpy()  # (B, h, w): the run's foreground
     h, w = fg.shape[-2:]
     peaks = map_peaks(fg)
+    rows, cols = peaks.cell[..., 0], peaks.cell[..., 1]  # (B, K)
     for b, (sample, dec) in enumerate(batch):
         size = dec.rgb.shape[:2]
+        acc["peaks"].append(map_peaks(fg[b], size).argmax)
+        fg_mask = bird[b] > 0.5 * bird[b].max()
+        acc["fg"].append(fg_mask[rows[b], cols[b]])
+        box = dec.info.xywh_to_image(sample.bbox) if sample.bbox is not None else None
+        acc["bird"].append((box[0], box[1], box[0] + box[2], box[1] + box[3]) if box is not None else (np.nan,) * 4)
         centres, maxima = part_centres(fg[b], (pp.img_size, pp.img_size))
         acc["centres"].append(input_to_original(centres, (pp.img_size, pp.img_size), size))
         acc["present"].append(maxima > ACTIVE_THRESHOLD)
@@ -188,6 +205,8 @@ def _score_batch(run: LoadedRun, batch: list[tuple[Sample, tuple]], n_kp: int, a
             acc["kp"].append(dec.info.keypoints_to_image(kp) if kp is not None else np.zeros((n_kp, 3)))
     logits = out.logits.float()
     acc["scores"].append(out.part_logits.float().cpu().numpy())
+    acc["vectors"].append((out.part_vectors[:, :model.parts] * model.modulation[:, :model.parts].t().unsqueeze(0))
+                          .float().cpu().numpy())
     acc["probs"].append(logits.softmax(1).cpu().numpy())
     acc["pred"].extend(logits.argmax(1).cpu().tolist())
 
@@ -202,20 +221,97 @@ def _check_class(scores: PartScores, c: int, name: str) -> np.ndarray:
     return idx
 
 
-def rank_parts(scores: PartScores, a: int, b: int, crops: int = 3) -> list[Separation]:
-    """The parts ranked by their separation d' of species ``a`` from ``b`` (class indices), largest first; each
-    with up to ``crops`` example images per species (module docstring)."""
+#: The ways to rank the parts for a pair (docs/METHODS.md#separation): "dprime", Cohen's d' of the part's margin
+#: s_k[a] - s_k[b] between the two species' photos; "normalised", that d' divided by the part's usual d' over every
+#: pair of species (its root mean square), so that a part which carries most of every class's evidence does not
+#: come first for every pair; "probe", a logistic regression of a against b on the part vectors (the pair's own
+#: linear probe) and the d' of each part's share w_k . v_k of its logit. Dropping a part (its vector zeroed, as part
+#: dropout does) changes the pair's logit margin by exactly m_k / K, so an ablation ranking equals "dprime".
+RANKINGS = ("dprime", "normalised", "probe")
+DEFAULT_RANKING = "dprime"
+
+
+def _cohen_d(ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
+    """Cohen's d of the columns of ma (images of a) against those of mb: (mean a - mean b) / pooled std."""
+    na, nb = len(ma), len(mb)
+    var_a = ma.var(axis=0, ddof=1) if na > 1 else np.zeros(ma.shape[1])
+    var_b = mb.var(axis=0, ddof=1) if nb > 1 else np.zeros(mb.shape[1])
+    pooled = np.sqrt(((na - 1) * var_a + (nb - 1) * var_b) / max(na + nb - 2, 1))
+    return (ma.mean(axis=0) - mb.mean(axis=0)) / np.maximum(pooled, _EPS)
+
+
+def part_scale(scores: PartScores) -> np.ndarray:
+    """(K,) each part's usual separation: the root mean square of its d' over every pair of species that both have
+    images in the scores (computed once per :class:`PartScores`)."""
+    if "rms" not in scores._scales:
+        present = [c for c in range(len(scores.classes)) if len(scores.of_class(c))]
+        total, n = np.zeros(scores.parts), 0
+        for i, a in enumerate(present):
+            ia = scores.of_class(a)
+            for b in present[i + 1:]:
+                ib = scores.of_class(b)
+                margin = scores.scores[:, :, a].astype(np.float64) - scores.scores[:, :, b]
+                total += _cohen_d(margin[ia], margin[ib]) ** 2
+                n += 1
+        scores._scales["rms"] = np.sqrt(total / max(n, 1))
+    return scores._scales["rms"]
+
+
+def probe_contributions(scores: PartScores, ia: np.ndarray, ib: np.ndarray, l2: float = 1.0,
+                        steps: int = 200) -> np.ndarray:
+    """(len(ia) + len(ib), K): each part's share of a logistic regression of a (1) against b (0) fitted on the
+    images' part vectors, every feature standardised over the pair's images, with an L2 penalty ``l2`` / n on the
+    weights (L-BFGS, deterministic): c_k = w_k . v_k for the images ia then ib."""
+    if scores.vectors is None:
+        raise ConfigError("the probe ranking needs the part vectors: collect the scores with collect_part_scores")
+    v = scores.vectors[np.concatenate([ia, ib])].astype(np.float64)  # (n, K, D)
+    n, k, d = v.shape
+    x = v.reshape(n, k * d)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    y = torch.tensor(np.r_[np.ones(len(ia)), np.zeros(len(ib))], dtype=torch.float64)
+    xt = torch.tensor(x)
+    w = torch.zeros(k * d, dtype=torch.float64, requires_grad=True)
+    b0 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b0], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b0, y) + 0.5 * l2 / n * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return (x.reshape(n, k, d) * w.detach().numpy().reshape(1, k, d)).sum(-1)
+
+
+def separation_values(scores: PartScores, a: int, b: int, ranking: str = DEFAULT_RANKING) -> np.ndarray:
+    """(K,) the value each part is ranked by for species a against b under ``ranking`` (:data:`RANKINGS`)."""
+    if ranking not in RANKINGS:
+        raise ConfigError(f"ranking={ranking!r}: use one of {', '.join(RANKINGS)}")
+    ia, ib = _check_class(scores, a, "a"), _check_class(scores, b, "b")
+    if ranking == "probe":
+        c = probe_contributions(scores, ia, ib)
+        return _cohen_d(c[:len(ia)], c[len(ia):])
+    margin = scores.scores[:, :, a].astype(np.float64) - scores.scores[:, :, b]  # (N, K)
+    d = _cohen_d(margin[ia], margin[ib])
+    if ranking == "normalised":
+        d = d / np.maximum(part_scale(scores), _EPS)
+    return d
+
+
+def rank_parts(scores: PartScores, a: int, b: int, crops: int = 3, ranking: str = DEFAULT_RANKING
+               ) -> list[Separation]:
+    """The parts ranked by their separation of species ``a`` from ``b`` (class indices) under ``ranking``
+    (:data:`RANKINGS`; by default d'), largest first; each with up to ``crops`` example images per species (module
+    docstring)."""
     if a == b:
         raise ConfigError(f"a={a} and b={b} are the same species: give two different classes")
     ia, ib = _check_class(scores, a, "a"), _check_class(scores, b, "b")
+    d = separation_values(scores, a, b, ranking)
     margin = scores.scores[:, :, a].astype(np.float64) - scores.scores[:, :, b]  # (N, K)
     ma, mb = margin[ia], margin[ib]
     na, nb = len(ia), len(ib)
-    var_a = ma.var(axis=0, ddof=1) if na > 1 else np.zeros(scores.parts)
-    var_b = mb.var(axis=0, ddof=1) if nb > 1 else np.zeros(scores.parts)
-    dof = max(na + nb - 2, 1)
-    pooled = np.sqrt(((na - 1) * var_a + (nb - 1) * var_b) / dof)
-    d = (ma.mean(axis=0) - mb.mean(axis=0)) / np.maximum(pooled, _EPS)
     out = []
     for k in range(scores.parts):
         # the strongest crops: images where the part is active first, then by how strongly it votes
@@ -259,5 +355,6 @@ def nearest_species(scores: PartScores, a: int, n: int = 3) -> list[tuple[int, i
     return sorted(out, key=lambda t: (-t[1], -t[2], t[0]))[:max(0, n)]
 
 
-__all__ = ["NOT_PARTS", "PartScores", "Separation", "collect_part_scores", "rank_parts", "confused_pairs",
+__all__ = ["NOT_PARTS", "PartScores", "Separation", "collect_part_scores", "rank_parts", "confused_pairs", "RANKINGS",
+           "DEFAULT_RANKING", "separation_values", "part_scale", "probe_contributions",
            "confusion", "nearest_species", "open_run", "open_data"]
