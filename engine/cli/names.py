@@ -2,7 +2,8 @@
 
 Lists, sets and clears the names of a run's parts (kept in the run folder's part_names.json); ``--propose`` reads a
 CUB-layout folder and proposes, for each part of a ``parts`` run, the keypoint nearest it most often over the
-training images; ``--accept`` saves the proposals for the parts that have no name yet.
+training images (none for a background / habitat part, with the reason: its peak is seldom on the bird);
+``--accept`` saves the proposals for the parts that have no name yet.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="set_", action="append", default=[], metavar="K=NAME",
                    help="name part K (repeatable), e.g. --set 3='wing bars'")
     p.add_argument("--clear", action="append", default=[], type=int, metavar="K", help="remove part K's name")
-    p.add_argument("--propose", metavar="DATA", help="CUB-layout folder: propose each part's nearest keypoint")
+    p.add_argument("--propose", metavar="DATA",
+                   help="CUB-layout folder: propose each part's nearest keypoint (none for a background part)")
     p.add_argument("--accept", action="store_true", help="with --propose: save the proposals for unnamed parts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -76,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"run": args.run, "parts": [{"part": k + 1, "part_name": names.get(k)} for k in range(count)],
                           "proposals": [{"part": p.part + 1, "keypoint": p.keypoint or None, "share": p.share,
-                                         "count": p.count, "images": p.images} for p in proposals]}, indent=2))
+                                         "count": p.count, "images": p.images, "on_bird": p.on_bird,
+                                         "reason": p.reason or None} for p in proposals]}, indent=2))
         return 0
     for k in range(count):
         print(f"{k + 1}\t{part_label(k, names)}")
     for p in proposals:
         seen = (f"{p.keypoint} ({p.count} of {p.images} images, {100 * p.share:.0f}%)" if p.keypoint
-                else "never active on the training images")
+                else f"none: {p.reason}")
         print(f"proposal: part {p.part + 1} -> {seen}")
     return 0

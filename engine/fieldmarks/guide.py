@@ -6,8 +6,10 @@ Each species page shows:
 - its typical photo: the test photo of the species the run is most sure of (highest probability of the right
   class), with the run's parts drawn on it in their colours (:mod:`.palette`) and names (:mod:`.names`);
 - its one to three nearest confusable species (most errors between the two first; where there are none, the
-  species the run finds most alike, by the mean probability each gives the other), and for each the parts that
-  separate the pair best (:func:`.separation.rank_parts`) as crop pairs with their separation d′;
+  species the run finds most alike, by the mean probability each gives the other), and for each the parts on the
+  bird that separate the pair best (:func:`.separation.rank_parts`) as crop pairs with their separation d′, then
+  the background / habitat parts (:mod:`.onbird`: their peak seldom on the bird) under their own heading with
+  their d′ and on-bird share; ``all_parts`` (``fieldmark guide --all-parts``) ranks all parts together instead;
 - the run's test accuracy for the species and its most common confusions.
 
 Images are JPEG files in ``images/`` beside the pages, linked relatively, so the folder opens in any browser
@@ -32,8 +34,9 @@ from engine.data.imageio import load_image
 from engine.data.records import DataReport
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, ConfigError, DataError, DecodeError
-from engine.events import Message, Progress
+from engine.events import Message, Progress, relay
 from engine.fieldmarks.names import part_label
+from engine.fieldmarks.onbird import ON_BIRD_MIN, PartPlace, compute_places, split_by_place
 from engine.fieldmarks.palette import part_colour, part_hex
 from engine.fieldmarks.separation import (NOT_PARTS, PartScores, collect_part_scores, confusion, labelled_samples,
                                           nearest_species, open_data, rank_parts)
@@ -52,6 +55,10 @@ NEIGHBOURS = 3  # nearest confusable species per page
 TOP_PARTS = 3  # separating parts per pair
 CROPS = 3  # crops per species and part
 BAR_FULL = 4.0  # the d′ of a full bar (bars share one scale on every page; larger d′ are drawn full)
+PLACES_STAGE = "on-bird shares"  # the Progress stage of the pass over the training photos that finds them
+BACKGROUND = "background / habitat"
+NO_PART_ON_BIRD = (f"No part of this run lies on the bird: every part's peak is on the bird on fewer than "
+                   f"{100 * ON_BIRD_MIN:.0f} % of its active training photos, so all are listed as {BACKGROUND}.")
 
 
 @dataclass
@@ -161,6 +168,8 @@ table.parts tr { border-top: 1px solid #ddd; }
           vertical-align: -0.1em; }
 .bar { display: inline-block; height: 0.7em; background: #0072b2; vertical-align: middle; }
 .crops img { width: 72px; height: 72px; margin: 1px; border: 1px solid #999; }
+table.parts tr.group th { font-weight: normal; font-style: italic; color: #555; padding-top: 0.6em; }
+table.parts tr.background { color: #666; } table.parts tr.background .bar { background: #999; }
 img.typical { max-width: 100%; border: 1px solid #999; }
 ul.legend { list-style: none; padding: 0; columns: 2; }
 nav { margin-bottom: 1em; font-size: 0.9em; }
@@ -197,8 +206,12 @@ def _link(j: int, classes: list[str], pages: dict[int, str]) -> str:
     return f'<a href="{html.escape(pages[j])}">{name}</a>' if j in pages else name
 
 
+def _share(place: PartPlace | None) -> str:
+    return "–" if place is None or place.share is None else f"{100 * place.share:.0f} %"
+
+
 def _species_page(c: int, scores: PartScores, m: np.ndarray, names: dict[int, str], images: _Images,
-                  pages: dict[int, str], method: str) -> str:
+                  pages: dict[int, str], method: str, places: list[PartPlace] | None = None) -> str:
     classes = scores.classes
     slug = Path(pages[c]).stem
     mine = scores.of_class(c)
@@ -220,9 +233,11 @@ def _species_page(c: int, scores: PartScores, m: np.ndarray, names: dict[int, st
         body.append(f'<p class="figure">{html.escape(Path(scores.paths[best]).name)}: the run gives it '
                     f'{100 * scores.probabilities[best, c]:.0f}% {html.escape(classes[c])}.</p>')
         if parts:
+            off = {p.part for p in places or () if not p.on_bird}
+            tag = f' <span class="note">({BACKGROUND})</span>'
             legend = "".join(f'<li><span class="swatch" style="background:{part_hex(k)}"></span>'
-                             f"{html.escape(part_label(k, names))}</li>" for k in range(scores.parts)
-                             if scores.present[best, k])
+                             f"{html.escape(part_label(k, names))}{tag if k in off else ''}</li>"
+                             for k in range(scores.parts) if scores.present[best, k])
             body.append(f'<ul class="legend">{legend}</ul>')
     body.append("<h2>Most common confusions</h2>")
     body.append(_confusions_html(m, c, classes, pages))
@@ -236,18 +251,26 @@ def _species_page(c: int, scores: PartScores, m: np.ndarray, names: dict[int, st
         body.append(f"<h3>vs {_link(b, classes, pages)}</h3>\n<p class=\"figure\">{why}.</p>")
         if not parts or not len(scores.of_class(b)) or not len(mine):
             continue
-        body.append(_separation_table(c, b, scores, names, images, slug))
+        body.append(_separation_table(c, b, scores, names, images, slug, places))
     body.append("</div>")
     return "\n".join(body)
 
 
 def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str], images: _Images,
-                      slug: str) -> str:
-    ranked = rank_parts(scores, a, b, CROPS)[:TOP_PARTS]
+                      slug: str, places: list[PartPlace] | None = None) -> str:
+    """The pair's best-separating parts with crops of both species; with ``places``, the parts on the bird only,
+    then the background / habitat parts under their heading with their figures (d′, on-bird share)."""
+    ranked = rank_parts(scores, a, b, CROPS)
+    bird, background = split_by_place(ranked, places)
+    where = {p.part: p for p in places or ()}
+    cols = 5 if places is not None else 4
+    head = "<th>on the bird</th>" if places is not None else ""
     rows = ['<table class="parts">',
-            f"<tr><th>part</th><th>separation d′</th><th>{html.escape(scores.classes[a])}</th>"
+            f"<tr><th>part</th><th>separation d′</th>{head}<th>{html.escape(scores.classes[a])}</th>"
             f"<th>{html.escape(scores.classes[b])}</th></tr>"]
-    for r in ranked:
+    if places is not None and not bird:
+        rows.append(f'<tr><td colspan="{cols}" class="note">{html.escape(NO_PART_ON_BIRD)}</td></tr>')
+    for r in bird[:TOP_PARTS]:
         cells = []
         for which, examples in (("a", r.examples_a), ("b", r.examples_b)):
             imgs = []
@@ -257,22 +280,46 @@ def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str],
                 imgs.append(f'<img src="{src}" alt="{html.escape(part_label(r.part, names))}, '
                             f'{html.escape(Path(scores.paths[i]).name)}">')
             cells.append(f'<td class="crops">{"".join(imgs)}</td>')
-        width = min(max(0.0, r.separation), BAR_FULL) / BAR_FULL * 8
-        rows.append(f'<tr><td><span class="swatch" style="background:{part_hex(r.part)}"></span>'
-                    f"{html.escape(part_label(r.part, names))}</td>"
-                    f'<td><span class="bar" style="width:{width:.2f}em"></span> {r.separation:.2f}</td>'
-                    f"{''.join(cells)}</tr>")
+        share = f"<td>{_share(where.get(r.part))}</td>" if places is not None else ""
+        rows.append(f"<tr>{_part_cells(r, names)}{share}{''.join(cells)}</tr>")
+    if background:
+        rows.append(f'<tr class="group"><th colspan="{cols}">{BACKGROUND}: parts whose peak is on the bird on '
+                    f"fewer than {100 * ON_BIRD_MIN:.0f} % of their active training photos</th></tr>")
+    for r in background:
+        place = where.get(r.part)
+        seen = ("never active on the training photos" if place is None or place.share is None else
+                f"peak on the bird on {100 * place.share:.0f} % of its {place.active} active training photos")
+        rows.append(f'<tr class="background">{_part_cells(r, names)}<td>{_share(place)}</td>'
+                    f'<td colspan="2" class="note">{seen}</td></tr>')
     rows.append("</table>")
     return "\n".join(rows)
 
 
-def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: str, parts: bool) -> str:
+def _part_cells(r, names: dict[int, str]) -> str:
+    """A ranked part's swatch and name, and its d′ as a bar with the figure."""
+    width = min(max(0.0, r.separation), BAR_FULL) / BAR_FULL * 8
+    return (f'<td><span class="swatch" style="background:{part_hex(r.part)}"></span>'
+            f"{html.escape(part_label(r.part, names))}</td>"
+            f'<td><span class="bar" style="width:{width:.2f}em"></span> {r.separation:.2f}</td>')
+
+
+def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: str, parts: bool,
+           places: list[PartPlace] | None = None) -> str:
     rows = []
     for c, page in sorted(pages.items()):
         right, total = _accuracy(m, c)
         rows.append(f'<li><a href="{html.escape(page)}">{html.escape(scores.classes[c])}</a> '
                     f'<span class="figure">({right} of {total} test photos right)</span></li>')
     note = "" if parts else f'<p class="note">{html.escape(NOT_PARTS)}.</p>'
+    if parts and places is None:
+        note = '<p class="note">All parts are ranked together (on the bird or not).</p>'
+    elif parts:
+        on = sum(p.on_bird for p in places)
+        note = (f'<p class="note">{on} of {len(places)} parts lie on the bird (their peak on the bird on at least '
+                f"{100 * ON_BIRD_MIN:.0f} % of their active training photos): they are ranked for each pair; the "
+                f"others are listed below them as {BACKGROUND}.</p>")
+        if not on:
+            note += f'<p class="note">{html.escape(NO_PART_ON_BIRD)}</p>'
     return (f"<h1>Field guide</h1>\n<p class=\"figure\">From the run {html.escape(run_name)}: "
             f"{len(scores.labels)} test photos of {len(scores.classes)} species.</p>\n{note}"
             f"<p>d′ (separation): how many standard deviations apart the two species sit on that part's "
@@ -280,13 +327,21 @@ def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: s
 
 
 # ----------------------------------------------------------------------------------------------- the job
+def _places_event(event: Progress | Message) -> Progress | Message:
+    return Progress(PLACES_STAGE, event.done, event.total) if isinstance(event, Progress) else event
+
+
 def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out: str | Path,
                 species: list[str] | None = None, device: str = "cpu",
-                should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None, GuideResult]:
+                should_stop: Callable[[], bool] | None = None, all_parts: bool = False
+                ) -> Generator[Progress | Message, None, GuideResult]:
     """Write the field guide of ``run`` on ``data``'s test photos (the run's own split) to ``out``: one page per
-    species (``species``: names, default all) and ``index.html``. Yields the pass's Progress, then
-    Progress("guide", done, total) per page. Closing the generator stops it between batches and pages;
-    ``should_stop()`` turning true does too, with Cancelled (the pages written so far stay)."""
+    species (``species``: names, default all) and ``index.html``. A ``parts`` run's tables list the parts on the
+    bird, then the background / habitat parts (the on-bird shares: read from the run folder, else computed on the
+    training photos and saved, :func:`.onbird.compute_places`, as Progress("on-bird shares", ...)); ``all_parts``
+    ranks all parts together and needs no shares. Yields the passes' Progress, then Progress("guide", done,
+    total) per page. Closing the generator stops it between batches and pages; ``should_stop()`` turning true
+    does too, with Cancelled (the pages written so far stay)."""
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device)
     report = open_data(data)
     chosen = sorted({resolve_class(s, loaded.classes) for s in species}) if species else \
@@ -295,6 +350,9 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{str(out)!r} is a file: give a folder for the guide")
     parts = has_shared_parts(loaded.model)
+    places = None
+    if parts and not all_parts:
+        places = yield from relay(compute_places(loaded, report, device, should_stop), _places_event)
     if parts:
         scores = yield from collect_part_scores(loaded, report, "test", device, should_stop=should_stop)
     else:
@@ -309,13 +367,13 @@ def write_guide(run: str | Path | LoadedRun, data: str | Path | DataReport, out:
     for n, c in enumerate(chosen):
         if should_stop is not None and should_stop():
             raise Cancelled(f"field guide stopped after {n} of {len(chosen)} pages (in {out})")
-        body = _species_page(c, scores, m, names, images, pages, loaded.method)
+        body = _species_page(c, scores, m, names, images, pages, loaded.method, places)
         atomic_write_text(out / pages[c], _page(f"{scores.classes[c]}: field guide", body))
         written.append(out / pages[c])
         yield Progress("guide", n + 1, len(chosen))
     index = out / "index.html"
-    atomic_write_text(index, _page("Field guide", _index(scores, m, pages, Path(loaded.run_dir).name, parts)))
+    atomic_write_text(index, _page("Field guide", _index(scores, m, pages, Path(loaded.run_dir).name, parts, places)))
     return GuideResult(out, written, index)
 
 
-__all__ = ["GuideResult", "write_guide", "draw_parts", "CSS"]
+__all__ = ["GuideResult", "write_guide", "draw_parts", "CSS", "BACKGROUND", "NO_PART_ON_BIRD", "PLACES_STAGE"]

@@ -26,10 +26,11 @@ from engine.data.records import DataReport
 from engine.errors import ConfigError, DataError
 from engine.events import Message, Progress
 from engine.fileio import atomic_write_json
+from engine.fieldmarks.onbird import PartPlace, compute_places, part_places, places_doc, saved_places
 from engine.fieldmarks.separation import PartScores, collect_part_scores, open_data
 from engine.models.shared_parts import has_shared_parts
 from engine.runs import (PART_NAMES, PART_NAMES_FORMAT, PART_NAMES_VERSION, LoadedRun, load_run, read_meta,
-                         read_part_names, run_dir_of)
+                         read_part_names, run_dir_of, write_part_places)
 
 MAX_LENGTH = 40
 _SEPARATORS = ("/", "\\")
@@ -122,23 +123,39 @@ def label_maps(map_names: list[str], names: dict[int, str]) -> list[str]:
 @dataclass(frozen=True)
 class NameProposal:
     """The CUB keypoint nearest part ``part`` (0-based) on ``count`` of the ``images`` training images where the
-    part is active and some keypoint is visible; ``share`` = count / images. ``keypoint`` is "" (share 0) for a
-    part that was never active."""
+    part is active and some keypoint is visible; ``share`` = count / images. ``keypoint`` is "" (share 0, count 0)
+    when nothing is proposed, and ``reason`` says why: the part was never active, or it is a background / habitat
+    part (:mod:`.onbird`), which gets no body-part name. ``on_bird`` is the part's on-bird share over the training
+    photos (None: never active)."""
 
     part: int
     keypoint: str
     share: float
     count: int
     images: int
+    on_bird: float | None = None
+    reason: str = ""
+
+
+NEVER_ACTIVE = "never active on a training photo with a visible keypoint"
+
+
+def background_reason(place: PartPlace) -> str:
+    """Why a background / habitat part gets no body-part name (its on-bird share, :mod:`.onbird`)."""
+    return (f"background / habitat: its peak is on the bird on only {100 * (place.share or 0.0):.0f} % of its "
+            "active training photos")
 
 
 def propose_names(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "train",
                   device: str = "cpu", should_stop: Callable[[], bool] | None = None
                   ) -> Generator[Progress | Message, None, list[NameProposal]]:
-    """A name for every part of a ``parts`` run from a CUB-layout folder: on each ``split`` image (the run's own
-    split) where the part is active (§4 rule, :mod:`engine.evaluation.protocol`), the visible keypoint nearest its
-    centroid gets a vote; the keypoint with most votes is proposed, with its share of the votes. Yields the pass's
-    Progress (stops as :func:`.separation.collect_part_scores` does); DataError for a folder without keypoints."""
+    """A name for every part of a ``parts`` run on the bird, from a CUB-layout folder: on each ``split`` image (the
+    run's own split) where the part is active (§4 rule, :mod:`engine.evaluation.protocol`), the visible keypoint
+    nearest its centroid gets a vote; the keypoint with most votes is proposed, with its share of the votes. A
+    background / habitat part (its on-bird share below :data:`~.onbird.ON_BIRD_MIN`: the run's saved shares, else
+    computed on the training photos and saved, from the same pass when ``split`` is "train") gets no proposal and
+    the reason. Yields the pass's Progress (stops as :func:`.separation.collect_part_scores` does); DataError for
+    a folder without keypoints."""
     loaded = run if isinstance(run, LoadedRun) else load_run(run, device)
     if not has_shared_parts(loaded.model):
         raise ConfigError(f"{str(loaded.run_dir)!r} is a {loaded.method} run: name proposals need a `parts` run "
@@ -149,14 +166,22 @@ def propose_names(run: str | Path | LoadedRun, data: str | Path | DataReport, sp
                         "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`); name the "
                         "parts by hand instead")
     scores = yield from collect_part_scores(loaded, report, split, device, should_stop=should_stop)
-    return proposals_from(scores)
+    places = saved_places(loaded)
+    if places is None and split == "train":  # the shares come from this very pass (compute_places' own rule)
+        places = part_places(scores)
+        write_part_places(loaded.run_dir, places_doc(places, "train", len(scores.labels), str(report.root)))
+    elif places is None:
+        places = yield from compute_places(loaded, report, device, should_stop)
+    return proposals_from(scores, places)
 
 
-def proposals_from(scores: PartScores) -> list[NameProposal]:
-    """:func:`propose_names`'s vote on already collected part scores (with keypoints)."""
+def proposals_from(scores: PartScores, places: list[PartPlace] | None = None) -> list[NameProposal]:
+    """:func:`propose_names`'s vote on already collected part scores (with keypoints); ``places`` (the run's
+    on-bird shares; None: every part counts as on the bird) keep the background / habitat parts unnamed."""
     if scores.keypoints is None:
         raise DataError("these part scores hold no keypoints: the name helper needs a CUB-layout folder with "
                         "parts/part_locs.txt")
+    where = {p.part: p for p in places or ()}
     out = []
     for k in range(scores.parts):
         votes: Counter[str] = Counter()
@@ -167,20 +192,26 @@ def proposals_from(scores: PartScores) -> list[NameProposal]:
             d = np.hypot(*(scores.keypoints[i, vis, :2] - scores.centres[i, k]).T)
             votes[scores.keypoint_names[vis[int(d.argmin())]]] += 1
         images = sum(votes.values())
+        place = where.get(k)
+        share = place.share if place is not None else None
+        if place is not None and place.share is not None and not place.on_bird:
+            out.append(NameProposal(k, "", 0.0, 0, images, share, background_reason(place)))
+            continue
         if not images:
-            out.append(NameProposal(k, "", 0.0, 0, 0))
+            out.append(NameProposal(k, "", 0.0, 0, 0, share, NEVER_ACTIVE))
             continue
         keypoint, count = max(votes.items(), key=lambda kv: (kv[1], -scores.keypoint_names.index(kv[0])))
-        out.append(NameProposal(k, keypoint, count / images, count, images))
+        out.append(NameProposal(k, keypoint, count / images, count, images, share))
     return out
 
 
 def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tuple[dict[int, str], list[str]]:
     """``names`` with the proposals filled in for the parts that have no name yet, and notes on what was left:
-    a keypoint proposed for several parts goes to the one with the largest share; a name already in use is not
-    given twice."""
+    a background / habitat part gets no name; a keypoint proposed for several parts goes to the one with the
+    largest share; a name already in use is not given twice."""
     out = dict(names)
-    notes = []
+    notes = [f"part {p.part + 1} stays unnamed: {p.reason}" for p in sorted(proposals, key=lambda p: p.part)
+             if not p.keypoint and p.reason.startswith("background") and p.part not in out]
     taken = {v.casefold() for v in out.values()}
     for p in sorted((p for p in proposals if p.keypoint), key=lambda p: (-p.share, -p.count, p.part)):
         if p.part in out:
@@ -193,5 +224,5 @@ def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tupl
     return dict(sorted(out.items())), notes
 
 
-__all__ = ["NameProposal", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH",
+__all__ = ["NameProposal", "NEVER_ACTIVE", "background_reason", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH",
            "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name", "part_label"]
