@@ -1,0 +1,134 @@
+"""Train and evaluate one setting over several seeds and print its quality row: mean and spread (min..max) of each
+figure (issue 23: every part-quality row is the mean and spread of seeds 0, 1 and 2).
+
+    .venv/bin/python tools/seeds.py DATA --out DIR [--seeds 0 1 2] [--split val] [--baseline CE_RUN] \
+        [--json FILE] -- TRAIN_ARGS...
+
+Each seed trains ``fieldmark train DATA --out DIR/s<seed> --seed <seed> TRAIN_ARGS`` unless DIR/s<seed> already
+holds a finished run (then it is only evaluated), then ``fieldmark evaluate ... --split SPLIT --json`` (its JSON is
+kept as DIR/s<seed>/evaluate-<split>.json, reused when newer than the weights). Choose settings with ``--split
+val`` (runs trained with ``--validation-fraction``); report ``--split test`` once, for the chosen settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: (label, how to read it from evaluate's JSON, digits)
+COLUMNS = [
+    ("keypoint error", lambda d: d["protocol"]["own"]["keypoint_error"], 2),
+    ("NMI", lambda d: d["protocol"]["own"]["nmi"], 1),
+    ("ARI", lambda d: d["protocol"]["own"]["ari"], 1),
+    ("top-1 %", lambda d: 100 * d["top1"], 1),
+    ("agreement %", lambda d: _pct(d["field_marks"]["agreement"].get("agreement")), 0),
+    ("random part %", lambda d: _pct(d["field_marks"]["agreement"].get("random_agreement")), 0),
+    ("last part %", lambda d: _pct(d["field_marks"]["agreement"].get("last_agreement")), 0),
+    ("D/Dmax", lambda d: d["field_marks"]["agreement"].get("d_ratio"), 2),
+    ("parts on bird", lambda d: sum(p["on_bird"] for p in d["field_marks"]["parts"]), 1),
+    ("bird-part peaks in box %", lambda d: _pct(d["field_marks"].get("peaks_of_bird_parts_in_box")), 1),
+    ("min centroid-in-box % of a bird part", lambda d: _pct(min(
+        (p["on_split"]["centroid_share"] for p in d["field_marks"]["parts"]
+         if p["on_bird"] and p["on_split"]["centroid_share"] is not None), default=None)), 1),
+]
+
+
+def _pct(v):
+    return None if v is None else 100 * v
+
+
+def fieldmark(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", *args]
+
+
+def finished(run: Path) -> bool:
+    try:
+        meta = json.loads((run / "model.json").read_text())
+        return int(meta.get("metrics", {}).get("epoch", -1)) >= int(meta["config"]["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def train_and_evaluate(data: str, run: Path, seed: int, split: str, baseline: str | None,
+                       train_args: list[str]) -> dict:
+    if not finished(run):
+        cmd = fieldmark("train", data, "--out", str(run), "--seed", str(seed), *train_args)
+        if (run / "resume.pt").is_file():
+            cmd.append("--resume")
+        print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
+        t0 = time.time()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        print(f"trained in {(time.time() - t0) / 60:.1f} min", file=sys.stderr)
+    out = run / f"evaluate-{split}.json"
+    if not out.is_file() or out.stat().st_mtime < (run / "model.safetensors").stat().st_mtime:
+        cmd = fieldmark("evaluate", str(run), data, "--split", split, "--json",
+                        *(["--baseline", baseline] if baseline else []))
+        print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
+        doc = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
+        out.write_text(doc)
+    return json.loads(out.read_text())
+
+
+def row(docs: list[dict]) -> list[tuple[str, float | None, float | None, float | None, int]]:
+    """(label, mean, min, max, digits) per column over the seeds' evaluations."""
+    out = []
+    for label, get, digits in COLUMNS:
+        vals = []
+        for d in docs:
+            try:
+                v = get(d)
+            except (KeyError, TypeError):
+                v = None
+            if v is not None:
+                vals.append(float(v))
+        out.append((label, float(np.mean(vals)) if vals else None, min(vals, default=None), max(vals, default=None),
+                    digits))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    train_args: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, train_args = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data")
+    p.add_argument("--out", required=True, help="folder of the runs, one s<seed> sub-folder each")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--split", default="val", choices=["val", "test"])
+    p.add_argument("--baseline", help="a CE run for the Grad-CAM baseline of evaluate")
+    p.add_argument("--json", help="write the per-seed figures and the row to this file")
+    args = p.parse_args(argv)
+    if not Path(args.data).is_dir():
+        p.error(f"data folder {args.data!r} does not exist: give the CUB-layout folder to train on")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    docs = [train_and_evaluate(args.data, out / f"s{s}", s, args.split, args.baseline, train_args)
+            for s in args.seeds]
+    table = row(docs)
+    print(f"{args.out}: {len(docs)} seeds ({', '.join(map(str, args.seeds))}), {args.split} split; "
+          f"mean (min..max)")
+    for (label, mean, lo, hi, digits), in zip(table):
+        cell = "-" if mean is None else f"{mean:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})"
+        print(f"  {label:<38} {cell}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"split": args.split, "seeds": args.seeds, "train_args": train_args,
+                                               "row": [dict(zip(("figure", "mean", "min", "max"), r[:4]))
+                                                       for r in table]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4000000000")
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4000000000")
+    raise SystemExit(main())
