@@ -121,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     for (label, mean, lo, hi, digits), in zip(table):
         cell = "-" if mean is None else f"{mean:.{digits}f} ({lo:.{digits}f}..{hi:.{digits}f})"
         print(f"  {label:<38} {cell}")
+    rankings = sorted({k for d in docs for k in (d.get("field_marks", {}).get("by_ranking") or {})})
+    if rankings:
+        print("  field-mark agreement % by ranking (\", all\": every part ranked together; else the parts on the bird "
+              "first):")
+        for k in rankings:
+            vals = [100 * d["field_marks"]["by_ranking"][k]["agreement"] for d in docs
+                    if d["field_marks"]["by_ranking"].get(k, {}).get("agreement") is not None]
+            pairs = [d["field_marks"]["by_ranking"][k].get("pairs_scored", 0) for d in docs
+                     if k in d["field_marks"]["by_ranking"]]
+            cell = f"{np.mean(vals):.0f} ({min(vals):.0f}..{max(vals):.0f})" if vals else "-"
+            print(f"    {k:<36} {cell}   pairs per seed {'/'.join(map(str, pairs))}")
     if args.json:
         Path(args.json).write_text(json.dumps({"split": args.split, "seeds": args.seeds, "train_args": train_args,
                                                "row": [dict(zip(("figure", "mean", "min", "max"), r[:4]))
