@@ -10,7 +10,7 @@ spans [0, W] × [0, H] and pixel i covers [i, i + 1) (its centre is i + 0.5). Re
 without offset, x_input = x_original · W'/W, as the published code scales keypoints and boxes. Keypoints (CUB
 ``part_locs.txt``) and boxes (x0, y0, w, h) are read in this frame, in original pixels. Cell (i, j) of an h×w map
 over a W'×H' input sits at its centre, x = (j + 0.5)·W'/w, y = (i + 0.5)·H'/h, the geometry of
-``F.interpolate(..., align_corners=False)`` and the same point as ``engine.parts`` (which shifts every coordinate
+``F.interpolate(..., align_corners=False)`` and the same point as ``engine.maps.parts`` (which shifts every coordinate
 by −0.5 so that pixel centres are integers). The published code uses x = j·W'/w (PDiscoNet) or (j + 1)·16 (Huang).
 """
 

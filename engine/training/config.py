@@ -21,48 +21,39 @@ PARTS_LOSS_WEIGHTS = {"ce": 2.0, "conc": 1000.0, "orth": 1.0, "equiv": 1.0, "pre
 #: Keys of older saved configs and their names now (runs and configs written before keep loading).
 RENAMED = {"val_fraction": "test_fraction"}
 #: MC-Loss μ when fine-tuning a pretrained backbone and from scratch; λ = 10. The paper fine-tunes at 0.005, where
-#: L_dis gets 0.8 % of the cross-entropy's gradient and stays at chance: on cub-parts-dev (mobilenet_v2, --fine, 224
-#: px, 8 epochs) μ = 0.005 gave regions per class 1.61, part hit rate 34.1 % (random points 43.5 %) and keypoint error
-#: 23.14 (random 26.47); μ = 0.5 gave 2.98, 70.3 % and 19.91 at the same top-1 (74.6 / 74.2 %). README, "Part
-#: discovery on real birds". From scratch: the paper's 1.5.
+#: L_dis gets a small share of the cross-entropy's gradient and stays at chance (docs/RESULTS.md#mcloss-mu).
+#: From scratch: the paper's 1.5.
 MU_PRETRAINED, MU_SCRATCH = 0.5, 1.5
 #: Weight of Fieldmark's concentration term for MC-Loss (engine.losses.mcloss.class_concentration; not the paper's)
 #: when fine-tuning a pretrained backbone; from scratch 0 (not measured there: the demo trains without it).
-#: On cub-parts-dev (mobilenet_v2, 14 x 14 maps, 224 px, 8 epochs) the true class's channels were spread over 76 %
-#: of the cells and their keypoint error was 19.91 (the Grad-CAM of a CE run: 18.26); with 3000, 17.45 and 17.10
-#: on two seeds at 74.22 / 73.95 % top-1 (1000: 18.24; 10000: 16.73 but 59.29 %); README "MC-Loss on real birds".
+#: Without it the true class's channels spread over most cells; the weights tried: docs/RESULTS.md#mcloss-spread.
 MC_CONC_PRETRAINED = 3000.0
 #: Options that older runs saved and no code reads any more: dropped when such a config is read back.
 RETIRED = frozenset({"label_smoothing"})
-#: shared parts (Adam): backbone + prototypes, classifier (the modulation learns at 10x the classifier). Measured on
-#: cub-parts-dev (README): at 3e-4 / 3e-3 (3x the authors' 1e-4 / 1e-3) the part classifier barely learned in a
-#: CPU budget (top-1 23.3 % after 4 epochs); at 2e-4 / 2e-2, 70.2 % after 4 and 74.8 % after 8
+#: shared parts (Adam): backbone + prototypes, classifier (the modulation learns at 10x the classifier). At 3x the
+#: authors' 1e-4 / 1e-3 the part classifier barely learned in a CPU budget (docs/RESULTS.md#parts-runs).
 PARTS_LR = (2e-4, 2e-2)
-#: The parts method's image size, epochs and batch (README "Part discovery on real birds"): on cub-parts-dev, K = 8
-#: with the equivariance pass a fixed target (PARTS_EQUIV_BACKPROP) at 448 px (28 x 28 maps, the authors' size),
-#: 14 epochs, batch 16: keypoint error 11.87 / 11.76, NMI 31.8 / 31.9, ARI 14.8 / 14.7 on seeds 0 / 1 (35 min
-#: alone on the 2-core CPU); at 336 px (21 x 21) 12.94 / 12.33 / 12.75, NMI 29.2 / 30.6 / 25.1 on seeds 0 / 1 / 2;
-#: both passes back-propagated at 288 px: 12.41 / 12.29 / 13.20, NMI 30.8 / 29.3 / 22.7. 224 px for 24 epochs
-#: stayed behind all of them. Other methods: 224 px, 10 epochs, batch 32.
+#: The parts method's image size, epochs and batch: K = 8 with the equivariance pass a fixed target
+#: (PARTS_EQUIV_BACKPROP) at 448 px (28 x 28 maps, the authors' size), 14 epochs, batch 16, chosen against 336, 288
+#: and 224 px on cub-parts-dev (docs/RESULTS.md#parts-runs). Other methods: 224 px, 10 epochs, batch 32.
 PARTS_SIZE_EPOCHS_BATCH = (448, 14, 16)
 OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
-#: diversity term park part peaks on the frame's edge: fine-tuned on cub-parts-dev, 63 % of the true-class peaks
-#: sat on the border ring of the 14 x 14 map (hit rate 28.9 %, random points 43.5 %); replicate padding, 4.1 % and
-#: 70.3 % (README "Part discovery on real birds").
+#: diversity term park part peaks on the frame's edge; replicate padding keeps them on the bird
+#: (docs/RESULTS.md#mcloss-border).
 DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts": "zeros"}
-#: Stride-16 maps (``fine``) per method. MC-Loss on cub-parts-dev (mobilenet_v2, 224 px, 8 epochs, the other
-#: defaults): 7 x 7 maps gave keypoint error 22.61 and top-1 69.74 %; 14 x 14 maps 19.91 and 74.22 % (README
-#: "MC-Loss on real birds"). CE keeps 7 x 7 (the Grad-CAM baseline); TASN's attention is already at stride 8.
+#: Stride-16 maps (``fine``) per method. MC-Loss parts are better and its top-1 higher on 14 x 14 maps than on
+#: 7 x 7 (docs/RESULTS.md#mcloss-border). CE keeps 7 x 7 (the Grad-CAM baseline); TASN's attention is already at
+#: stride 8.
 DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True}
 #: The training photos' random rotation, up to ± this many degrees (every method). The PDiscoNet authors augment
-#: with ±90° (as their equivariance transform); on cub-parts-dev it made the parts worse (seed 1, 288 px, 14 epochs:
-#: keypoint error 13.20, NMI 26.16 against 12.62 and 28.40 without; README "Part discovery on real birds").
+#: with ±90° (as their equivariance transform); on cub-parts-dev it made the parts worse
+#: (docs/RESULTS.md#equivariance).
 DEFAULT_ROTATE = 0.0
 #: Whether the shared-parts equivariance pass is back-propagated (the authors') or a fixed target. A fixed target
-#: makes a parts step about 1.5x a CE step instead of 2.1-2.35x; the time goes into a larger image
-#: (PARTS_SIZE_EPOCHS_BATCH), which on three seeds gave parts as good on average and steadier (README "Part
-#: discovery on real birds").
+#: makes a parts step much cheaper (docs/RESULTS.md#parts-step); the time goes into a larger image
+#: (PARTS_SIZE_EPOCHS_BATCH), which on three seeds gave parts as good on average and steadier
+#: (docs/RESULTS.md#parts-runs).
 PARTS_EQUIV_BACKPROP = False
 
 
@@ -185,9 +176,9 @@ class TrainConfig:
                 bool(self.equiv_backprop) if self.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),
             "lr_backbone": self.lr_backbone if self.lr_backbone is not None else (
                 PARTS_LR[0] if self.method == "parts" else 0.05 if scratch else 0.001),
-            # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01: MC-Loss fine-tuned
-            # on birds-dev reached 80.0 % in 6 epochs at 0.01 and 91.3 % at 0.05 (README). TASN's heads are plain
-            # linear layers on large pooled features, where 0.1 diverges (shared/weights/README.md): 0.01.
+            # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01, so 0.05. TASN's
+            # heads are plain linear layers on large pooled features, where 10x diverges: 0.01
+            # (docs/RESULTS.md#head-rate).
             "lr_head": self.lr_head if self.lr_head is not None else (
                 PARTS_LR[1] if self.method == "parts" else 0.01 if self.method == "tasn" and not scratch else 0.05),
             "crop_scale": tuple(float(v) for v in self.crop_scale),
