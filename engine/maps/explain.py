@@ -17,6 +17,15 @@ Methods (docs/METHODS.md#maps):
   for Simplicity", ICLR 2015 workshop), reduced to one map as max over colour of |∂y_c/∂x|. Guided backprop
   clamps at 0 the gradient every ``nn.ReLU``/``nn.ReLU6`` module passes back, through backward hooks removed
   afterwards (functional ReLUs, e.g. inside TASN's attention head, are left as they are).
+* ``guided-backprop``: that guided backpropagation on its own, max over colour of |∂y_c/∂x| at the input size.
+* ``deconvnet``: the deconvnet's reconstruction (Zeiler & Fergus, "Visualizing and Understanding Convolutional
+  Networks", ECCV 2014): the gradient w.r.t. the input with every ``nn.ReLU``/``nn.ReLU6`` module passing back
+  max(g, 0) of the gradient g it receives, whatever its forward input (ReLU6 keeps its upper clip), rendered as
+  guided backprop is.
+
+Methods under different ReLU rules get a forward pass each; the others share the first one (the rules change
+only the backward through ReLU modules, and their gradients w.r.t. the features go through the head alone, which
+has none).
 
 Input convention: each image (RGB uint8, any size) is resized as a whole to ``img_size × img_size`` (no crop,
 so the maps cover the whole photo) and normalised with the run's :class:`Preprocessing`. Every map comes back
@@ -56,8 +65,9 @@ class MapSet:
 
     ``maps`` (K, H, W) float32 in [0, 1] at the original image size; ``raw_ranges[k]`` the (min, max) of map k
     as the model computed it; ``low_res`` (K, h, w) those raw values at the method's own resolution (the feature
-    map; the input size for guided Grad-CAM and TASN); ``channels`` the model channel behind each map (-1 when a
-    map is not one channel); ``predicted`` the model's top-1 class for the image."""
+    map; the input size for guided Grad-CAM, guided backprop, deconvnet and TASN); ``channels`` the model
+    channel behind each map (-1 when a map is not one channel); ``predicted`` the model's top-1 class for the
+    image."""
 
     method: str
     class_index: int
@@ -144,7 +154,8 @@ def _to_original(raw: torch.Tensor, size: tuple[int, int]) -> tuple[np.ndarray, 
 def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequence[str] = "channels",
             class_index: int | Sequence[int] | None = None, preprocessing: Preprocessing | None = None,
             top_k: int = 1, keep_low_res: bool = True) -> list[list[MapSet]]:
-    """Maps of ``images`` (RGB uint8 arrays, sizes may differ) for one or several methods, in one forward pass.
+    """Maps of ``images`` (RGB uint8 arrays, sizes may differ) for one or several methods, in one forward pass
+    (one per ReLU rule when methods need different ones: guided backprop and deconvnet).
 
     ``class_index``: None → the ``top_k`` predicted classes of each image; an int → that class for every image;
     a list → one class per image (None entries: the predicted class). Returns, per image, one :class:`MapSet`
@@ -156,42 +167,61 @@ def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequen
         return [[] for _ in images]
     for m in methods:
         m.check(model)
-    needs_grad = any(m.needs_grad for m in methods)
-    guided = any(m.guided for m in methods)
     sizes = [tuple(np.asarray(img).shape[:2]) for img in images]
+    x = prepare(images, pp, model_device(model))
+    done: dict[tuple[int, int], list[MapSet]] = {}  # (rank, method) → one MapSet per image
+    targets: list[list[int]] = []
+    for rule, group in _passes(methods):
+        needs_grad = any(methods[i].needs_grad for i in group)
+        with session(model, rule=rule), torch.set_grad_enabled(needs_grad):
+            p = _forward(model, x, needs_grad, rule is not None)
+            if not targets:  # the forward values are the same under every rule
+                probs = _predict_logits(model, p.x, p.logits).float().softmax(1)
+                targets = _targets(class_index, probs, top_k)
+                top1 = probs.argmax(dim=1).tolist()
+            for rank in range(len(targets[0])):
+                t = torch.tensor([row[rank] for row in targets], device=p.x.device)
+                for i in group:
+                    raw, names, chans = methods[i].maps(p, t)
+                    done[rank, i] = []
+                    for b, r in enumerate(raw):
+                        maps, ranges = _to_original(r, sizes[b])
+                        done[rank, i].append(MapSet(methods[i].name, int(t[b]), maps, names[b], ranges, sizes[b],
+                                                    r.detach().float().cpu().numpy() if keep_low_res else None,
+                                                    list(chans[b]), float(probs[b, t[b]]), int(top1[b])))
+            p.release()
     out: list[list[MapSet]] = [[] for _ in images]
-    with session(model, guided), torch.set_grad_enabled(needs_grad):
-        p = _forward(model, prepare(images, pp, model_device(model)), needs_grad, guided)
-        probs = _predict_logits(model, p.x, p.logits).float().softmax(1)
-        targets = _targets(class_index, probs, top_k)
-        top1 = probs.argmax(dim=1).tolist()
-        for rank in range(len(targets[0])):
-            t = torch.tensor([row[rank] for row in targets], device=p.x.device)
-            for m in methods:
-                raw, names, chans = m.maps(p, t)
-                for b, r in enumerate(raw):
-                    maps, ranges = _to_original(r, sizes[b])
-                    out[b].append(MapSet(m.name, int(t[b]), maps, names[b], ranges, sizes[b],
-                                         r.detach().float().cpu().numpy() if keep_low_res else None,
-                                         list(chans[b]), float(probs[b, t[b]]), int(top1[b])))
-        p.release()
+    for rank in range(len(targets[0])):
+        for i in range(len(methods)):
+            for b, ms in enumerate(done[rank, i]):
+                out[b].append(ms)
     return out
 
 
-def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, guided: bool) -> Pass:
-    """The one forward pass (inside :func:`session` and the right grad mode)."""
-    if guided:
+def _passes(methods: Sequence[MapMethod]) -> list[tuple[str | None, list[int]]]:
+    """The forward passes ``methods`` need: (ReLU rule, indices of the methods it serves), in first-use order.
+    Methods without a rule join the first pass (a rule changes only the backward through ReLU modules, which no
+    registered head has, so their gradients w.r.t. the features are the plain ones)."""
+    rules = list(dict.fromkeys(m.relu_rule for m in methods if m.relu_rule is not None)) or [None]
+    return [(rule, [i for i, m in enumerate(methods)
+                    if m.relu_rule == rule or (m.relu_rule is None and rule == rules[0])]) for rule in rules]
+
+
+def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, input_grad: bool) -> Pass:
+    """One forward pass (inside :func:`session` and the right grad mode); ``input_grad``: the input is a leaf that
+    requires grad (a pass under a ReLU rule, whose methods want ∂y/∂x)."""
+    if input_grad:
         x = x.detach().requires_grad_(True)
     if has_shared_parts(model):  # the head needs the fine features z as well as the part maps
         z = model.embed(x)
         if needs_grad and not z.requires_grad:
             z.requires_grad_(True)
         maps = model.part_maps(z)
-        return Pass(model, x, maps, model.forward_head(maps, z), guided)
+        return Pass(model, x, maps, model.forward_head(maps, z), input_grad)
     features = model.forward_features(x)
     if needs_grad and not features.requires_grad:
         features.requires_grad_(True)  # a leaf: the graph covers only the head
-    return Pass(model, x, features, model.forward_head(features), guided)
+    return Pass(model, x, features, model.forward_head(features), input_grad)
 
 
 def low_res_maps(model: nn.Module, x: torch.Tensor, method: str, targets: torch.Tensor) -> list[torch.Tensor]:
@@ -199,8 +229,8 @@ def low_res_maps(model: nn.Module, x: torch.Tensor, method: str, targets: torch.
     model's own resolution: no resizing (for fast evaluation)."""
     m = get_method(method)
     m.check(model)
-    with session(model, m.guided), torch.set_grad_enabled(m.needs_grad):
-        p = _forward(model, x, m.needs_grad, m.guided)
+    with session(model, rule=m.relu_rule), torch.set_grad_enabled(m.needs_grad):
+        p = _forward(model, x, m.needs_grad, m.relu_rule is not None)
         raw, _, _ = m.maps(p, targets.to(x.device))
         return [r.detach() for r in raw]
 

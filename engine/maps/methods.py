@@ -16,19 +16,23 @@ from engine.errors import ConfigError
 from engine.models.groups import ccmp
 from engine.models.shared_parts import has_shared_parts
 
-METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam")
+METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam", "guided-backprop", "deconvnet")
+#: The backward rules a pass can put on every ``nn.ReLU`` / ``nn.ReLU6`` module (docs/METHODS.md#maps): "guided"
+#: (Springenberg et al., ICLR 2015 workshop) and "deconvnet" (Zeiler & Fergus, ECCV 2014); None is the plain one.
+RELU_RULES = ("guided", "deconvnet")
 
 
 @dataclass
 class Pass:
     """What one forward pass gives every method: input ``x`` (B, 3, S, S), ``features`` (B, N, h, w) and the
-    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when guided)."""
+    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when ``input_grad``: a pass
+    under a ReLU rule, whose gradient w.r.t. the input is that rule's)."""
 
     model: nn.Module
     x: torch.Tensor
     features: torch.Tensor
     logits: torch.Tensor
-    guided: bool
+    input_grad: bool
     _grads: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
     def gradients(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -36,9 +40,9 @@ class Pass:
         key = tuple(targets.tolist())
         if key not in self._grads:
             score = self.logits.gather(1, targets.view(-1, 1)).sum()  # samples are independent in eval mode
-            inputs = [self.features, self.x] if self.guided else [self.features]
+            inputs = [self.features, self.x] if self.input_grad else [self.features]
             grads = torch.autograd.grad(score, inputs, retain_graph=True)
-            self._grads[key] = (grads[0], grads[1] if self.guided else None)
+            self._grads[key] = (grads[0], grads[1] if self.input_grad else None)
         return self._grads[key]
 
     def release(self) -> None:
@@ -48,12 +52,14 @@ class Pass:
 
 # ------------------------------------------------------------------------------------------------ template
 class MapMethod:
-    """Template: :meth:`run` owns the pass (inside :meth:`session`, which always removes its hooks); a method
-    overrides :meth:`maps` only. ``needs_grad``/``guided`` say what the pass must provide."""
+    """Template: :func:`engine.maps.explain.explain` owns the pass (inside :func:`session`, which always removes
+    its hooks); a method overrides :meth:`maps` only. ``needs_grad`` and ``relu_rule`` say what the pass must
+    provide: gradients, and the backward rule at the ReLU modules (one of :data:`RELU_RULES`, or None for the
+    plain gradient); a pass under a rule also gives the gradient w.r.t. the input."""
 
     name = ""
     needs_grad = False
-    guided = False
+    relu_rule: str | None = None
 
     def check(self, model: nn.Module) -> None:
         """Raise ConfigError when the model cannot give this method's maps."""
@@ -64,11 +70,21 @@ class MapMethod:
 
 
 @contextmanager
-def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
-    """Eval mode and parameters frozen (so no ``.grad`` is ever written); with ``guided``, every ``nn.ReLU`` /
-    ``nn.ReLU6`` module gets a full backward hook clamping the gradient it passes back at 0 (guided
-    backpropagation), with ``inplace`` switched off while hooked (backward hooks refuse in-place outputs).
-    Everything is restored on exit, also after an exception."""
+def session(model: nn.Module, guided: bool = False, rule: str | None = None) -> Iterator[None]:
+    """Eval mode and parameters frozen (so no ``.grad`` is ever written), and the backward ``rule`` at every
+    ``nn.ReLU`` / ``nn.ReLU6`` module (``guided=True`` is ``rule="guided"``):
+
+    * ``"guided"`` (guided backpropagation): a full backward hook clamps at 0 the gradient the module's own
+      backward passes back, so it goes on where both the forward input and the gradient are positive;
+    * ``"deconvnet"``: a forward hook routes the module's output through :class:`_DeconvnetRectifier` (same
+      values), whose backward passes the incoming gradient where *it* is positive, whatever the forward input
+      (a ReLU6 keeps its upper clip: nothing passes where the input was at or above 6).
+
+    ``inplace`` is switched off while hooked (backward hooks refuse in-place outputs, and the deconvnet rule needs
+    the module's input intact). Everything is restored on exit, also after an exception."""
+    rule = rule or ("guided" if guided else None)
+    if rule is not None and rule not in RELU_RULES:
+        raise ConfigError(f"ReLU rule {rule!r} is unknown: use one of {', '.join(RELU_RULES)}")
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     relus: list[tuple[nn.Module, bool]] = []
@@ -77,12 +93,13 @@ def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
         model.eval()
         for p, _ in flags:
             p.requires_grad_(False)
-        if guided:
+        if rule is not None:
             for m in model.modules():
                 if isinstance(m, (nn.ReLU, nn.ReLU6)):
                     relus.append((m, m.inplace))
                     m.inplace = False
-                    handles.append(m.register_full_backward_hook(_guided_relu_hook))
+                    handles.append(m.register_full_backward_hook(_guided_relu_hook) if rule == "guided"
+                                   else m.register_forward_hook(_deconvnet_relu_hook))
         yield
     finally:
         for h in handles:
@@ -95,8 +112,35 @@ def session(model: nn.Module, guided: bool = False) -> Iterator[None]:
 
 
 def _guided_relu_hook(module: nn.Module, grad_input: tuple, grad_output: tuple) -> tuple:
-    """Guided backprop: the ReLU's own backward (grad · 1[x > 0]) then only the positive part goes on."""
+    """Guided backprop: the ReLU's own backward (grad · 1[x > 0]; ReLU6: grad · 1[0 < x < 6]) then only the
+    positive part goes on."""
     return tuple(g.clamp(min=0.0) if g is not None else None for g in grad_input)
+
+
+class _DeconvnetRectifier(torch.autograd.Function):
+    """clamp(x, 0, upper) forward; backward the deconvnet's rectification of the incoming gradient g:
+    max(g, 0), ignoring where x was positive, times 1[x < upper] when there is an upper clip (ReLU6's
+    saturation is not the rectification, and a saturated unit passes nothing in the plain gradient either)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.upper = upper
+        if upper is not None:
+            ctx.save_for_backward(x)
+        return x.clamp(min=0.0, max=upper)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        g = g.clamp(min=0.0)
+        if ctx.upper is not None:
+            (x,) = ctx.saved_tensors
+            g = torch.where(x < ctx.upper, g, torch.zeros_like(g))
+        return g, None
+
+
+def _deconvnet_relu_hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Deconvnet: the module's output, recomputed through :class:`_DeconvnetRectifier` (ReLU6: upper clip 6)."""
+    return _DeconvnetRectifier.apply(inputs[0], float(module.max_val) if isinstance(module, nn.ReLU6) else None)
 
 
 def _part_model(model: nn.Module, method: str) -> None:
@@ -104,7 +148,8 @@ def _part_model(model: nn.Module, method: str) -> None:
         return
     if not getattr(model, "groups", None) or not hasattr(model, "class_channels"):
         raise ConfigError(f"method {method!r} needs per-class part channels (a PartNet trained with MC-Loss or CE); "
-                          f"{type(model).__name__} has none: use gradcam, guided-gradcam"
+                          f"{type(model).__name__} has none: use gradcam, guided-gradcam, guided-backprop, "
+                          "deconvnet"
                           + (" or tasn" if hasattr(model, "attention_maps") else ""))
 
 
@@ -176,15 +221,44 @@ class GradCAM(MapMethod):
 class GuidedGradCAM(MapMethod):
     name = "guided-gradcam"
     needs_grad = True
-    guided = True
+    relu_rule = "guided"
 
     def maps(self, p, targets):
         grad, xgrad = p.gradients(targets)
         alpha = grad.mean(dim=(2, 3), keepdim=True)
         cam = F.relu((alpha * p.features).sum(dim=1, keepdim=True)).detach()
         cam = F.interpolate(cam, size=p.x.shape[-2:], mode="bilinear", align_corners=False)
-        saliency = xgrad.abs().amax(dim=1, keepdim=True)  # (B, 1, S, S)
-        return list(cam * saliency), [["Guided Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+        return list(cam * _saliency(xgrad)), [["Guided Grad-CAM"]] * len(targets), [[-1]] * len(targets)
+
+
+def _saliency(xgrad: torch.Tensor) -> torch.Tensor:
+    """A pixel-space map (B, 1, S, S) of ∂y/∂x (B, 3, S, S): max over colour of the absolute value."""
+    return xgrad.abs().amax(dim=1, keepdim=True).detach()
+
+
+class GuidedBackprop(MapMethod):
+    """Guided backpropagation (Springenberg et al., ICLR 2015 workshop) on its own, in pixel space."""
+
+    name = "guided-backprop"
+    needs_grad = True
+    relu_rule = "guided"
+
+    def maps(self, p, targets):
+        _, xgrad = p.gradients(targets)
+        return list(_saliency(xgrad)), [["Guided backprop"]] * len(targets), [[-1]] * len(targets)
+
+
+class Deconvnet(MapMethod):
+    """The deconvnet's reconstruction of the class score in pixel space (Zeiler & Fergus, ECCV 2014): the
+    gradient w.r.t. the input under the deconvnet ReLU rule."""
+
+    name = "deconvnet"
+    needs_grad = True
+    relu_rule = "deconvnet"
+
+    def maps(self, p, targets):
+        _, xgrad = p.gradients(targets)
+        return list(_saliency(xgrad)), [["Deconvnet"]] * len(targets), [[-1]] * len(targets)
 
 
 class TASNMaps(MapMethod):
@@ -202,7 +276,7 @@ class TASNMaps(MapMethod):
 
 
 REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
-                                                             GuidedGradCAM)}
+                                                             GuidedGradCAM, GuidedBackprop, Deconvnet)}
 
 
 def get_method(name: str) -> MapMethod:

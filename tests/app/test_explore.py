@@ -55,7 +55,8 @@ def click_item(qtbot, view, row: int) -> None:
 def test_maps_methods_classes_overlay_and_crop(window, qtbot, toy, explore):
     page = explore
     methods = [page.method_box.itemData(i) for i in range(page.method_box.count())]
-    assert methods == ["channels", "ccmp", "cam", "gradcam", "guided-gradcam"]  # no TASN maps for a PartNet
+    assert methods == ["channels", "ccmp", "cam", "gradcam", "guided-gradcam", "guided-backprop",
+                       "deconvnet"]  # no TASN maps for a PartNet
     assert page.method_box.currentData() == "channels"
     path = select_row(window, 2)
     wait_maps(qtbot, page, path, "channels")
@@ -111,6 +112,51 @@ def test_maps_methods_classes_overlay_and_crop(window, qtbot, toy, explore):
     np.testing.assert_allclose(page.image_view.keypoint_positions(), kp[kp[:, 2] > 0, :2])
     page.keypoints_box.setChecked(False)
     assert len(page.image_view.keypoint_positions()) == 0
+
+
+def test_deconvnet_and_guided_backprop_maps(window, qtbot, toy, explore):
+    """The two pixel-space maps: one map each, the engine's own, shown on the photo with its part."""
+    page = explore
+    run = load_run(toy.run)
+    pp = Preprocessing.from_dict(run.preprocessing)
+    path = select_row(window, 4)
+    wait_maps(qtbot, page, path, "channels")
+    image = read_image(path)
+    for method, label in (("deconvnet", "Deconvnet"), ("guided-backprop", "Guided backprop")):
+        index = page.method_box.findData(method)
+        assert index >= 0 and page.method_box.itemText(index) == label
+        page.method_box.setCurrentIndex(index)
+        wait_maps(qtbot, page, path, method)
+        r = page.result
+        assert page.strip.count() == 1 and r.names == [label] and r.maps.shape == (1, *image.shape[:2])
+        ms = explain(run.model, [image], method, r.class_index, pp)[0][0]
+        np.testing.assert_allclose(r.maps, ms.maps, atol=1e-5)
+        np.testing.assert_array_equal(page.image_view.shown_map, r.maps[0])
+        part = find_parts(ms)[0]
+        x, y = page.image_view.peak.getData()
+        assert (x[0], y[0]) == pytest.approx(part.peak)
+    other = explain(run.model, [image], "guided-backprop", page.result.class_index, pp)[0][0]
+    deconv = explain(run.model, [image], "deconvnet", page.result.class_index, pp)[0][0]
+    assert not np.allclose(other.maps, deconv.maps, atol=1e-3)  # two rules, two maps
+
+
+@pytest.mark.perf
+def test_deconvnet_and_guided_backprop_never_stall_the_window(window, qtbot, explore, stall_probe):
+    """While these maps are computed (each selection under each method) the GUI thread never works 100 ms."""
+    page = explore
+    path = select_row(window, 0)
+    wait_maps(qtbot, page, path)
+    stall_probe.start()
+    for method in ("deconvnet", "guided-backprop"):
+        page.method_box.setCurrentIndex(page.method_box.findData(method))
+        for row in (6, 13, 2):
+            select_row(window, row)
+            qtbot.wait(15)
+        last = window.library.model.sample(2).path
+        wait_maps(qtbot, page, last, method)
+        assert page.result.names == [{"deconvnet": "Deconvnet"}.get(method, "Guided backprop")]
+    qtbot.wait(300)
+    stall_probe.assert_responsive(0.1)
 
 
 def test_linked_cursor_follows_the_sampler_grid(window, qtbot, explore):

@@ -171,6 +171,163 @@ def test_guided_backprop_changes_the_saliency_and_stays_non_negative():
         "the ReLU hooks had no effect"
 
 
+# ------------------------------------------------------------------ deconvnet and guided backpropagation
+X3, G3 = [-1.0, 2.0, 3.0], [1.0, -1.0, 2.0]  # forward input, incoming gradient
+X4, G4 = [-1.0, 2.0, 7.0, 5.0], [1.0, -1.0, 2.0, 3.0]  # ReLU6: 7 is above the upper clip
+
+
+def _relu_backward(module: nn.Module, x: list[float], g: list[float], rule: str | None) -> tuple[list, list]:
+    net = nn.Sequential(module)
+    xt = torch.tensor(x, requires_grad=True)
+    with session(net, rule=rule):
+        y = net(xt * 1.0)
+        (gx,) = torch.autograd.grad(y, xt, torch.tensor(g))
+    return y.tolist(), gx.tolist()
+
+
+@pytest.mark.parametrize("rule, passed", [(None, [0.0, -1.0, 2.0]),  # plain ReLU: where x > 0
+                                          ("guided", [0.0, 0.0, 2.0]),  # where x > 0 and g > 0
+                                          ("deconvnet", [1.0, 0.0, 2.0])])  # where g > 0, whatever x
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_backward_rules_by_hand(rule, passed, inplace):
+    relu = nn.ReLU(inplace=inplace)
+    y, gx = _relu_backward(relu, X3, G3, rule)
+    assert y == [0.0, 2.0, 3.0]  # the forward values never change
+    assert gx == passed
+    assert relu.inplace is inplace and not relu._forward_hooks and not relu._backward_hooks
+
+
+@pytest.mark.parametrize("rule, passed", [(None, [0.0, -1.0, 0.0, 3.0]),  # where 0 < x < 6
+                                          ("guided", [0.0, 0.0, 0.0, 3.0]),  # and g > 0
+                                          ("deconvnet", [1.0, 0.0, 0.0, 3.0])])  # g > 0 and x < 6 (the clip)
+def test_relu6_backward_rules_by_hand(rule, passed):
+    relu6 = nn.ReLU6(inplace=True)
+    y, gx = _relu_backward(relu6, X4, G4, rule)
+    assert y == [0.0, 2.0, 6.0, 5.0]
+    assert gx == passed
+    assert relu6.inplace and not relu6._forward_hooks and not relu6._backward_hooks
+
+
+@pytest.mark.parametrize("rule", ["guided", "deconvnet"])
+def test_each_rule_hooks_every_relu_and_restores_the_model(rule):
+    m = create_model("mobilenet_v2", CLASSES, XI)  # ReLU6(inplace=True) throughout
+    m.train()
+    relus = [mod for mod in m.modules() if isinstance(mod, (nn.ReLU, nn.ReLU6))]
+    assert relus and any(isinstance(r, nn.ReLU6) for r in relus)
+    inplace = [r.inplace for r in relus]
+    assert any(inplace)
+    with pytest.raises(RuntimeError, match="boom"):
+        with session(m, rule=rule):
+            hooks = [r._backward_hooks if rule == "guided" else r._forward_hooks for r in relus]
+            assert all(hooks) and not any(r.inplace for r in relus)
+            assert not m.training and not any(p.requires_grad for p in m.parameters())
+            raise RuntimeError("boom")
+    assert all(not mod._forward_hooks and not mod._backward_hooks and not mod._forward_pre_hooks
+               for mod in m.modules())
+    assert [r.inplace for r in relus] == inplace
+    assert m.training and all(p.requires_grad and p.grad is None for p in m.parameters())
+    with pytest.raises(ConfigError, match="'lrp'.*guided, deconvnet"):
+        with session(m, rule="lrp"):
+            pass
+    assert m.training
+
+
+class _TinyNet(nn.Module):
+    """conv → ReLU → 1×1 conv → ReLU6 (the features), then GAP + linear: small enough to backpropagate by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.relu = nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True)
+        self.conv2, self.relu6 = nn.Conv2d(4, 3, 1), nn.ReLU6(inplace=True)
+        self.fc = nn.Linear(3, CLASSES)
+        with torch.no_grad():  # features of both signs and some above ReLU6's clip; class 1's weights of both signs
+            self.conv2.weight.mul_(8.0)
+            self.conv2.bias.zero_()
+            self.fc.weight[1] = torch.tensor([0.5, 0.4, -0.3])
+
+    def forward_features(self, x):
+        return self.relu6(self.conv2(self.relu(self.conv1(x))))
+
+    def forward_head(self, f):
+        return self.fc(f.mean(dim=(2, 3)))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def _by_hand(m: _TinyNet, x: torch.Tensor, cls: int, rule: str) -> torch.Tensor:
+    """∂y_cls/∂x under ``rule``, written out layer by layer: the linear layers' transposes (autograd of each
+    linear layer alone, no ReLU in it), the ReLU rules with explicit masks."""
+    with torch.no_grad():
+        a1 = m.conv1(x)
+        a2 = m.conv2(a1.clamp(min=0))
+    h, w = a2.shape[-2:]
+    g = m.fc.weight[cls].detach().view(1, -1, 1, 1).expand_as(a2) / (h * w)  # through GAP + linear
+    if rule == "guided":
+        g = g * ((a2 > 0) & (a2 < 6)) * (g > 0)
+    else:
+        g = g.clamp(min=0) * (a2 < 6)
+    a1_ = a1.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(m.conv2(a1_), a1_, g)
+    g = g * (a1 > 0) * (g > 0) if rule == "guided" else g.clamp(min=0)
+    x_ = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(m.conv1(x_), x_, g)
+    return g.abs().amax(dim=1)  # max over colour of the absolute value
+
+
+def test_deconvnet_and_guided_backprop_maps_by_hand():
+    torch.manual_seed(3)
+    m = _TinyNet().eval()
+    img = images(4)[0]  # 50 × 70: the maps come back at the photo's size
+    x = prepare([img], PP, "cpu")
+    with torch.no_grad():
+        a2 = m.conv2(m.relu(m.conv1(x)))
+    up = m.fc.weight[1] > 0  # where the deconvnet passes at the features: ranges its rule must tell apart
+    assert (a2[:, up] > 6).any() and (a2[:, up] < 0).any() and ((a2[:, up] > 0) & (a2[:, up] < 6)).any()
+    got = {}
+    for rule, meth, label in (("guided", "guided-backprop", "Guided backprop"), ("deconvnet", "deconvnet", "Deconvnet")):
+        (ms,) = explain(m, [img], meth, 1, PP)[0]
+        assert ms.method == meth and ms.maps.shape == (1, *img.shape[:2]) and ms.maps.dtype == np.float32
+        assert ms.low_res.shape == (1, SIZE, SIZE) and ms.names == [label]
+        np.testing.assert_allclose(ms.low_res[0], _by_hand(m, x, 1, rule)[0].numpy(), rtol=1e-5, atol=1e-7)
+        got[meth] = ms.low_res[0]
+    x_ = x.clone().requires_grad_(True)
+    with session(m):
+        plain = torch.autograd.grad(m(x_)[0, 1], x_)[0].abs().amax(1)[0].numpy()
+    assert not np.allclose(got["deconvnet"], got["guided-backprop"], rtol=1e-2)
+    assert not np.allclose(got["deconvnet"], plain, rtol=1e-2) and not np.allclose(got["guided-backprop"], plain,
+                                                                                    rtol=1e-2)
+    assert m.relu.inplace and m.relu6.inplace and all(p.grad is None and p.requires_grad for p in m.parameters())
+
+
+def test_methods_under_different_rules_each_get_their_own_pass():
+    """One call asking for all the gradient maps gives what each gives alone, in the order asked, per class."""
+    m = model("resnet18")  # each block uses its nn.ReLU twice
+    imgs = images(5)
+    asked = ["deconvnet", "gradcam", "guided-gradcam", "guided-backprop"]
+    together = explain(m, imgs, asked, None, PP, top_k=2)
+    for b, sets in enumerate(together):
+        assert [s.method for s in sets] == asked * 2
+        assert len({s.class_index for s in sets[:4]}) == 1 and sets[0].class_index != sets[4].class_index
+        for s in sets:
+            (alone,) = explain(m, [imgs[b]], s.method, s.class_index, PP)[0]
+            np.testing.assert_allclose(s.maps, alone.maps, atol=1e-5, err_msg=s.method)
+            assert s.probability == pytest.approx(alone.probability, rel=1e-5)
+    assert all(not mod._forward_hooks and not mod._backward_hooks for mod in m.modules())
+
+
+def test_pixel_maps_of_a_shared_parts_run():
+    m = create_model("smallnet", 4, head="parts", fine=True, parts=3).eval()
+    img = images(6)[1]
+    x = prepare([img], PP, "cpu")
+    for meth in ("deconvnet", "guided-backprop"):
+        (ms,) = explain(m, [img], meth, 2, PP)[0]
+        assert ms.maps.shape == (1, *img.shape[:2]) and np.isfinite(ms.maps).all()
+        assert ms.low_res.shape == (1, SIZE, SIZE) and ms.low_res.min() >= 0 and ms.low_res.max() > 0
+        (low,) = low_res_maps(m, x, meth, torch.tensor([2]))
+        np.testing.assert_allclose(low.numpy(), ms.low_res, atol=1e-7)
+
+
 def test_batch_equals_one_by_one_and_classes_select():
     m = model("mobilenet_v2")
     imgs = images(2)
@@ -214,10 +371,11 @@ def test_low_res_maps_match_explain():
 def test_maps_on_the_gpu_match_the_cpu():
     m = create_model("resnet18", CLASSES, XI).eval()
     imgs = images()
-    cpu = explain(m, imgs, ["channels", "cam", "gradcam", "guided-gradcam"], 1, PP)
+    every = ["channels", "cam", "gradcam", "guided-gradcam", "guided-backprop", "deconvnet"]
+    cpu = explain(m, imgs, every, 1, PP)
     m.cuda()
     try:
-        gpu = explain(m, imgs, ["channels", "cam", "gradcam", "guided-gradcam"], 1, PP)
+        gpu = explain(m, imgs, every, 1, PP)
     finally:
         m.cpu()
     for a, b in zip(cpu, gpu):
@@ -257,6 +415,14 @@ def test_cli_writes_overlays_maps_and_peaks(tmp_path, capsys):
                  "--resample", "detail", "--device", "cpu"]) == 0
     assert (out / "bird0.detail-view.png").is_file() and (out / "bird0.gradcam.detail.json").is_file()
     assert (out / "bird0.gradcam.Wren.detail.png").is_file()
+    for meth in ("deconvnet", "guided-backprop"):
+        assert main(["explain", str(run), str(paths[1]), "--out", str(out), "--class", "Vireo", "--method", meth,
+                     "--device", "cpu"]) == 0
+        record = json.loads((out / f"bird1.{meth}.json").read_text())
+        (entry,) = record["maps"]
+        assert record["method"] == meth and entry["class"] == "Vireo" and len(entry["parts"]) == 1
+        assert np.load(out / entry["npy"]).shape == (1, *images()[1].shape[:2])
+        assert (out / f"bird1.{meth}.Vireo.png").is_file()
     capsys.readouterr()
     assert main(["explain", str(run), str(paths[0]), "--out", str(out), "--class", "Robin"]) == 2
     err = capsys.readouterr().err
