@@ -57,7 +57,7 @@ CROPS = 3  # crops per species and part
 BAR_FULL = 4.0  # the d′ of a full bar (bars share one scale on every page; larger d′ are drawn full)
 PLACES_STAGE = "on-bird shares"  # the Progress stage of the pass over the training photos that finds them
 BACKGROUND = "background / habitat"
-NO_PART_ON_BIRD = (f"No part of this run lies on the bird: every part's peak is on the bird on fewer than "
+NO_PART_ON_BIRD = (f"No part of this run lies on the bird: none has its peak on the bird on at least "
                    f"{100 * ON_BIRD_MIN:.0f} % of its active training photos, so all are listed as {BACKGROUND}.")
 
 
@@ -284,7 +284,8 @@ def _separation_table(a: int, b: int, scores: PartScores, names: dict[int, str],
         rows.append(f"<tr>{_part_cells(r, names)}{share}{''.join(cells)}</tr>")
     if background:
         rows.append(f'<tr class="group"><th colspan="{cols}">{BACKGROUND}: parts whose peak is on the bird on '
-                    f"fewer than {100 * ON_BIRD_MIN:.0f} % of their active training photos</th></tr>")
+                    f"fewer than {100 * ON_BIRD_MIN:.0f} % of their active training photos (or never active)"
+                    "</th></tr>")
     for r in background:
         place = where.get(r.part)
         seen = ("never active on the training photos" if place is None or place.share is None else
@@ -317,9 +318,8 @@ def _index(scores: PartScores, m: np.ndarray, pages: dict[int, str], run_name: s
         on = sum(p.on_bird for p in places)
         note = (f'<p class="note">{on} of {len(places)} parts lie on the bird (their peak on the bird on at least '
                 f"{100 * ON_BIRD_MIN:.0f} % of their active training photos): they are ranked for each pair; the "
-                f"others are listed below them as {BACKGROUND}.</p>")
-        if not on:
-            note += f'<p class="note">{html.escape(NO_PART_ON_BIRD)}</p>'
+                f"others are listed below them as {BACKGROUND}.</p>" if on else
+                f'<p class="note">{html.escape(NO_PART_ON_BIRD)}</p>')
     return (f"<h1>Field guide</h1>\n<p class=\"figure\">From the run {html.escape(run_name)}: "
             f"{len(scores.labels)} test photos of {len(scores.classes)} species.</p>\n{note}"
             f"<p>d′ (separation): how many standard deviations apart the two species sit on that part's "

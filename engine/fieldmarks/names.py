@@ -10,6 +10,9 @@ package, can read the names too.
 
 A run's parts: the K shared parts of a ``parts`` run (the same body region on every bird), the ξ channels of a
 class for MC-Loss / CE (part k of every class), the one structure map of TASN.
+
+:func:`propose_names` proposes a body-part name (the nearest CUB keypoint) for the parts on the bird only: a
+background / habitat part (:mod:`.onbird`) gets none, and the reason.
 """
 
 from __future__ import annotations
@@ -137,7 +140,8 @@ class NameProposal:
     reason: str = ""
 
 
-NEVER_ACTIVE = "never active on a training photo with a visible keypoint"
+NEVER_ACTIVE = "never active on the training photos"
+NO_KEYPOINT = "active only on training photos without a visible keypoint"
 
 
 def background_reason(place: PartPlace) -> str:
@@ -198,7 +202,8 @@ def proposals_from(scores: PartScores, places: list[PartPlace] | None = None) ->
             out.append(NameProposal(k, "", 0.0, 0, images, share, background_reason(place)))
             continue
         if not images:
-            out.append(NameProposal(k, "", 0.0, 0, 0, share, NEVER_ACTIVE))
+            why = NEVER_ACTIVE if place is None or not place.active else NO_KEYPOINT
+            out.append(NameProposal(k, "", 0.0, 0, 0, share, why))
             continue
         keypoint, count = max(votes.items(), key=lambda kv: (kv[1], -scores.keypoint_names.index(kv[0])))
         out.append(NameProposal(k, keypoint, count / images, count, images, share))
@@ -224,5 +229,6 @@ def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tupl
     return dict(sorted(out.items())), notes
 
 
-__all__ = ["NameProposal", "NEVER_ACTIVE", "background_reason", "propose_names", "proposals_from", "accepted_names", "label_maps", "MAX_LENGTH",
-           "run_part_count", "clean_name", "read_part_names", "write_part_names", "set_part_name", "part_label"]
+__all__ = ["NameProposal", "NEVER_ACTIVE", "NO_KEYPOINT", "background_reason", "propose_names", "proposals_from",
+           "accepted_names", "label_maps", "MAX_LENGTH", "run_part_count", "clean_name", "read_part_names",
+           "write_part_names", "set_part_name", "part_label"]

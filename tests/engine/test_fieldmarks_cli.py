@@ -1,6 +1,6 @@
-"""Part names everywhere a part is listed (issue 13, item 2): `fieldmark names` sets, clears and proposes them;
-export folders, parts.csv, the COCO keypoints and `export --json` carry them; `predict --json` and `explain` show
-them."""
+"""Part names everywhere a part is listed (issue 13, item 2): `fieldmark names` sets, clears and proposes them
+(no body-part name for a background / habitat part, issue 23); export folders, parts.csv, the COCO keypoints and
+`export --json` carry them; `predict --json` and `explain` show them."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def test_propose_names_votes_per_part_and_accept_keeps_user_names(tiny, capsys):
     assert [p.part for p in proposals] == [0, 1, 2]
     for p in proposals:
         assert p.images >= p.count >= 0 and 0.0 <= p.share <= 1.0
-        assert (p.keypoint == "") == (p.images == 0)
+        assert (p.keypoint == "") == (p.images == 0 or p.reason.startswith("background"))
+        assert (p.keypoint == "") == bool(p.reason)
         if p.images:
             assert p.share == pytest.approx(p.count / p.images)
     assert main(["names", str(run), "--propose", str(data), "--accept", "--json", "--device", "cpu"]) == 0
@@ -111,3 +112,34 @@ def test_propose_names_needs_keypoints(tiny, tmp_path):
     folders = make_class_folders(tmp_path / "plain", classes=3)
     with pytest.raises(DataError, match="parts/part_locs.txt"):
         drive(propose_names(run, folders))
+
+
+def test_propose_names_gives_a_background_part_none_and_says_why(tiny, capsys):
+    """The run's saved on-bird shares (written by hand: part 2 background) decide; the pass does not redo them."""
+    from engine.fieldmarks.onbird import PartPlace, places_doc, saved_places
+    from engine.runs import PART_PLACES, write_part_places
+
+    data, run = tiny
+    for k in range(3):
+        set_part_name(run, k, "")
+    places = [PartPlace(0, 0.9, 0.9, 5, "box"), PartPlace(1, 0.2, 0.1, 5, "box"), PartPlace(2, 0.6, 0.5, 5, "box")]
+    write_part_places(run, places_doc(places, "train", 12, str(data)))
+    try:
+        proposals = drive(propose_names(run, data))
+        assert saved_places(run) == places  # read, not computed again
+        second = proposals[1]
+        assert second.keypoint == "" and second.on_bird == 0.2
+        reason = "background / habitat: its peak is on the bird on only 20 % of its active training photos"
+        assert second.reason == reason
+        assert main(["names", str(run), "--propose", str(data), "--device", "cpu"]) == 0
+        out = capsys.readouterr().out
+        assert f"proposal: part 2 -> none: {reason}" in out.splitlines()
+        assert main(["names", str(run), "--propose", str(data), "--accept", "--json", "--device", "cpu"]) == 0
+        captured = capsys.readouterr()
+        doc = json.loads(captured.out)
+        assert doc["proposals"][1] == {"part": 2, "keypoint": None, "share": 0.0, "count": 0,
+                                       "images": second.images, "on_bird": 0.2, "reason": reason}
+        assert 1 not in read_part_names(run)  # never named after a body part
+        assert f"note: part 2 stays unnamed: {reason}" in captured.err.splitlines()
+    finally:
+        (run / PART_PLACES).unlink(missing_ok=True)

@@ -110,3 +110,53 @@ def test_the_write_is_atomic_a_failure_keeps_the_old_file(run, monkeypatch):
     monkeypatch.undo()
     assert read_part_names(run) == {0: "crown"}
     assert [p.name for p in run.iterdir() if p.name.endswith(".tmp")] == []  # the temporary file is gone
+
+
+# -- the name helper and the background / habitat parts (issue 23, item 2) -------------------------------------------
+def keypoint_scores(parts: int = 3):
+    """PartScores by hand: 4 training photos, two keypoints ("crown" at the top, "tail" at the bottom), every part
+    active on every photo, part k's centroid next to "crown" for k even and next to "tail" for k odd."""
+    import numpy as np
+
+    from engine.fieldmarks import PartScores
+
+    n, c = 4, 2
+    kp = np.tile(np.array([[[10.0, 5.0, 1.0], [10.0, 90.0, 1.0]]]), (n, 1, 1))
+    centres = np.array([[[12.0, 8.0] if k % 2 == 0 else [11.0, 85.0] for k in range(parts)]] * n)
+    return PartScores(["a", "b"], np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1]), [f"{i}.jpg" for i in range(n)],
+                      np.zeros((n, parts, c), np.float32), np.zeros((n, parts, 4)), np.ones((n, parts), bool),
+                      centres, np.full((n, c), 0.5), kp, ["crown", "tail"])
+
+
+def test_a_background_part_gets_no_body_part_name_and_says_why():
+    from engine.fieldmarks import accepted_names
+    from engine.fieldmarks.names import NEVER_ACTIVE, proposals_from
+    from engine.fieldmarks.onbird import PartPlace
+
+    scores = keypoint_scores(4)
+    places = [PartPlace(0, 0.75, 0.8, 4, "box"), PartPlace(1, 0.5, None, 4, "foreground"),  # on the bird (>= 0.5)
+              PartPlace(2, 0.25, 0.25, 4, "box"), PartPlace(3, 0.0, 0.0, 4, "box")]  # background / habitat
+    got = proposals_from(scores, places)
+    assert [(p.keypoint, p.count, p.images) for p in got[:2]] == [("crown", 4, 4), ("tail", 4, 4)]
+    assert [p.reason for p in got[:2]] == ["", ""] and [p.on_bird for p in got] == [0.75, 0.5, 0.25, 0.0]
+    for p, pct in ((got[2], 25), (got[3], 0)):
+        assert p.keypoint == "" and p.share == 0.0 and p.count == 0 and p.images == 4  # nothing proposed
+        assert p.reason == (f"background / habitat: its peak is on the bird on only {pct} % of its active training "
+                            "photos")
+    # without shares every part counts as on the bird (the vote alone)
+    assert [p.keypoint for p in proposals_from(scores)] == ["crown", "tail", "crown", "tail"]
+
+    # accepting: the background parts stay unnamed, with the reason in the notes; a name the user gave them stays
+    names, notes = accepted_names(got, {})
+    assert names == {0: "crown", 1: "tail"}
+    notes_all = [f"part 3 stays unnamed: {got[2].reason}", f"part 4 stays unnamed: {got[3].reason}"]
+    assert notes == notes_all
+    names, notes = accepted_names(got, {3: "perch"})
+    assert names == {0: "crown", 1: "tail", 3: "perch"} and notes == [f"part 3 stays unnamed: {got[2].reason}"]
+
+    # a part never active: nothing proposed, and that reason (it counts as not on the bird, but is no habitat)
+    never = [PartPlace(0, None, None, 0, "box")] + places[1:]
+    scores.present[:, 0] = False
+    first = proposals_from(scores, never)[0]
+    assert (first.keypoint, first.images, first.reason) == ("", 0, NEVER_ACTIVE)
+    assert accepted_names(proposals_from(scores, never), {})[1] == notes_all
