@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMenu, QMessage
 from engine.data import DataReport
 from engine.errors import EngineError
 from engine.events import Message, Progress
+from engine.fieldmarks.guide import PLACES_STAGE
 
 from ..common.lane import Lane
 from ..common.tokens import TokenLike, checked
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 IDLE, RUNNING, CANCELLING, CANCELLED, FINISHED, FAILED = ("idle", "running", "cancelling", "cancelled", "finished",
                                                            "failed")
-STAGES = {"part scores": "scoring the test photos", "predictions": "predicting the test photos", "guide": "pages"}
+STAGES = {"part scores": "scoring the test photos", "predictions": "predicting the test photos",
+          PLACES_STAGE: "finding the parts on the bird", "guide": "pages"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class GuideRequest:
     data: DataReport
     out: str
     species: tuple[str, ...] | None = None
+    all_parts: bool = False  # rank all parts together (default: the parts on the bird, then the background ones)
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def guide_job(request: GuideRequest, token: TokenLike) -> Generator[Progress | M
 
     species = list(request.species) if request.species is not None else None
     job = write_guide(request.run, request.data, request.out, species=species, device=str(resolve_device("auto")),
-                      should_stop=token.is_stale)
+                      should_stop=token.is_stale, all_parts=request.all_parts)
     return (yield from checked(job, token))
 
 
@@ -77,6 +80,7 @@ class GuideControl(QWidget):
         self.data: DataReport | None = None
         self.classes: tuple[str, ...] = ()
         self.pair: tuple[int, int] = (-1, -1)
+        self.all_parts = False  # as Compare's "Rank all parts together"
         self.why = "Open a run and its data."
         self.hint = "Write a printable HTML page per species, with the parts that separate it from its look-alikes"
         self.state = GuideState(IDLE)
@@ -123,7 +127,7 @@ class GuideControl(QWidget):
         """Write the guide for ``species`` (None: all) into ``out`` on the lane."""
         if self.why or self.is_running() or self.data is None:
             return
-        request = GuideRequest(self.run, self.data, out, species)
+        request = GuideRequest(self.run, self.data, out, species, self.all_parts)
         self.lane.submit(guide_job, request, on_yielded=self._on_lane_yielded, on_returned=self._on_lane_returned,
                          on_errored=self._on_lane_errored, on_finished=self._on_lane_finished)
         self._set_state(GuideState(RUNNING))

@@ -6,7 +6,10 @@ most confusable pairs; clicking one (or Left / Right) picks it, the class boxes 
 - A ``parts`` run (shared parts: every part means the same body region on every bird and scores every class)
   ranks its parts for the pair by how far their class scores separate the two species' test images
   (:mod:`.separation`, :func:`engine.fieldmarks.rank_parts`), one row per part with its strongest crops of each
-  species (:mod:`.rows`); the keys 1-9 select a row and show its crops larger.
+  species (:mod:`.rows`); the keys 1-9 select a row and show its crops larger. The parts on the bird are ranked
+  first and the background / habitat parts listed below them (the run's on-bird shares,
+  :mod:`engine.fieldmarks.onbird`: read from the run folder, else computed once on the confusion lane after the
+  scores, with progress in the status line); "Rank all parts together" shows one ranking.
 - MC-Loss, TASN and CE runs keep the per-class view (:mod:`.columns`): their maps belong to one class each, so
   there is nothing to rank across a pair, and a short label says so.
 
@@ -22,8 +25,8 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut, QShowEvent
-from PySide6.QtWidgets import (QApplication, QComboBox, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar, QSpinBox,
-                               QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QApplication, QCheckBox, QComboBox, QHBoxLayout, QLabel, QListWidgetItem, QProgressBar,
+                               QSpinBox, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from engine.data import DataReport
 from engine.errors import EngineError
@@ -37,11 +40,14 @@ from .compute import ClassParts, Confusion, Pair, class_parts_job, confusion_job
 from .pairs import PairPanel
 from .guide import GuideControl
 from .rows import RowSelection, SeparationView
-from .separation import PairSeparation, confusion_from_scores, scores_job, separation_job
+from .separation import PairSeparation, confusion_from_scores, places_job, scores_job, separation_job
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CROPS = {"columns": 6, "parts": 3}  # crops per map of a class / per species of a separating part
+TOGETHER = "Rank all parts together"
+FINDING_PLACES = ("Finding which parts lie on the bird (each part's peak over the training photos, once per run); "
+                  "until then all parts are ranked together.")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class ComparePage(QWidget):
         self._separations: OrderedDict[tuple[str, int, int, int], PairSeparation] = OrderedDict()
         self._crops = dict(DEFAULT_CROPS)
         self._picked = False  # the user chose a pair: a finished confusion no longer picks one
+        self.places: list[Any] | None = None  # a parts run's on-bird shares (engine.fieldmarks.onbird.PartPlace)
+        self.places_error = ""  # why they could not be read or computed
+        self._places_for = ""  # the run whose shares are being computed (or were)
 
         self.a_box = QComboBox(self)
         self.b_box = QComboBox(self)
@@ -104,6 +113,11 @@ class ComparePage(QWidget):
         self.progress.setMaximumWidth(220)
         self.progress.setVisible(False)
         self.status = QLabel("", self)
+        self.together_box = QCheckBox(TOGETHER, self)
+        self.together_box.setToolTip("Rank every part in one list. Unticked: the parts on the bird first, then the "
+                                     "background / habitat parts (their peak seldom on the bird) below them")
+        self.together_box.setVisible(False)
+        self.together_box.toggled.connect(self._on_together_box_toggled)
         self.guide = GuideControl(self)
         bar = QHBoxLayout()
         bar.setContentsMargins(6, 6, 6, 0)
@@ -112,6 +126,7 @@ class ComparePage(QWidget):
         bar.addWidget(self.b_box)
         bar.addWidget(self.top_n_label)
         bar.addWidget(self.top_n)
+        bar.addWidget(self.together_box)
         bar.addWidget(self.progress)
         bar.addWidget(self.status, 1)
         bar.addWidget(self.guide)
@@ -153,6 +168,7 @@ class ComparePage(QWidget):
         self.run = ref
         self.confusion = None
         self.scores = None
+        self._read_places()
         self._separations.clear()  # ranked from the scores, which are computed again
         self._confusion_for = ""
         self._picked = False
@@ -170,6 +186,8 @@ class ComparePage(QWidget):
         self.report = report
         self.confusion = None
         self.scores = None
+        if self.places is None:  # computed on the training photos of this data instead
+            self._places_for, self.places_error = "", ""
         self._confusion_for = ""
         self._parts.clear()
         self._separations.clear()
@@ -231,12 +249,45 @@ class ComparePage(QWidget):
                                                                                                            scores),
                                        on_yielded=lambda ev: self._show_progress(ev, self.confusion_status),
                                        on_errored=self._on_lane_errored)
+            self._start_places()
             return
         self.confusion_status.setText("Predicting the test images…")
         self.confusion_lane.submit(confusion_job, self.run.path, self.report, self.confusion_models,
                                    on_returned=self._on_confusion_lane_returned,
                                    on_yielded=lambda ev: self._show_progress(ev, self.confusion_status),
                                    on_errored=self._on_lane_errored)
+
+    def _read_places(self) -> None:
+        """The run's saved on-bird shares (a small file; None: not computed for these weights yet)."""
+        from engine.fieldmarks.onbird import saved_places
+
+        self.places, self.places_error, self._places_for = None, "", ""
+        if self.run is None or self.run.method != "parts":
+            return
+        try:
+            self.places = saved_places(self.run.path)
+        except EngineError as exc:
+            self.places_error = str(exc)
+            self._places_for = self.run.path  # a damaged file: not computed over it (its message says what to do)
+
+    def _start_places(self) -> None:
+        """Compute the on-bird shares after the scores, on the same lane (queued, not superseding them)."""
+        if self.places is not None or self.run is None or self.report is None or self._places_for == self.run.path:
+            return
+        self._places_for = run = self.run.path
+        self.confusion_lane.submit(places_job, run, self.report, supersede=False,
+                                   on_returned=lambda places: self._on_places_returned(run, places),
+                                   on_yielded=self._show_places_progress,
+                                   on_errored=lambda exc: self._on_places_errored(run, exc))
+
+    def places_note(self) -> str:
+        """What the rows say while the parts are not grouped by place ("" once they can be)."""
+        if self.places is not None or self.together_box.isChecked():
+            return ""
+        if self.places_error:
+            return (f"Cannot tell the parts on the bird from the background ({self.places_error}); all parts are "
+                    "ranked together.")
+        return FINDING_PLACES
 
     def request(self) -> None:
         """Show the current pair: from the caches at once, else computed on the parts lane."""
@@ -294,7 +345,8 @@ class ComparePage(QWidget):
 
     def _show_separation(self, sep: PairSeparation) -> None:
         assert self.run is not None
-        self.separation_view.show_pair(sep, (self.run.classes[sep.a], self.run.classes[sep.b]))
+        self.separation_view.show_pair(sep, (self.run.classes[sep.a], self.run.classes[sep.b]), places=self.places,
+                                       together=self.together_box.isChecked(), note=self.places_note())
         self.status.setText("")
         self.compare_changed.emit(CompareState(sep.run, sep.a, sep.b, True, "parts"))
 
@@ -320,6 +372,44 @@ class ComparePage(QWidget):
             self.progress.setRange(0, event.total)
             self.progress.setValue(event.done)
             label.setText(f"{event.stage}: {event.done}/{event.total}")
+
+    def _show_places_progress(self, event: Progress | Message) -> None:
+        if isinstance(event, Message):
+            (log.warning if event.level == "warning" else log.info)("compare (on-bird shares): %s", event.text)
+        elif event.total:
+            self.progress.setVisible(True)
+            self.progress.setRange(0, event.total)
+            self.progress.setValue(event.done)
+            self.status.setText(f"On-bird shares (training photos): {event.done}/{event.total}")
+
+    def _on_places_returned(self, run: str, places: list[Any]) -> None:
+        if self.run is None or self.run.path != run:
+            return
+        self.places, self.places_error = places, ""
+        if self.parts_lane.is_idle():
+            self.progress.setVisible(False)
+        on = sum(p.on_bird for p in places)
+        log.info("compare: %d of %d parts of %s lie on the bird", on, len(places), run)
+        self.status.setText(f"{on} of {len(places)} parts lie on the bird.")
+        self._refresh_rows()
+
+    def _on_places_errored(self, run: str, exc: BaseException) -> None:
+        if self.run is None or self.run.path != run:
+            return
+        self.places_error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        log.error("compare: on-bird shares: %s", self.places_error)
+        if self.parts_lane.is_idle():
+            self.progress.setVisible(False)
+        self.status.setText(f"On-bird shares: {self.places_error}")
+        self._refresh_rows()
+
+    def _refresh_rows(self) -> None:
+        """Lay the shown pair's rows out again (the shares arrived, the toggle changed): nothing is recomputed."""
+        sep = self.separation_view.separation
+        if self.view != "parts" or self.run is None or sep is None or sep.run != self.run.path:
+            return
+        if (self.pair.a, self.pair.b) == (sep.a, sep.b):
+            self.separation_view.arrange(self.places, self.together_box.isChecked(), self.places_note())
 
     def _on_parts_lane_returned(self, run: str, n: int, results: list[ClassParts]) -> None:
         for r in results:
@@ -374,13 +464,14 @@ class ComparePage(QWidget):
 
     def _update_status(self, why: str = "") -> None:
         self.status.setText(why)
-        for w in (self.a_box, self.b_box, self.top_n):
+        for w in (self.a_box, self.b_box, self.top_n, self.together_box):
             w.setEnabled(not why)
 
     def _update_mode(self) -> None:
         """The view for the run's method, its crop count, and the label that says what the view shows."""
         view = self.view
         self.views.setCurrentWidget(self.separation_view if view == "parts" else self.scroll)
+        self.together_box.setVisible(view == "parts")
         self.top_n.blockSignals(True)
         self.top_n.setValue(self._crops[view])
         self.top_n.blockSignals(False)
@@ -406,6 +497,7 @@ class ComparePage(QWidget):
                            "look-alikes" if self.view == "parts" else
                            "Write a printable HTML page per species: its typical photo, accuracy and confusions "
                            "(separating parts need a `parts` run)")
+        self.guide.all_parts = self.together_box.isChecked()
         self.guide.set_context(run.path if run else "", self.report, tuple(run.classes) if run else (),
                                (self.pair.a, self.pair.b), self.usable())
 
@@ -441,6 +533,11 @@ class ComparePage(QWidget):
     def _on_class_box_activated(self, _index: int) -> None:
         self.set_pair(self.a_box.currentIndex(), self.b_box.currentIndex())
 
+    @Slot(bool)
+    def _on_together_box_toggled(self, _on: bool) -> None:
+        self._update_guide()
+        self._refresh_rows()
+
     @Slot(int)
     def _on_top_n_value_changed(self, value: int) -> None:
         self._crops[self.view] = value
@@ -452,4 +549,4 @@ class ComparePage(QWidget):
         self.set_pair(pair.a, pair.b)
 
 
-__all__ = ["ComparePage", "CompareState", "PairState", "RowSelection"]
+__all__ = ["ComparePage", "CompareState", "PairState", "RowSelection", "TOGETHER", "FINDING_PLACES"]

@@ -1,6 +1,8 @@
 """Compare's jobs for a ``parts`` run (no Qt): the per-part class scores of the test images, the confusion they
-give, and for one pair of species the parts ranked by how well their scores separate the two, each with its
-strongest crops from both species.
+give, for one pair of species the parts ranked by how well their scores separate the two, each with its
+strongest crops from both species, and the run's on-bird shares (which parts lie on the bird and which on the
+background / habitat, :mod:`engine.fieldmarks.onbird`), computed once over its training photos when the run
+folder holds none.
 
 With shared parts (PDiscoNet, van der Klis et al., ICCV 2023) every part has the same meaning on every bird and
 its own class scores, so :func:`engine.fieldmarks.rank_parts` can rank the parts for any pair: those that
@@ -26,7 +28,7 @@ from .compute import MAX_PAIRS, Confusion, Pair, rank_pairs
 log = logging.getLogger(__name__)
 
 CROP_SIZE = 144  # side of each crop as computed; the rows show it smaller, the selected part at this size
-MAX_ROWS = 9  # the keys 1-9 select a row
+MAX_ROWS = 9  # rows per group (on the bird / background / all together); the keys 1-9 select the first nine
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class PartRow:
 
 @dataclass
 class PairSeparation:
-    """The parts of a run ranked for the pair (a, b): at most :data:`MAX_ROWS` rows, best first."""
+    """The parts of a run ranked for the pair (a, b): every part, best first (the view groups them by place)."""
 
     run: str
     a: int
@@ -76,6 +78,16 @@ def scores_job(run_path: str, report: DataReport, token: TokenLike) -> Generator
     job = collect_part_scores(run_path, report, split="test", device=str(resolve_device("auto")),
                               should_stop=token.is_stale)
     return (yield from checked(job, token))
+
+
+def places_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, list]:
+    """The run's on-bird shares (:func:`engine.fieldmarks.onbird.compute_places`): read from the run folder, or
+    computed over its training photos (Progress("part scores", ...)) and saved there."""
+    from engine.device import resolve_device
+    from engine.fieldmarks.onbird import compute_places
+
+    job = compute_places(run_path, report, device=str(resolve_device("auto")), should_stop=token.is_stale)
+    return list((yield from checked(job, token)))
 
 
 def confusion_from_scores(run_path: str, scores: Any) -> Confusion:
@@ -112,12 +124,12 @@ def _crop(scores: Any, images: dict[int, np.ndarray], i: int, part: int, a: int,
 
 def separation_job(run_path: str, scores: Any, a: int, b: int, crops: int,
                    token: TokenLike) -> Generator[Progress, None, PairSeparation]:
-    """Rank the run's parts for the pair (``a``, ``b``) (:func:`engine.fieldmarks.rank_parts`) and cut each
-    ranked part's strongest crops from the original test images (each image decoded once)."""
+    """Rank the run's parts for the pair (``a``, ``b``) (:func:`engine.fieldmarks.rank_parts`, the default ranking)
+    and cut each part's strongest crops from the original test images (each image decoded once)."""
     from engine.data.imageio import read_image
     from engine.fieldmarks import part_label, rank_parts, read_part_names
 
-    ranking = rank_parts(scores, a, b, crops=crops)[:MAX_ROWS]
+    ranking = rank_parts(scores, a, b, crops=crops)
     names = read_part_names(run_path)
     needed = sorted({i for s in ranking for i in (*s.examples_a, *s.examples_b)})
     images: dict[int, np.ndarray] = {}

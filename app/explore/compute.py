@@ -245,6 +245,16 @@ def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generat
     return figures
 
 
+def places_job(run: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, list]:
+    """The run's on-bird shares (:func:`engine.fieldmarks.onbird.compute_places`): read from the run folder, or
+    computed over its training photos of ``report`` and saved there; Cancelled once the token is stale."""
+    from engine.device import resolve_device
+    from engine.fieldmarks.onbird import compute_places
+
+    job = compute_places(run, report, device=str(resolve_device("auto")), should_stop=token.is_stale)
+    return list((yield from checked(job, token)))
+
+
 def propose_job(run: str, data: str, token: TokenLike) -> Generator[Progress | Message, None, list]:
     """:func:`engine.fieldmarks.propose_names` on ``run``'s training images of ``data``, Cancelled (between its
     progress events) once the token is stale; the engine's generator is closed either way."""

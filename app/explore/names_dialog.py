@@ -5,7 +5,8 @@ CUB keypoint nearest its centroid most often over the training images, with how 
 progress with Cancel, then one row per part (part, keypoint, share of the images where it was active), a name
 to edit (the keypoint, or the name the part already has) and an Accept box, ticked as
 :func:`engine.fieldmarks.accepted_names` would name the parts (unnamed parts only, a keypoint once); Save writes
-the accepted names with :func:`engine.fieldmarks.write_part_names`, the others keep their current names.
+the accepted names with :func:`engine.fieldmarks.write_part_names`, the others keep their current names. A
+background / habitat part (its peak seldom on the bird) gets no proposal: its row says so and why, unticked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHB
 from engine.errors import EngineError
 from engine.events import Message, Progress
 from engine.fieldmarks import accepted_names, part_label, read_part_names, write_part_names
+from engine.fieldmarks.names import NEVER_ACTIVE
 
 from ..common.lane import Lane
 from .compute import propose_job
@@ -46,8 +48,9 @@ class ProposeNamesDialog(QDialog):
         self.lane = Lane(self, "names")
         self.proposals: list[NameProposal] = []
         self.error = ""
-        self.intro = QLabel(f"Each part gets the CUB keypoint nearest its centre most often over the training "
-                            f"images of {data}. Accept or edit each name, then save.", self)
+        self.intro = QLabel(f"Each part on the bird gets the CUB keypoint nearest its centre most often over the "
+                            f"training images of {data} (a background / habitat part gets none). Accept or edit "
+                            "each name, then save.", self)
         self.intro.setWordWrap(True)
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 0)
@@ -101,13 +104,20 @@ class ProposeNamesDialog(QDialog):
             accept.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
             new = p.part not in names and p.part in filled
             accept.setCheckState(Qt.CheckState.Checked if new else Qt.CheckState.Unchecked)
-            cells = [accept, QTableWidgetItem(f"{p.part + 1}  {part_label(p.part, names)}"),
-                     QTableWidgetItem(p.keypoint or "—"),
-                     QTableWidgetItem(f"{100 * p.share:.0f} % of {p.images}" if p.images else "never active"),
-                     QTableWidgetItem(names.get(p.part) or filled.get(p.part) or p.keypoint)]
+            background = not p.keypoint and p.reason.startswith("background")
+            if p.keypoint:
+                found, share = p.keypoint, f"{100 * p.share:.0f} % of {p.images}"
+            elif background:
+                found, share = "— background / habitat", f"on the bird {100 * (p.on_bird or 0.0):.0f} %"
+            else:
+                found, share = "—", "never active" if p.reason == NEVER_ACTIVE else "no visible keypoint"
+            cells = [accept, QTableWidgetItem(f"{p.part + 1}  {part_label(p.part, names)}"), QTableWidgetItem(found),
+                     QTableWidgetItem(share), QTableWidgetItem(names.get(p.part) or filled.get(p.part) or p.keypoint)]
             for col, item in enumerate(cells):
                 if col in (1, 2, 3):
                     item.setFlags(Qt.ItemFlag.ItemIsEnabled)
+                if p.reason:
+                    item.setToolTip(f"No name proposed: {p.reason}")
                 self.table.setItem(row, col, item)
         self.table.setEnabled(True)
         return notes

@@ -11,7 +11,9 @@ A shared-parts run (the ``parts`` method) opens in the "All parts" view: its K p
 score for the class, clicking a legend entry (or its key 1-9) shows it alone, 0 or Esc all again. The user names
 parts in place (double-click an entry or the crop) or from a CUB-layout folder's keypoints
 (:mod:`app.explore.names_dialog`); the names are the run's (:mod:`engine.fieldmarks`) and label the parts
-everywhere here.
+everywhere here. The legend marks the background / habitat parts (the run's on-bird shares,
+:mod:`engine.fieldmarks.onbird`: read from the run folder, else computed once over the training photos of the open
+data on a lane of their own, with progress in the status line).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from superqt import QElidingLabel
 
 from engine.data import DataReport, Sample
 from engine.errors import EngineError
+from engine.events import Message, Progress
 from engine.fieldmarks import part_label, read_part_names, set_part_name
 from engine.runs import RunInfo
 
@@ -39,7 +42,7 @@ from ..common.lane import Lane
 from ..common.model_cache import ModelCache
 from ..common.pixmaps import to_pixmap
 from ..state import SelectionState, StepRequest
-from .compute import METHOD_LABELS, THUMB, ExploreRun, MapRequest, MapResult, compute_maps, open_run
+from .compute import METHOD_LABELS, THUMB, ExploreRun, MapRequest, MapResult, compute_maps, open_run, places_job
 from .evaluation import EvaluationPanel
 from .image_view import COLORMAPS, MapImageView, colorize
 from .names_dialog import ProposeNamesDialog
@@ -89,6 +92,7 @@ class ExplorePage(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.lane = Lane(self, "explore")
+        self.places_lane = Lane(self, "explore-places")  # the on-bird shares: a pass over the training photos
         self.models = ModelCache()  # used by the lane's thread only
         self.info: ExploreRun | None = None
         self.run_path = ""
@@ -103,6 +107,8 @@ class ExplorePage(QWidget):
         self.isolated: int | None = None  # all parts: the part shown alone
         self.hovered: int | None = None  # all parts: the part under the mouse (photo or legend)
         self.names_dialog: ProposeNamesDialog | None = None
+        self.places: list | None = None  # a parts run's on-bird shares (engine.fieldmarks.onbird.PartPlace)
+        self._places_for = ""  # "run|data" whose shares are being computed (or failed)
 
         self.view_box = QComboBox(self)
         self.view_box.setObjectName("viewBox")
@@ -245,6 +251,8 @@ class ExplorePage(QWidget):
         self.result = None
         self.isolated = self.hovered = None
         self.part_names = {}
+        self.places, self._places_for = None, ""
+        self.places_lane.cancel()
         self._set_controls_enabled(False)
         self.evaluation.set_run(None)
         if ref is None:
@@ -258,6 +266,58 @@ class ExplorePage(QWidget):
         self.report = report
         self.keypoints_box.setEnabled(bool(report and report.has_parts))
         self.evaluation.set_report(report)
+        self._start_places()
+
+    # -- on-bird shares --------------------------------------------------------------------------------------
+    def _read_places(self) -> None:
+        """The run's saved on-bird shares (a small file), marked in the legend; else computed on the lane."""
+        from engine.fieldmarks.onbird import saved_places
+
+        self.places = None
+        if self.info is None or not self.info.parts:
+            return
+        try:
+            self.places = saved_places(self.info.run.path)
+        except EngineError as exc:
+            self._places_for = f"{self.info.run.path}|*"  # a damaged file: its message says what to do
+            self._show_error("Cannot read the on-bird shares", exc)
+        self.legend.set_places(self.places)
+        self._start_places()
+
+    def _start_places(self) -> None:
+        """Compute the on-bird shares over the open data's training photos (once per run and data)."""
+        if self.info is None or not self.info.parts or self.places is not None or self.report is None:
+            return
+        run = self.info.run.path
+        key = f"{run}|{self.report.root}"
+        if self._places_for in (key, f"{run}|*"):
+            return
+        if list(self.report.classes) != list(self.info.run.classes):
+            return  # another data set: no marks until the run's own data is open
+        self._places_for = key
+        self.places_lane.submit(places_job, run, self.report,
+                                on_returned=lambda places: self._on_places_returned(run, places),
+                                on_yielded=self._on_places_yielded,
+                                on_errored=lambda exc: self._on_places_errored(run, exc))
+
+    def _on_places_yielded(self, event) -> None:
+        if isinstance(event, Progress) and event.total:
+            self._set_status(f"On-bird shares (training photos): {event.done}/{event.total}")
+        elif isinstance(event, Message):
+            (log.warning if event.level == "warning" else log.info)("explore (on-bird shares): %s", event.text)
+
+    def _on_places_returned(self, run: str, places: list) -> None:
+        if self.info is None or self.info.run.path != run:
+            return
+        self.places = places
+        self.legend.set_places(places)
+        background = ", ".join(part_label(p.part, self.part_names) for p in places if not p.on_bird)
+        self._set_status(f"Background / habitat parts: {background}." if background
+                         else "Every part lies on the bird.")
+
+    def _on_places_errored(self, run: str, exc: BaseException) -> None:
+        if self.info is not None and self.info.run.path == run:
+            self._show_error("Cannot find the parts on the bird", exc)
 
     @Slot(object)
     def set_selection(self, state: SelectionState) -> None:
@@ -313,6 +373,7 @@ class ExplorePage(QWidget):
                 self._show_error("Cannot read the part names", exc)
         self.legend.set_parts(info.parts, self.part_names)
         self.parts_box.setVisible(bool(info.parts))
+        self._read_places()
         self.view_box.blockSignals(True)
         self.view_box.clear()
         if info.parts:
@@ -573,6 +634,7 @@ class ExplorePage(QWidget):
     def shutdown(self) -> None:
         """Stop the page's workers (the window's one shutdown path calls it)."""
         self.lane.shutdown()
+        self.places_lane.shutdown()
         self.evaluation.shutdown()
         if self.names_dialog is not None:
             self.names_dialog.lane.shutdown()

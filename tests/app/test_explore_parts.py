@@ -1,7 +1,8 @@
 """Explore's all-parts view on the toy shared-parts (``parts``) run (toyrun.toy_parts_run): the coloured part map and its legend in the
 palette's colours, isolation by click and by key, hover, naming a part in place (saved in the run folder, kept on
-reopening, used by the export's parts.csv and COCO file), the propose-names dialog, keyboard navigation, Help ▸
-Keyboard, and an MC-Loss run's note that the view needs a parts run."""
+reopening, used by the export's parts.csv and COCO file), the legend's mark on the background / habitat parts (the
+run's on-bird shares, read or computed on a worker), the propose-names dialog (no name for a background part, and
+why), keyboard navigation, Help ▸ Keyboard, and an MC-Loss run's note that the view needs a parts run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from PySide6.QtWidgets import QLineEdit, QMessageBox
 
 from app.explore.compute import parts_layer
 from app.explore.page import ALL_PARTS, NEEDS_PARTS, ONE_MAP
-from app.explore.partmap import DIM, palette_rgb, part_colour, render_parts
+from app.explore.partmap import DIM, palette_rgb, part_colour, render_parts, swatch
 from engine.data import scan
 from engine.data.imageio import read_image
 from engine.data.transforms import Preprocessing
@@ -23,7 +24,8 @@ from engine.events import drive
 from engine.export.crops import export_parts
 from engine.fieldmarks import read_part_names
 from engine.fieldmarks.palette import PART_COLOURS
-from engine.runs import PART_NAMES, load_run
+from engine.fieldmarks.onbird import PartPlace, places_doc, saved_places
+from engine.runs import PART_NAMES, PART_PLACES, load_run, write_part_places
 from toyrun import ToyRun, open_toy, toy_parts_run
 
 pytestmark = pytest.mark.timeout(300)
@@ -38,12 +40,14 @@ def parts_toy(tmp_path_factory) -> ToyRun:
 
 @pytest.fixture
 def run_copy(parts_toy, tmp_path) -> ToyRun:
-    """A private copy of the toy parts run with no names yet (the names a test saves stay its own)."""
+    """A private copy of the toy parts run with no names and no on-bird shares yet (what a test saves stays its
+    own)."""
     import shutil
 
     run = tmp_path / "run"
     shutil.copytree(parts_toy.run, run)
     (run / PART_NAMES).unlink(missing_ok=True)
+    (run / PART_PLACES).unlink(missing_ok=True)
     return ToyRun(parts_toy.data, run)
 
 
@@ -255,6 +259,62 @@ def test_propose_names_cancel_and_non_cub_error(window, qtbot, run_copy, tmp_pat
     assert "part_locs.txt" in dialog.message.text()
     dialog.close()
     assert read_part_names(str(run_copy.run)) == {}
+
+
+def icon_image(legend, k: int):
+    return legend.item(k).icon().pixmap(22, 22).toImage()
+
+
+def test_the_legend_marks_background_parts_and_propose_gives_them_no_name(window, qtbot, run_copy):
+    k = load_run(run_copy.run).model.parts
+    # by hand: part 2 lies on the background (25 % of its 12 active photos), part 3 is never active
+    places = [PartPlace(i, 0.25 if i == 1 else None if i == 2 else 0.8, None, 0 if i == 2 else 12, "box")
+              for i in range(k)]
+    write_part_places(run_copy.run, places_doc(places, "train", 100, str(run_copy.data)))
+    page = open_parts(window, qtbot, run_copy)
+    legend = page.legend
+    assert page.places == places
+    assert [legend.is_background(i) for i in range(k)] == [i in (1, 2) for i in range(k)]
+    # a "background" tag after the name (painted only: the entry's text, which the editor gets, is the name)
+    assert [legend.shown_text(i) for i in range(3)] == ["part 1", "part 2  · background", "part 3  · background"]
+    assert legend.item(1).text() == "part 2"
+    # a hatched swatch, in the part's colour all the same; the tooltip: the score line and the on-bird share
+    for i in range(k):
+        plain = swatch(part_colour(i), str(i + 1)).toImage()
+        assert (icon_image(legend, i) == plain) == (i not in (1, 2)), i
+    assert [c.name() for c in legend.colours()] == [part_colour(i).name() for i in range(k)]
+    assert legend.item(1).toolTip() == (f"{page.part_text(1)}\nBackground / habitat: its peak is on the bird on "
+                                        "25 % of its 12 active training photos.")
+    assert legend.item(2).toolTip().endswith("\nBackground / habitat: never active on the training photos.")
+    assert legend.item(0).toolTip().endswith("On the bird: its peak is on the bird on 80 % of its 12 active "
+                                             "training photos.")
+    legend.edit_part(1)
+    qtbot.waitUntil(lambda: legend.state() == legend.State.EditingState, timeout=2000)
+    editor = [w for w in legend.viewport().findChildren(QLineEdit) if w.isVisible()][0]
+    assert editor.text() == "part 2"  # the tag is no part of the name
+    qtbot.keyClick(editor, Qt.Key.Key_Escape)
+
+    # Propose names: no body-part name for the background part, and the dialog says why
+    dialog = page.propose_names(str(run_copy.data))
+    qtbot.waitUntil(lambda: dialog.save_button.isEnabled() or bool(dialog.error), timeout=SLOW)
+    assert not dialog.error, dialog.error
+    reason = "background / habitat: its peak is on the bird on only 25 % of its active training photos"
+    assert dialog.table.item(1, 2).text() == "— background / habitat"
+    assert dialog.table.item(1, 3).text() == "on the bird 25 %"
+    assert dialog.table.item(1, 0).checkState() == Qt.CheckState.Unchecked and dialog.table.item(1, 4).text() == ""
+    assert dialog.table.item(1, 2).toolTip() == f"No name proposed: {reason}"
+    assert f"Part 2 stays unnamed: {reason}." in dialog.message.text()
+    assert saved_places(run_copy.run) == places  # the saved shares were used, not computed again
+    dialog.close()
+
+
+def test_the_legend_marks_appear_once_the_shares_are_computed(window, qtbot, run_copy):
+    page = open_parts(window, qtbot, run_copy)  # no shares in the run folder: computed on a lane of their own
+    qtbot.waitUntil(lambda: page.places is not None, timeout=SLOW)
+    assert saved_places(run_copy.run) == page.places
+    legend = page.legend
+    assert [legend.is_background(i) for i in range(legend.count())] == [not p.on_bird for p in page.places]
+    assert all(legend.shown_text(i).endswith("· background") == (not p.on_bird) for i, p in enumerate(page.places))
 
 
 def test_arrow_keys_move_through_images(window, qtbot, run_copy):
