@@ -271,7 +271,9 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
     out = json.loads(capsys.readouterr().out)
     assert list(out) == ["top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
                          "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines",
-                         "protocol"]
+                         "protocol", "field_marks"]
+    # a CE run has no shared parts to rank: the field-mark block says why instead of a figure
+    assert out["field_marks"] == {"note": "a ce run: field-mark agreement ranks the shared parts of a `parts` run"}
     assert set(out["baselines"]) == {"random", "gradcam"} and out["mark_recall"] is None
     # the published protocol: the run, chance and Grad-CAM, each saying which maps it scored
     assert set(out["protocol"]) == {"own", "random", "gradcam"}
@@ -283,6 +285,7 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
     text = capsys.readouterr().out
     assert "part hit rate" in text and "random" in text and "4 test / 4 train images" in text
     assert "published protocol" in text and "NMI (x100)" in text
+    assert "field-mark agreement: none (a ce run" in text
 
 
 def test_a_tasn_run_is_scored_by_its_structure_map(cub, tmp_path):
