@@ -74,7 +74,7 @@ class Attributes:
 def read_attributes(root: str | Path, classes: list[str]) -> Attributes | str:
     """The attribute table of a CUB-layout folder for its ``classes`` (the report's, in classes.txt order), or a
     sentence saying why there is none (no attribute files; not the CUB layout; rows that do not match)."""
-    from engine.data.cub import _rows, find_root
+    from engine.data.cub import find_root
 
     base = find_root(Path(root))
     if base is None:
@@ -85,12 +85,18 @@ def read_attributes(root: str | Path, classes: list[str]) -> Attributes | str:
                 f"{ATTRIBUTE_TABLE}, as CUB-200-2011 ships them)")
     try:
         groups = []
-        for _, name in _rows(names_f, 2):
-            group = name.split("::", 1)[0]
+        for line in names_f.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            fields = line.split(maxsplit=1)
+            if len(fields) != 2:
+                raise ValueError(f"{str(names_f)!r}: the line {line!r} is not 'id has_<group>::<value>'")
+            group = fields[1].split("::", 1)[0]
             groups.append(group[4:] if group.startswith("has_") else group)
         rows = [[float(v) for v in line.split()] for line in table_f.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
-        class_ids = [int(i) for i, _ in _rows(base / "classes.txt", 2)]
+        class_ids = [int(line.split()[0]) for line in (base / "classes.txt").read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
     except (ValueError, OSError, UnicodeDecodeError, DataError) as exc:
         return f"the species attributes of {str(base)!r} cannot be read ({exc})"
     if any(len(r) != len(groups) for r in rows):

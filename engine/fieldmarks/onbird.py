@@ -49,7 +49,7 @@ class PartPlace:
                 "active": self.active, "source": self.source, "on_bird": self.on_bird}
 
 
-def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def inside_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(N, K) whether points (N, K, 2) x, y lie inside boxes (N, 4) x0, y0, x1, y1."""
     x, y = points[..., 0], points[..., 1]
     b = boxes[:, None, :]
@@ -63,7 +63,7 @@ def part_places(scores) -> list[PartPlace]:
     boxes = scores.bird_boxes
     use_box = boxes is not None and len(boxes) > 0 and np.isfinite(boxes).all()
     if use_box:
-        on, cen = _inside(scores.peaks, boxes), _inside(scores.centres, boxes)
+        on, cen = inside_boxes(scores.peaks, boxes), inside_boxes(scores.centres, boxes)
     else:
         on, cen = np.asarray(scores.peak_on_foreground, bool), None
     out = []
@@ -132,5 +132,5 @@ def describe_places(places: list[PartPlace], label: Callable[[int], str] | None 
     return lines
 
 
-__all__ = ["ON_BIRD_MIN", "PartPlace", "part_places", "places_doc", "places_from_doc", "saved_places",
+__all__ = ["ON_BIRD_MIN", "PartPlace", "inside_boxes", "part_places", "places_doc", "places_from_doc", "saved_places",
            "compute_places", "split_by_place", "describe_places"]

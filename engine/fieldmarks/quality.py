@@ -15,7 +15,7 @@ import numpy as np
 from engine.data.records import DataReport
 from engine.events import Message, Progress
 from engine.fieldmarks.agreement import Agreement, field_mark_agreement, read_attributes
-from engine.fieldmarks.onbird import PartPlace, compute_places, part_places, split_by_place
+from engine.fieldmarks.onbird import PartPlace, compute_places, inside_boxes, part_places, split_by_place
 from engine.fieldmarks.separation import (DEFAULT_RANKING, RANKINGS, PartScores, collect_part_scores, open_data,
                                           open_run, rank_parts)
 from engine.runs import LoadedRun
@@ -71,12 +71,10 @@ def field_mark_quality(run: str | Path | LoadedRun, data: str | Path | DataRepor
         out.agreement[f"{ranking}, all"] = field_mark_agreement(scores, attrs,
                                                                 lambda a, b: ordered_parts(scores, a, b, ranking))
     if scores.bird_boxes is not None and np.isfinite(scores.bird_boxes).all():
-        from engine.fieldmarks.onbird import _inside
-
         bird = np.array([p.on_bird for p in places])
         mask = scores.present & bird[None, :]
         if mask.any():
-            out.peaks_on_bird_parts_in_box = float(_inside(scores.peaks, scores.bird_boxes)[mask].mean())
+            out.peaks_on_bird_parts_in_box = float(inside_boxes(scores.peaks, scores.bird_boxes)[mask].mean())
     return out
 
 
