@@ -147,6 +147,14 @@ def read_history(run: Path) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------- the split and the evaluation
+def _load_json(f: Path, hint: str) -> Any:
+    """The JSON document in ``f``; a CheckpointError naming it and saying what to do (``hint``) when unreadable."""
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): {hint}") from exc
+
+
 def write_split(run: str | Path, doc: dict[str, Any]) -> None:
     atomic_write_text(Path(run) / SPLIT, split_text(doc))
 
@@ -156,11 +164,7 @@ def read_split(run: str | Path) -> dict[str, Any] | None:
     f = run_dir_of(run) / SPLIT
     if not f.is_file():
         return None
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): restore it from a backup, or delete it (the split "
-                              "is then drawn again from the folder)") from exc
+    doc = _load_json(f, "restore it from a backup, or delete it (the split is then drawn again from the folder)")
     return check_doc(doc, str(f))
 
 
@@ -200,10 +204,7 @@ def read_part_places(run: str | Path) -> dict[str, Any] | None:
     f = run_dir_of(run) / PART_PLACES
     if not f.is_file():
         return None
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): delete it (it is computed again)") from exc
+    doc = _load_json(f, "delete it (it is computed again)")
     if not isinstance(doc, dict) or doc.get("format") != PART_PLACES_FORMAT or not isinstance(doc.get("parts"), list):
         raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-places file: delete it (it is computed again)")
     if not isinstance(doc.get("version"), int) or doc["version"] > PART_PLACES_VERSION:
@@ -223,11 +224,7 @@ def read_part_names(run: str | Path) -> dict[int, str]:
     f = run_dir_of(run) / PART_NAMES
     if not f.is_file():
         return {}
-    try:
-        doc = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{str(f)!r} is damaged ({exc}): delete it (the parts lose their names) or restore "
-                              "it from a backup") from exc
+    doc = _load_json(f, "delete it (the parts lose their names) or restore it from a backup")
     if not isinstance(doc, dict) or doc.get("format") != PART_NAMES_FORMAT \
             or not isinstance(doc.get("names"), dict):
         raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-names file: delete it (the parts lose their "

@@ -236,29 +236,28 @@ def _saliency(xgrad: torch.Tensor) -> torch.Tensor:
     return xgrad.abs().amax(dim=1, keepdim=True).detach()
 
 
-class GuidedBackprop(MapMethod):
-    """Guided backpropagation (Springenberg et al., ICLR 2015 workshop) on its own, in pixel space."""
+class _PixelSpace(MapMethod):
+    """A gradient w.r.t. the input under one ReLU backward rule, drawn as :func:`_saliency`."""
 
-    name = "guided-backprop"
     needs_grad = True
-    relu_rule = "guided"
+    label = ""
 
     def maps(self, p, targets):
         _, xgrad = p.gradients(targets)
-        return list(_saliency(xgrad)), [["Guided backprop"]] * len(targets), [[-1]] * len(targets)
+        return list(_saliency(xgrad)), [[self.label]] * len(targets), [[-1]] * len(targets)
 
 
-class Deconvnet(MapMethod):
+class GuidedBackprop(_PixelSpace):
+    """Guided backpropagation (Springenberg et al., ICLR 2015 workshop) on its own, in pixel space."""
+
+    name, label, relu_rule = "guided-backprop", "Guided backprop", "guided"
+
+
+class Deconvnet(_PixelSpace):
     """The deconvnet's reconstruction of the class score in pixel space (Zeiler & Fergus, ECCV 2014): the
     gradient w.r.t. the input under the deconvnet ReLU rule."""
 
-    name = "deconvnet"
-    needs_grad = True
-    relu_rule = "deconvnet"
-
-    def maps(self, p, targets):
-        _, xgrad = p.gradients(targets)
-        return list(_saliency(xgrad)), [["Deconvnet"]] * len(targets), [[-1]] * len(targets)
+    name, label, relu_rule = "deconvnet", "Deconvnet", "deconvnet"
 
 
 class TASNMaps(MapMethod):
