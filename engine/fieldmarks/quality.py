@@ -61,7 +61,8 @@ def field_mark_quality(run: str | Path | LoadedRun, data: str | Path | DataRepor
     loaded = open_run(run, device)
     report = open_data(data)
     places = yield from compute_places(loaded, report, device, should_stop)
-    scores = yield from collect_part_scores(loaded, report, split, device, should_stop=should_stop)
+    scores = yield from collect_part_scores(loaded, report, split, device, should_stop=should_stop,
+                                            keep_vectors="probe" in rankings)
     here = part_places(scores)
     attrs = read_attributes(report.root, list(scores.classes))
     out = FieldMarkQuality(split, places, here)

@@ -129,12 +129,12 @@ def labelled_samples(run: LoadedRun, report: DataReport, split: str
 
 
 def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataReport, split: str = "test",
-                        device: str = "cpu", batch_size: int = 16, should_stop: Callable[[], bool] | None = None
-                        ) -> Generator[Progress | Message, None, PartScores]:
+                        device: str = "cpu", batch_size: int = 16, should_stop: Callable[[], bool] | None = None,
+                        keep_vectors: bool = False) -> Generator[Progress | Message, None, PartScores]:
     """Score every image of ``split`` of the data folder (laid under the run's saved split) with each part of a
     ``parts`` run; yields Progress("part scores", done, total) per batch and Message lines about the split;
-    returns the :class:`PartScores`. Stops between batches when the generator is closed, or with Cancelled when
-    ``should_stop()`` turns true."""
+    returns the :class:`PartScores`, with the part vectors when ``keep_vectors`` (the probe ranking needs them).
+    Stops between batches when the generator is closed, or with Cancelled when ``should_stop()`` turns true."""
     loaded = open_run(run, device)
     report = open_data(data)
     if split not in ("train", "val", "test"):
@@ -158,7 +158,7 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
             except DecodeError as exc:
                 yield Message("warning", f"{exc.path}: {exc.reason}; left out of the part scores")
         if batch:
-            _score_batch(loaded, batch, n_kp, acc)
+            _score_batch(loaded, batch, n_kp, acc, keep_vectors)
         yield Progress("part scores", min(start + batch_size, len(samples)), len(samples))
     if not acc["labels"]:
         raise DataError(f"no {split} image of {report.root!r} could be read: check the files")
@@ -170,11 +170,13 @@ def collect_part_scores(run: str | Path | LoadedRun, data: str | Path | DataRepo
                       np.stack(acc["kp"]) if n_kp else None, list(report.part_names) if n_kp else [],
                       str(loaded.run_dir), np.concatenate(acc["peaks"]).reshape(-1, k, 2),
                       np.array(acc["bird"], np.float64).reshape(-1, 4),
-                      np.concatenate(acc["fg"]).reshape(-1, k), np.concatenate(acc["vectors"]))
+                      np.concatenate(acc["fg"]).reshape(-1, k),
+                      np.concatenate(acc["vectors"]) if keep_vectors else None)
 
 
 @torch.no_grad()
-def _score_batch(run: LoadedRun, batch: list[tuple[Sample, tuple]], n_kp: int, acc: dict[str, list]) -> None:
+def _score_batch(run: LoadedRun, batch: list[tuple[Sample, tuple]], n_kp: int, acc: dict[str, list],
+                 keep_vectors: bool = False) -> None:
     model = run.model
     pp = Preprocessing.from_dict(run.preprocessing)
     images = [dec.rgb for _, dec in batch]
@@ -205,8 +207,9 @@ def _score_batch(run: LoadedRun, batch: list[tuple[Sample, tuple]], n_kp: int, a
             acc["kp"].append(dec.info.keypoints_to_image(kp) if kp is not None else np.zeros((n_kp, 3)))
     logits = out.logits.float()
     acc["scores"].append(out.part_logits.float().cpu().numpy())
-    acc["vectors"].append((out.part_vectors[:, :model.parts] * model.modulation[:, :model.parts].t().unsqueeze(0))
-                          .float().cpu().numpy())
+    if keep_vectors:  # (N, K, D): only the probe ranking needs them, and they are large on big folders
+        vectors = out.part_vectors[:, :model.parts] * model.modulation[:, :model.parts].t().unsqueeze(0)
+        acc["vectors"].append(vectors.float().cpu().numpy())
     acc["probs"].append(logits.softmax(1).cpu().numpy())
     acc["pred"].extend(logits.argmax(1).cpu().tolist())
 

@@ -95,6 +95,7 @@ def toy(tmp_path_factory):
     events = []
     scores = drive(collect_part_scores(t.run, t.data), events.append)
     assert isinstance(events[-1], Progress) and events[-1].done == events[-1].total == len(scores.labels)
+    assert scores.vectors is None  # kept only when asked for (the probe ranking): (N, K, D) is large
     return t, scores, load_truth(t.data)
 
 

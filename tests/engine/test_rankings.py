@@ -81,3 +81,10 @@ def test_dropping_a_part_moves_the_pair_margin_by_its_margin_over_k():
         part = model.score_parts(dropped).mean(1)
         change = (full[:, 0] - full[:, 1]) - (part[:, 0] - part[:, 1])
         assert torch.allclose(change, (s[:, k, 0] - s[:, k, 1]) / 4, atol=1e-6)
+
+
+def test_the_probe_needs_the_part_vectors_and_says_so():
+    sc = three_species()
+    sc.vectors = None
+    with pytest.raises(Exception, match="part vectors"):
+        separation_values(sc, 0, 1, "probe")
