@@ -104,7 +104,7 @@ class ProposeNamesDialog(QDialog):
             accept.setFlags(Qt.ItemFlag.ItemIsUserCheckable | Qt.ItemFlag.ItemIsEnabled)
             new = p.part not in names and p.part in filled
             accept.setCheckState(Qt.CheckState.Checked if new else Qt.CheckState.Unchecked)
-            background = not p.keypoint and p.reason.startswith("background")
+            background = p.background
             if p.keypoint:
                 found, share = p.keypoint, f"{100 * p.share:.0f} % of {p.images}"
             elif background:

@@ -29,11 +29,11 @@ from engine.data.records import DataReport
 from engine.errors import ConfigError, DataError
 from engine.events import Message, Progress
 from engine.fileio import atomic_write_json
-from engine.fieldmarks.onbird import PartPlace, compute_places, part_places, places_doc, saved_places
+from engine.fieldmarks.onbird import ON_BIRD_MIN, PartPlace, compute_places, places_from_training, saved_places
 from engine.fieldmarks.separation import PartScores, collect_part_scores, open_data
 from engine.models.shared_parts import has_shared_parts
 from engine.runs import (PART_NAMES, PART_NAMES_FORMAT, PART_NAMES_VERSION, LoadedRun, load_run, read_meta,
-                         read_part_names, run_dir_of, write_part_places)
+                         read_part_names, run_dir_of)
 
 MAX_LENGTH = 40
 _SEPARATORS = ("/", "\\")
@@ -139,6 +139,11 @@ class NameProposal:
     on_bird: float | None = None
     reason: str = ""
 
+    @property
+    def background(self) -> bool:
+        """A background / habitat part: active, with an on-bird share below :data:`~.onbird.ON_BIRD_MIN`."""
+        return self.on_bird is not None and self.on_bird < ON_BIRD_MIN
+
 
 NEVER_ACTIVE = "never active on the training photos"
 NO_KEYPOINT = "active only on training photos without a visible keypoint"
@@ -171,9 +176,8 @@ def propose_names(run: str | Path | LoadedRun, data: str | Path | DataReport, sp
                         "parts by hand instead")
     scores = yield from collect_part_scores(loaded, report, split, device, should_stop=should_stop)
     places = saved_places(loaded)
-    if places is None and split == "train":  # the shares come from this very pass (compute_places' own rule)
-        places = part_places(scores)
-        write_part_places(loaded.run_dir, places_doc(places, "train", len(scores.labels), str(report.root)))
+    if places is None and split == "train":  # the shares come from this very pass
+        places = places_from_training(loaded, scores, str(report.root))
     elif places is None:
         places = yield from compute_places(loaded, report, device, should_stop)
     return proposals_from(scores, places)
@@ -216,7 +220,7 @@ def accepted_names(proposals: list[NameProposal], names: dict[int, str]) -> tupl
     largest share; a name already in use is not given twice."""
     out = dict(names)
     notes = [f"part {p.part + 1} stays unnamed: {p.reason}" for p in sorted(proposals, key=lambda p: p.part)
-             if not p.keypoint and p.reason.startswith("background") and p.part not in out]
+             if p.background and p.part not in out]
     taken = {v.casefold() for v in out.values()}
     for p in sorted((p for p in proposals if p.keypoint), key=lambda p: (-p.share, -p.count, p.part)):
         if p.part in out:

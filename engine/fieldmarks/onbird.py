@@ -105,9 +105,15 @@ def compute_places(run: str | Path | LoadedRun, data: str | Path | DataReport, d
         return saved
     report = open_data(data)
     scores = yield from collect_part_scores(loaded, report, "train", device, should_stop=should_stop)
+    return places_from_training(loaded, scores, str(report.root), save)
+
+
+def places_from_training(run: LoadedRun, scores, root: str, save: bool = True) -> list[PartPlace]:
+    """The on-bird shares of ``scores`` collected on the run's training photos, saved in the run folder
+    (``save``): for a caller that already made the training pass (the naming helper)."""
     places = part_places(scores)
     if save:
-        write_part_places(loaded.run_dir, places_doc(places, "train", len(scores.labels), str(report.root)))
+        write_part_places(run.run_dir, places_doc(places, "train", len(scores.labels), root))
     return places
 
 
@@ -133,4 +139,4 @@ def describe_places(places: list[PartPlace], label: Callable[[int], str] | None 
 
 
 __all__ = ["ON_BIRD_MIN", "PartPlace", "inside_boxes", "part_places", "places_doc", "places_from_doc", "saved_places",
-           "compute_places", "split_by_place", "describe_places"]
+           "compute_places", "places_from_training", "split_by_place", "describe_places"]
