@@ -23,7 +23,7 @@ from .conftest import ROOT
 
 # contract id -> (file of the copy, an import appended to it that the contract forbids)
 BREAKS = {
-    "engine-no-app": ("engine/runs.py", "import app.state"),
+    "engine-no-app": ("engine/runs/files.py", "import app.state"),
     "engine-no-qt": ("engine/maps/overlays.py", "import PySide6.QtGui"),
     "engine-layers": ("engine/models/backbones.py", "import engine.training.loop"),  # a lower room reaching up
     "app-layers": ("app/compare/page.py", "import app.explore.page"),  # one workspace using another's code

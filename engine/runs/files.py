@@ -1,18 +1,6 @@
-"""Run folders, and every file name in them (only this module names them):
+"""The run folder's files, and every file name in them (only this module names them): see :mod:`engine.runs`.
 
-* ``model.safetensors`` (tensors) + ``model.json`` (architecture, classes, preprocessing, config, versions,
-  metrics, the data changes a resume was allowed to accept);
-* ``metrics.jsonl`` (one line per epoch);
-* ``resume.pt`` (model, optimizer, learning-rate schedule and GradScaler state; plain containers read back with
-  ``weights_only=True``);
-* ``split.json`` (the photos of each split with their fingerprints, :mod:`engine.data.split`);
-* ``evaluation.json`` (the figures of :mod:`engine.evaluation.evaluate`, written by the demo and the app);
-* ``part_names.json`` (the names the user gave the run's parts, :mod:`engine.fieldmarks.names`);
-* ``part_places.json`` (each part's on-bird share over the training photos, :mod:`engine.fieldmarks.onbird`);
-* ``overlays/`` (the demo's map overlays).
-
-Every file is written atomically, so a killed run is never unreadable. Resume, evaluate, Compare and export lay
-the saved split over the data folder with :func:`run_split` / :func:`use_run_split`.
+Every file is written atomically, so a killed run is never unreadable.
 """
 
 from __future__ import annotations
@@ -22,19 +10,16 @@ import json
 import logging
 import pickle
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any
 
 import torch
 from torch import nn
 
 from engine import __version__
-from engine.data.records import DataReport
-from engine.data.split import SplitCheck, apply_saved_split, check_doc, redraw
+from engine.data.split import check_doc
 from engine.data.split import to_text as split_text
 from engine.errors import CheckpointError
-from engine.events import Message
 from engine.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -146,8 +131,9 @@ def read_history(run: Path) -> list[dict[str, Any]]:
     return out
 
 
-# ------------------------------------------------------------------------------- the split and the evaluation
-def _load_json(f: Path, hint: str) -> Any:
+
+# ------------------------------------------------------------------------------- the run's documents
+def load_json(f: Path, hint: str) -> Any:
     """The JSON document in ``f``; a CheckpointError naming it and saying what to do (``hint``) when unreadable."""
     try:
         return json.loads(f.read_text(encoding="utf-8"))
@@ -164,7 +150,7 @@ def read_split(run: str | Path) -> dict[str, Any] | None:
     f = run_dir_of(run) / SPLIT
     if not f.is_file():
         return None
-    doc = _load_json(f, "restore it from a backup, or delete it (the split is then drawn again from the folder)")
+    doc = load_json(f, "restore it from a backup, or delete it (the split is then drawn again from the folder)")
     return check_doc(doc, str(f))
 
 
@@ -204,7 +190,7 @@ def read_part_places(run: str | Path) -> dict[str, Any] | None:
     f = run_dir_of(run) / PART_PLACES
     if not f.is_file():
         return None
-    doc = _load_json(f, "delete it (it is computed again)")
+    doc = load_json(f, "delete it (it is computed again)")
     if not isinstance(doc, dict) or doc.get("format") != PART_PLACES_FORMAT or not isinstance(doc.get("parts"), list):
         raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-places file: delete it (it is computed again)")
     if not isinstance(doc.get("version"), int) or doc["version"] > PART_PLACES_VERSION:
@@ -224,7 +210,7 @@ def read_part_names(run: str | Path) -> dict[int, str]:
     f = run_dir_of(run) / PART_NAMES
     if not f.is_file():
         return {}
-    doc = _load_json(f, "delete it (the parts lose their names) or restore it from a backup")
+    doc = load_json(f, "delete it (the parts lose their names) or restore it from a backup")
     if not isinstance(doc, dict) or doc.get("format") != PART_NAMES_FORMAT \
             or not isinstance(doc.get("names"), dict):
         raise CheckpointError(f"{str(f)!r} is not a Fieldmark part-names file: delete it (the parts lose their "
@@ -243,177 +229,3 @@ def read_part_names(run: str | Path) -> dict[int, str]:
             raise CheckpointError(f"{str(f)!r}: part {key!r} has name {name!r}; fix or delete the file")
         out[number - 1] = name.strip()
     return dict(sorted(out.items()))
-
-
-@dataclass
-class RunData:
-    """A data folder as a run sees it: ``report`` holds the run's photos in the run's split; ``check`` compares the
-    folder with the saved split (None: the run has none); ``messages`` are (level, text) lines for the user."""
-
-    report: DataReport
-    check: SplitCheck | None
-    messages: list[tuple[str, str]]
-
-
-def run_split(run: str | Path, report: DataReport, config: dict[str, Any] | None = None) -> RunData:
-    """Lay the run's saved split over ``report`` (a fresh scan of its data folder): see
-    :func:`engine.data.split.apply_saved_split`. Data that holds none of the run's photos keeps its own split.
-    A run saved before splits were kept gets its split drawn again as it was drawn then (its ``config``: seed and
-    test fraction, read from ``model.json`` when not given), with a note."""
-    run = run_dir_of(run)
-    doc = read_split(run)
-    if doc is not None:
-        applied, check = apply_saved_split(report, doc, str(run))
-        return RunData(report if check.foreign else applied, check, check.messages())
-    if config is None:
-        if not is_run(run):  # a model held in memory, never saved as a run: nothing to remember
-            return RunData(report, None, [])
-        config = read_meta(run).get("config") or {}
-    if report.layout == "class-folders" and report.split_source.startswith("seeded"):
-        seed = int(config.get("seed", 0))
-        fraction = float(config.get("test_fraction", config.get("val_fraction", 0.2)))
-        report = redraw(report, fraction, seed, legacy=True)
-        note = (f"the run {run} has no saved split (it was trained before Fieldmark kept one): its split is drawn "
-                f"again from the folder the way it was drawn then (seed {seed}), which matches the training split "
-                "only if no photo was added or removed since")
-    else:
-        note = (f"the run {run} has no saved split (it was trained before Fieldmark kept one): the folder's own "
-                f"split is used ({report.split_source})")
-    return RunData(report, None, [("info", note)])
-
-
-def use_run_split(run: str | Path, report: DataReport,
-                  config: dict[str, Any] | None = None) -> Generator[Message, None, DataReport]:
-    """:func:`run_split` for a job: yields its lines as :class:`~engine.events.Message` events, returns the
-    report in the run's split."""
-    data = run_split(run, report, config)
-    for level, text in data.messages:
-        yield Message(level, text)
-    return data.report
-
-
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    model: nn.Module
-    meta: dict[str, Any]
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.meta["classes"])
-
-    @property
-    def preprocessing(self) -> dict[str, Any]:
-        return dict(self.meta["preprocessing"])
-
-    @property
-    def method(self) -> str:
-        return self.meta.get("method", "ce")
-
-
-def load_weights(model: nn.Module, path: Path) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{str(path)!r} is missing: the run folder is incomplete, retrain or restore it")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is damaged or truncated ({exc}): retrain, or restore the file") from exc
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or extra or shapes:
-        raise CheckpointError(f"{str(path)!r} does not fit the model described in {MODEL_JSON} "
-                              f"({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} wrong shapes, "
-                              f"e.g. {(missing + extra + shapes)[:2]}): the files come from different runs, or "
-                              "the run was saved by a Fieldmark whose model of that name had another "
-                              "architecture; retrain it")
-    model.load_state_dict(state)
-
-
-def load_run(path: str | Path, device: str | torch.device = "cpu",
-             expect_classes: list[str] | int | None = None) -> LoadedRun:
-    """Load a run folder's model in eval mode. ``expect_classes`` (names or a count) is checked."""
-    from engine.models import create_model
-
-    run = run_dir_of(path)
-    meta = read_meta(run)
-    arch = dict(meta.get("arch") or {})
-    classes = meta.get("classes") or []
-    if not arch.get("name") or len(classes) != arch.get("num_classes"):
-        raise CheckpointError(f"{str(run / MODEL_JSON)!r} is inconsistent: {len(classes)} class names for "
-                              f"{arch.get('num_classes')} outputs")
-    if expect_classes is not None:
-        n = expect_classes if isinstance(expect_classes, int) else len(expect_classes)
-        if n != len(classes):
-            raise CheckpointError(f"checkpoint has {len(classes)} classes, the dataset has {n}: "
-                                  "pick a matching checkpoint or retrain")
-        if not isinstance(expect_classes, int) and list(expect_classes) != list(classes):
-            diff = [c for c in expect_classes if c not in classes][:3]
-            raise CheckpointError(f"checkpoint classes differ from the dataset's (e.g. {diff} are unknown to "
-                                  "it): pick a matching checkpoint or retrain")
-    name = arch.pop("name")
-    try:
-        model = create_model(name, pretrained=None, **arch)
-    except TypeError as exc:
-        raise CheckpointError(f"{str(run)!r}: architecture {meta.get('arch')} cannot be built ({exc})") from exc
-    load_weights(model, run / MODEL_WEIGHTS)
-    model.to(device).eval()
-    return LoadedRun(run, model, meta)
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run folder as its ``model.json`` describes it, without loading the weights: what lists, panels and the
-    app's active-run state show. ``data`` is the data folder it was trained on; ``updated`` the last save."""
-
-    path: str
-    model: str = ""
-    method: str = ""
-    classes: tuple[str, ...] = ()
-    epoch: int = 0
-    epochs: int = 0
-    data: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    updated: str = ""
-
-    @classmethod
-    def from_meta(cls, run: str | Path, meta: dict[str, Any]) -> "RunInfo":
-        cfg = meta.get("config") or {}
-        return cls(str(run), (meta.get("arch") or {}).get("name", "?"), meta.get("method", "?"),
-                   tuple(meta.get("classes") or ()), int(meta.get("epoch", 0)), int(meta.get("epochs", 0)),
-                   str(cfg.get("data", "")), dict(meta.get("metrics") or {}), str(meta.get("updated", "")))
-
-    @classmethod
-    def read(cls, path: str | Path) -> "RunInfo":
-        """Describe the run folder at ``path`` (or holding the file ``path``); CheckpointError when it is none."""
-        run = run_dir_of(path)
-        return cls.from_meta(run, read_meta(run))
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).name
-
-    def summary(self) -> str:
-        """One line: ``name (model, method, epoch e/n, top-1 x%)``."""
-        top1 = self.metrics.get("test_top1")
-        acc = f", top-1 {top1 * 100:.1f}%" if isinstance(top1, (int, float)) else ""
-        return f"{self.name} ({self.model}, {self.method}, epoch {self.epoch}/{self.epochs}{acc})"
-
-
-def list_runs(folder: str | Path) -> list[RunInfo]:
-    """Run folders directly inside ``folder`` (and ``folder`` itself), newest first; damaged ones skipped."""
-    folder = Path(folder).expanduser()
-    cands = [folder] + (sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else [])
-    out = []
-    for p in cands:
-        if not (p / MODEL_JSON).is_file():
-            continue
-        try:
-            out.append(RunInfo.read(p))
-        except CheckpointError as exc:
-            log.warning("%s", exc)
-    return sorted(out, key=lambda r: r.updated, reverse=True)
