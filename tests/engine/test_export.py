@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.export import crops as export_mod
+from engine.export import resumable as export_files
 from engine.data import scan
 from engine.data.transforms import Preprocessing
 from engine.errors import Cancelled, ConfigError
@@ -336,7 +336,7 @@ def test_simulated_read_only_folder_fails_cleanly(toy, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(out))
 
-    monkeypatch.setattr(export_mod, "_write_bytes", refuse)
+    monkeypatch.setattr(export_files, "write_bytes", refuse)
     with pytest.raises(ExportError, match="Read-only file system"):
         run_all(export_parts(run, report, out))
     assert _listing(out) == []
@@ -349,7 +349,7 @@ def test_simulated_read_only_folder_fails_cleanly(toy, tmp_path, monkeypatch):
 def test_full_disk_mid_run_leaves_no_partial_files_and_resumes(toy, tmp_path, monkeypatch):
     root, report, run = toy
     out = tmp_path / "full"
-    real = export_mod._write_bytes
+    real = export_files.write_bytes
     count = {"n": 0}
 
     def fill_up(path, data):
@@ -358,7 +358,7 @@ def test_full_disk_mid_run_leaves_no_partial_files_and_resumes(toy, tmp_path, mo
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, data)
 
-    monkeypatch.setattr(export_mod, "_write_bytes", fill_up)
+    monkeypatch.setattr(export_files, "write_bytes", fill_up)
     with pytest.raises(ExportError, match="No space left.*free some space"):
         run_all(export_parts(run, report, out, split="all", batch_size=2))
     files = [p for p in out.rglob("*") if p.is_file()]
@@ -367,7 +367,7 @@ def test_full_disk_mid_run_leaves_no_partial_files_and_resumes(toy, tmp_path, mo
     named = {r["crop"] for rec in records for r in rec["parts"]}
     crops = {p.relative_to(out).as_posix() for p in files if p.suffix == ".jpg"}
     assert crops == named, "every crop on disk belongs to a finished record, and every record's crops exist"
-    monkeypatch.setattr(export_mod, "_write_bytes", real)
+    monkeypatch.setattr(export_files, "write_bytes", real)
     summary, _ = run_all(export_parts(run, report, out, split="all", batch_size=2))
     assert summary.resumed == len(records) and summary.total_images == len(report.samples)
 
