@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a shared-parts loss weight (ce 2, conc 1000, orth 1, equiv 1, pres 1; PDiscoFormer's tv, "
                         "border, entropy 0); repeat for several")
     p.add_argument("--equiv-backprop", action=argparse.BooleanOptionalAction, default=None, help=h["equiv_backprop"])
+    p.add_argument("--zoom", type=float, default=None, metavar="MARGIN", help=h["zoom"])
     p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
@@ -69,7 +70,7 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
              ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate"),
-             ("validation_fraction", "--validation-fraction")]
+             ("validation_fraction", "--validation-fraction"), ("zoom", "--zoom")]
 #: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
 TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop")]
 
@@ -138,7 +139,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
         for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop",
-                    "validation_fraction"):
+                    "validation_fraction", "zoom"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
@@ -146,7 +147,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
                        parts=args.parts, fine=args.fine, padding=args.padding, rotate=args.rotate,
-                       equiv_backprop=args.equiv_backprop,
+                       equiv_backprop=args.equiv_backprop, zoom=args.zoom,
                        validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 

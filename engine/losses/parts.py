@@ -213,7 +213,9 @@ class PartsCriterion(nn.Module):
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.weights
-        out = model.forward_parts(images)
+        if getattr(model, "zoom", 0):  # zoom to the bird: every term is computed on the zoomed batch
+            images = model.zoomed(images)[0]
+        out = model.forward_parts(images, zoom=False)
         terms = {"ce": F.cross_entropy(out.logits, targets),
                  "conc": concentration_loss(out.maps),
                  "orth": orthogonality_loss(out.part_vectors),
@@ -221,7 +223,7 @@ class PartsCriterion(nn.Module):
         if w["equiv"]:
             sim = random_similarity(self.generator)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.equiv_stop_grad):
-                maps_t = model.forward_features(transform_images(images, sim))
+                maps_t = model.forward_features(transform_images(images, sim), zoom=False)
             terms["equiv"] = equivariance_loss(out.maps, maps_t, sim, tuple(images.shape[-2:]),
                                                self.mask_out_of_frame)
         for name, fn in (("tv", total_variation_loss), ("border", border_background_loss),

@@ -183,6 +183,7 @@ def explain(model: nn.Module, images: Sequence[np.ndarray], method: str | Sequen
                 t = torch.tensor([row[rank] for row in targets], device=p.x.device)
                 for i in group:
                     raw, names, chans = methods[i].maps(p, t)
+                    raw = [p.in_frame(r, b) for b, r in enumerate(raw)]
                     done[rank, i] = []
                     for b, r in enumerate(raw):
                         maps, ranges = _to_original(r, sizes[b])
@@ -210,6 +211,9 @@ def _passes(methods: Sequence[MapMethod]) -> list[tuple[str | None, list[int]]]:
 def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, input_grad: bool) -> Pass:
     """One forward pass (inside :func:`session` and the right grad mode); ``input_grad``: the input is a leaf that
     requires grad (a pass under a ReLU rule, whose methods want ∂y/∂x)."""
+    squares = None
+    if has_shared_parts(model):  # zoomed to the bird when the model zooms; maps go back with Pass.in_frame
+        x, squares = model.zoomed(x)
     if input_grad:
         x = x.detach().requires_grad_(True)
     if has_shared_parts(model):  # the head needs the fine features z as well as the part maps
@@ -217,7 +221,7 @@ def _forward(model: nn.Module, x: torch.Tensor, needs_grad: bool, input_grad: bo
         if needs_grad and not z.requires_grad:
             z.requires_grad_(True)
         maps = model.part_maps(z)
-        return Pass(model, x, maps, model.forward_head(maps, z), input_grad)
+        return Pass(model, x, maps, model.forward_head(maps, z), input_grad, squares)
     features = model.forward_features(x)
     if needs_grad and not features.requires_grad:
         features.requires_grad_(True)  # a leaf: the graph covers only the head
@@ -232,7 +236,7 @@ def low_res_maps(model: nn.Module, x: torch.Tensor, method: str, targets: torch.
     with session(model, rule=m.relu_rule), torch.set_grad_enabled(m.needs_grad):
         p = _forward(model, x, m.needs_grad, m.relu_rule is not None)
         raw, _, _ = m.maps(p, targets.to(x.device))
-        return [r.detach() for r in raw]
+        return [p.in_frame(r, b).detach() for b, r in enumerate(raw)]
 
 
 def resolve_class(name: str, classes: Sequence[str]) -> int:

@@ -25,7 +25,8 @@ RELU_RULES = ("guided", "deconvnet")
 @dataclass
 class Pass:
     """What one forward pass gives every method: input ``x`` (B, 3, S, S), ``features`` (B, N, h, w) and the
-    head's ``logits`` (B, c); gradients on demand (w.r.t. the features, and the input when ``input_grad``: a pass
+    head's ``logits`` (B, c); for a shared-parts model that zooms, ``x`` is the zoomed input and ``squares`` the
+    squares it was cut to (:meth:`in_frame` puts maps back on the photo); gradients on demand (w.r.t. the features, and the input when ``input_grad``: a pass
     under a ReLU rule, whose gradient w.r.t. the input is that rule's)."""
 
     model: nn.Module
@@ -33,6 +34,7 @@ class Pass:
     features: torch.Tensor
     logits: torch.Tensor
     input_grad: bool
+    squares: torch.Tensor | None = None  # shared parts that zoom to the bird: the squares x was cut to (B, 3)
     _grads: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = field(default_factory=dict)
 
     def gradients(self, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -44,6 +46,16 @@ class Pass:
             grads = torch.autograd.grad(score, inputs, retain_graph=True)
             self._grads[key] = (grads[0], grads[1] if self.input_grad else None)
         return self._grads[key]
+
+    def in_frame(self, raw: torch.Tensor, b: int) -> torch.Tensor:
+        """Sample ``b``'s raw maps (M, h, w), computed on the zoomed input, on the photo's grid (unchanged without
+        zoom): maps at the input's size stay that size, the low-resolution ones get the model's frame grid."""
+        if self.squares is None:
+            return raw
+        from engine.models.shared_parts import to_frame
+
+        size = tuple(raw.shape[-2:]) if tuple(raw.shape[-2:]) == tuple(self.x.shape[-2:]) else None
+        return to_frame(raw[None].float(), self.squares[b:b + 1], size)[0]
 
     def release(self) -> None:
         """Drop the cached gradients (and with them the graph they keep alive)."""

@@ -65,17 +65,18 @@ def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
     (:class:`PartNet`); ``head="parts"``: K parts shared by all classes (:class:`SharedPartsNet`, PDiscoNet).
     ``fine``: stride-16 features, the last stage upsampled and concatenated with the one before it
     (:mod:`engine.models.fine`). ``padding``: how the backbone's convolutions pad (``zeros`` as torchvision,
-    ``replicate`` or ``reflect``; :func:`~engine.models.backbones.set_padding`)."""
+    ``replicate`` or ``reflect``; :func:`~engine.models.backbones.set_padding`). ``zoom``: shared parts zoom to the
+    bird with this margin (0: off; :class:`SharedPartsNet`)."""
 
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto",
               head: str = "mcloss", fine: bool = False, parts: int = 8, part_dropout: float = 0.3,
-              gumbel: bool = False, padding: str = "zeros") -> nn.Module:
+              gumbel: bool = False, padding: str = "zeros", zoom: float = 0.0) -> nn.Module:
         if head not in HEADS:
             raise ConfigError(f"head={head!r}: use one of {', '.join(HEADS)}")
         features, width, stride = fine_backbone(backbone, pretrained) if fine else BACKBONES[backbone][0](pretrained)
         set_padding(features, padding)  # checks the name; zeros leaves torchvision's padding as it is
         if head == "parts":
-            return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel)
+            return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel, zoom)
         return PartNet(features, width, stride, num_classes, xi, part_channels)
 
     return build

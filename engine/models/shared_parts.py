@@ -14,6 +14,15 @@ zeroed with probability p and the kept ones are scaled by 1/(1 − p); the image
 parts (dropped ones contribute 0), so training logits equal evaluation logits in expectation. The background
 part is never scored, so the background column of the modulation receives no gradient (kept for the authors'
 (C, K+1) shape).
+
+Zoom to the bird (``zoom`` > 0; the "look closer" of RA-CNN and TASN applied to shared parts,
+docs/METHODS.md#zoom): a first pass, without gradient and with BatchNorm on its running statistics, finds the bird
+as the cells where one minus the background map exceeds half its maximum (:func:`bird_squares`); the photo is cut
+to the square around them, widened by ``zoom`` of its side on each side, and run again at the full input size. The
+part vectors and logits come from that second pass. The maps are put back on the photo's own grid
+(:meth:`SharedPartsNet.to_frame`, at twice the plain grid's resolution, background outside the square), so every
+consumer (evaluate, export, Explore, the guide) sees maps in the photo's coordinates. Training computes its losses
+on the zoomed input (:class:`engine.losses.parts.PartsCriterion`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ConfigError
+
+#: The zoomed square's side is at least this share of the photo's (at most 2.5× zoom): a background map that
+#: finds a speck does not blow it up.
+ZOOM_MIN_SIDE = 0.4
+#: The zoomed maps go back onto the photo's grid at this many times the plain grid's resolution, so the detail
+#: the zoom adds is not thrown away.
+FRAME_SCALE = 2
 
 # the authors' CUB learning rates relative to the base rate 1e-4: backbone and prototypes ×1, classifier ×10,
 # modulation ×100 (Adam; the released main.py)
@@ -41,6 +57,64 @@ class PartsOutput(NamedTuple):
     part_vectors: torch.Tensor  # (B, K+1, C)
     part_logits: torch.Tensor  # (B, K, classes)
     logits: torch.Tensor  # (B, classes)
+    squares: torch.Tensor | None = None  # (B, 3) zoom squares (cx, cy, half side) in [-1, 1] coordinates, or None
+
+
+def bird_squares(foreground: torch.Tensor, margin: float, min_side: float = ZOOM_MIN_SIDE) -> torch.Tensor:
+    """The square to zoom to, per image, from a foreground map (B, h, w) (one minus the background part):
+    (cx, cy, s) with centre and half side in ``F.affine_grid``'s [-1, 1] coordinates of each axis (so the square
+    is a square in pixels only on a square input; its zoom is the same on both axes either way).
+
+    The cells above half the image's maximum make a box; its longer side, widened by ``margin`` of itself on each
+    side, is the square's side, at least ``min_side`` and at most the whole photo; the square is moved inside the
+    photo. An image with no foreground (maximum ≤ 0) keeps the whole photo."""
+    b, h, w = foreground.shape
+    fg = foreground.detach().float()
+    peak = fg.flatten(1).amax(dim=1)
+    mask = fg > 0.5 * peak.view(b, 1, 1)
+    ys = (torch.arange(h, device=fg.device, dtype=torch.float32) + 0.5) * (2.0 / h) - 1.0
+    xs = (torch.arange(w, device=fg.device, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
+    rows, cols = mask.any(dim=2), mask.any(dim=1)  # (B, h), (B, w)
+    big = torch.tensor(4.0, device=fg.device)
+    y0 = torch.where(rows, ys, big).amin(dim=1) - 1.0 / h
+    y1 = torch.where(rows, ys, -big).amax(dim=1) + 1.0 / h
+    x0 = torch.where(cols, xs, big).amin(dim=1) - 1.0 / w
+    x1 = torch.where(cols, xs, -big).amax(dim=1) + 1.0 / w
+    half = torch.maximum(x1 - x0, y1 - y0) * (0.5 + margin)
+    half = half.clamp(min=min_side, max=1.0)
+    cx = torch.maximum(torch.minimum((x0 + x1) / 2, 1.0 - half), half - 1.0)
+    cy = torch.maximum(torch.minimum((y0 + y1) / 2, 1.0 - half), half - 1.0)
+    whole = ~(peak > 0) | ~rows.any(dim=1)
+    out = torch.stack((cx, cy, half), dim=1)
+    return torch.where(whole.view(b, 1), torch.tensor([0.0, 0.0, 1.0], device=fg.device), out)
+
+
+def zoom_in(x: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+    """The squares (B, 3) of ``x`` (B, C, H, W), each resampled (bilinear) to H × W."""
+    cx, cy, s = squares.to(x.dtype).unbind(1)
+    zero = torch.zeros_like(s)
+    theta = torch.stack((torch.stack((s, zero, cx), 1), torch.stack((zero, s, cy), 1)), 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def to_frame(maps: torch.Tensor, squares: torch.Tensor, size: tuple[int, int] | None = None,
+             background: bool = False) -> torch.Tensor:
+    """Maps (B, M, h, w) computed on :func:`zoom_in`'s squares, put back on the photo's grid: (B, M, *size)
+    (default ``FRAME_SCALE`` × (h, w)). Outside the square the maps are 0; with ``background`` the last map is 1
+    there instead, so softmax maps still sum to 1 at every cell."""
+    b, m, h, w = maps.shape
+    size = size or (FRAME_SCALE * h, FRAME_SCALE * w)
+    cx, cy, s = squares.to(maps.dtype).unbind(1)
+    zero = torch.zeros_like(s)
+    inv = torch.stack((torch.stack((1 / s, zero, -cx / s), 1), torch.stack((zero, 1 / s, -cy / s), 1)), 1)
+    grid = F.affine_grid(inv, [b, m, *size], align_corners=False)
+    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if background:
+        inside = F.grid_sample(maps.new_ones(b, 1, h, w), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+        out = torch.cat((out[:, :-1], out[:, -1:] + (1.0 - inside)), dim=1)
+    return out
 
 
 class SharedPartsNet(nn.Module):
@@ -51,7 +125,7 @@ class SharedPartsNet(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, width: int, stride: int, num_classes: int, parts: int = 8,
-                 part_dropout: float = 0.3, gumbel: bool = False):
+                 part_dropout: float = 0.3, gumbel: bool = False, zoom: float = 0.0):
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
@@ -59,10 +133,13 @@ class SharedPartsNet(nn.Module):
             raise ConfigError(f"parts={parts}: the method needs at least one foreground part (the paper uses 4-16)")
         if not 0.0 <= part_dropout < 1.0:
             raise ConfigError(f"part_dropout={part_dropout}: use a probability in [0, 1) (the paper uses 0.3)")
+        if not 0.0 <= zoom <= 1.0:
+            raise ConfigError(f"zoom={zoom}: use 0 (off) or the margin around the bird, a share of its side in "
+                              "(0, 1] (e.g. 0.15)")
         self.backbone = backbone
         self.width, self.stride = width, stride
         self.num_classes, self.parts = num_classes, parts
-        self.part_dropout, self.gumbel = float(part_dropout), gumbel
+        self.part_dropout, self.gumbel, self.zoom = float(part_dropout), gumbel, float(zoom)
         self.prototypes = nn.Conv2d(width, parts + 1, 1, bias=False)
         self.modulation = nn.Parameter(torch.ones(width, parts + 1))
         self.fc = nn.Linear(width, num_classes, bias=False)
@@ -99,26 +176,58 @@ class SharedPartsNet(nn.Module):
             fg = F.dropout1d(fg, self.part_dropout, training=True)  # (B, K, C): whole part vectors
         return self.fc(fg)
 
+    # -- zoom to the bird -------------------------------------------------------------------------------------
+    def locate(self, x: torch.Tensor) -> torch.Tensor:
+        """The squares to zoom to (B, 3): a pass without gradient, every module in eval mode (BatchNorm on its
+        running statistics, no Gumbel noise), then :func:`bird_squares` of one minus the background map."""
+        modes = [(m, m.training) for m in self.modules()]
+        self.eval()
+        try:
+            with torch.no_grad():
+                background = self.part_maps(self.embed(x))[:, -1]
+        finally:
+            for m, mode in modes:
+                m.training = mode
+        return bird_squares(1.0 - background, self.zoom)
+
+    def zoomed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the input the parts see, the squares): ``x`` zoomed to the bird, or ``x`` itself and None without
+        zoom."""
+        if not self.zoom:
+            return x, None
+        squares = self.locate(x)
+        return zoom_in(x, squares), squares
+
+    def to_frame(self, maps: torch.Tensor, squares: torch.Tensor | None) -> torch.Tensor:
+        """Part maps (B, K+1, h, w) of the zoomed input on the photo's grid (the maps themselves without zoom)."""
+        return maps if squares is None else to_frame(maps, squares, background=True)
+
     # -- the model interface ------------------------------------------------------------------------------------
-    def forward_parts(self, x: torch.Tensor) -> PartsOutput:
+    def forward_parts(self, x: torch.Tensor, zoom: bool = True) -> PartsOutput:
+        """Maps (on the photo's grid), part vectors and logits; ``zoom=False``: of ``x`` as it is (what training
+        uses on its already zoomed batch)."""
+        x, squares = self.zoomed(x) if zoom else (x, None)
         z = self.embed(x)
         maps = self.part_maps(z)
         vectors = self.part_vectors(maps, z)
         part_logits = self.score_parts(vectors)
-        return PartsOutput(maps, vectors, part_logits, part_logits.mean(dim=1))
+        return PartsOutput(self.to_frame(maps, squares), vectors, part_logits, part_logits.mean(dim=1), squares)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_parts(x).logits
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The part maps (B, K+1, h, w), background last: what the application shows and §4 scores."""
-        return self.part_maps(self.embed(x))
+    def forward_features(self, x: torch.Tensor, zoom: bool = True) -> torch.Tensor:
+        """The part maps (B, K+1, h, w), background last: what the application shows and §4 scores (on the
+        photo's grid, :meth:`to_frame`, when the model zooms)."""
+        x, squares = self.zoomed(x) if zoom else (x, None)
+        return self.to_frame(self.part_maps(self.embed(x)), squares)
 
     def forward_head(self, maps: torch.Tensor, z: torch.Tensor | None = None,
                      pre_logits: bool = False) -> torch.Tensor:
         """Logits (B, classes) from the maps and the fine features z (``embed(x)``) they were computed on;
         ``pre_logits``: the modulated foreground part vectors (B, K, C) instead. Unlike a pooled CNN head, the
-        part vectors need z as well as the maps: call ``z = model.embed(x); maps = model.part_maps(z)``."""
+        part vectors need z as well as the maps: call ``z = model.embed(x); maps = model.part_maps(z)``, on
+        ``x = model.zoomed(x)[0]`` when the model zooms (the maps are then the zoomed input's)."""
         if z is None:
             raise ConfigError("SharedPartsNet.forward_head needs the fine features z as well as the maps: "
                               "z = model.embed(x); model.forward_head(model.part_maps(z), z)")
@@ -152,4 +261,5 @@ def has_shared_parts(model: nn.Module) -> bool:
     return hasattr(model, "forward_parts")
 
 
-__all__ = ["AUTHORS_BASE_LR", "LR_SCALES", "PartsOutput", "SharedPartsNet", "has_shared_parts"]
+__all__ = ["AUTHORS_BASE_LR", "LR_SCALES", "ZOOM_MIN_SIDE", "FRAME_SCALE", "PartsOutput", "SharedPartsNet",
+           "bird_squares", "zoom_in", "to_frame", "has_shared_parts"]

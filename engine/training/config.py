@@ -55,6 +55,9 @@ DEFAULT_ROTATE = 0.0
 #: (PARTS_SIZE_EPOCHS_BATCH), which on three seeds gave parts as good on average and steadier
 #: (docs/RESULTS.md#parts-runs).
 PARTS_EQUIV_BACKPROP = False
+#: Shared parts zoom to the bird (engine.models.shared_parts, docs/METHODS.md#zoom): the margin around the bird,
+#: a share of its side; 0 is off. Measured on the validation split (docs/RESULTS.md#zoom).
+DEFAULT_ZOOM = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class TrainConfig:
     mc_conc: float | None = None  # MC-Loss concentration weight; None: MC_CONC_PRETRAINED fine-tuning, 0 from scratch
     rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE
     equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
+    zoom: float | None = None  # parts: zoom to the bird with this margin (0 off); None: DEFAULT_ZOOM
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 448 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
@@ -141,6 +145,11 @@ class TrainConfig:
             bad("lam", "must be 0 or more (the paper uses 10)")
         if self.mc_conc is not None and not 0 <= self.mc_conc <= 1e6:
             bad("mc_conc", f"must be a number from 0 (off) to 1e6 (default {MC_CONC_PRETRAINED:g} when fine-tuning)")
+        if self.zoom is not None and not 0 <= self.zoom <= 1:
+            bad("zoom", "must be 0 (off) or the margin around the bird, a share of its side up to 1 (e.g. 0.15)")
+        if self.zoom and self.method != "parts":
+            bad("zoom", f"zooming to the bird is a shared-parts option: leave it off for {self.method}, or use "
+                        "--method parts")
         if self.rotate is not None and not 0 <= self.rotate <= 180:
             bad("rotate", "must be a number of degrees from 0 (no rotation) to 180")
         if not 0 <= self.weight_decay < 1:
@@ -171,6 +180,7 @@ class TrainConfig:
             "fine": bool(self.fine) if self.fine is not None else DEFAULT_FINE[self.method],
             "padding": self.padding if self.padding is not None else DEFAULT_PADDING[self.method],
             "rotate": float(self.rotate) if self.rotate is not None else DEFAULT_ROTATE,
+            "zoom": 0.0 if self.method != "parts" else float(self.zoom) if self.zoom is not None else DEFAULT_ZOOM,
             # only the parts method has an equivariance pass
             "equiv_backprop": None if self.method != "parts" else (
                 bool(self.equiv_backprop) if self.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),
@@ -214,6 +224,8 @@ class TrainConfig:
             d["rotate"] = 0.0
         if d and "equiv_backprop" not in d:  # saved before the option: parts back-propagated both passes then
             d["equiv_backprop"] = True if d.get("method") == "parts" else None
+        if d and "zoom" not in d:  # saved before the option: no zoom then
+            d["zoom"] = 0.0
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
         return d
@@ -251,6 +263,8 @@ _HELP = {
     "lam": "MC-Loss diversity weight λ (paper: 10)",
     "mc_conc": "weight of Fieldmark's concentration term on the true class's channels, which keeps each part compact "
                "(not in the paper; default 3000 fine-tuning, 0 from scratch; 0 turns it off, README)",
+    "zoom": "shared parts: find the bird from the background part, then look again at the square around it with "
+            "this margin (a share of the bird's side, e.g. 0.15; 0 off); maps stay in the photo's coordinates",
     "rotate": "rotate each training photo by a random angle up to ± this many degrees after the crop (default 0; "
               "the PDiscoNet authors use 90)",
     "equiv_backprop": "parts: back-propagate through the equivariance pass on the transformed photos, as the "

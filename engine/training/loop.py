@@ -82,7 +82,7 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.method == "parts":
         return {"head": "parts", "parts": cfg.parts, "fine": cfg.fine,
                 "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False)),
-                **padding}
+                **padding, **({"zoom": cfg.zoom} if cfg.zoom else {})}
     return {"part_channels": cfg.part_channels, **({"fine": True} if cfg.fine else {}), **padding}
 
 
