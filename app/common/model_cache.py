@@ -12,6 +12,8 @@ import numpy as np
 
 from engine.errors import ConfigError
 
+from .caches import trim_oldest
+
 
 class ModelCache:
     """Loaded runs and per-image probabilities, used on the worker thread only (never by widgets)."""
@@ -28,8 +30,7 @@ class ModelCache:
 
         if path not in self._runs:
             self._runs[path] = load_run(path, device=resolve_device("auto"))
-            while len(self._runs) > self.keep:
-                self._runs.popitem(last=False)
+            trim_oldest(self._runs, self.keep)
         self._runs.move_to_end(path)
         return self._runs[path]
 
@@ -42,8 +43,7 @@ class ModelCache:
             run = self.get(run_path)
             pp = Preprocessing.from_dict(run.preprocessing)
             self._probs[key] = predict_probs(run.model, [image], pp)[0].astype(np.float32)
-            while len(self._probs) > 512:
-                self._probs.popitem(last=False)
+            trim_oldest(self._probs, 512)
         return self._probs[key]
 
 

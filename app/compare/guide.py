@@ -18,11 +18,11 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMenu, QMessage
                                QWidget)
 
 from engine.data import DataReport
-from engine.errors import EngineError
 from engine.events import Message, Progress
 from engine.fieldmarks.guide import PLACES_STAGE
 
 from ..common.lane import Lane
+from ..common.text import error_text
 from ..common.tokens import TokenLike, checked
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class GuideControl(QWidget):
         self._result = result  # shown once the lane is idle (_on_lane_finished), so the button is usable again
 
     def _on_lane_errored(self, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.error("field guide: %s", text)
         self._set_state(GuideState(FAILED, self.state.done, self.state.total, error=text))
 

@@ -33,8 +33,10 @@ from engine.errors import EngineError
 from engine.events import Message, Progress
 from engine.runs import RunInfo
 
+from ..common.caches import trim_oldest
 from ..common.lane import Lane
 from ..common.model_cache import ModelCache
+from ..common.text import error_text, training_method_label
 from .columns import ColumnsView
 from .compute import ClassParts, Confusion, Pair, class_parts_job, confusion_job
 from .pairs import PairPanel
@@ -396,7 +398,7 @@ class ComparePage(QWidget):
     def _on_places_errored(self, run: str, exc: BaseException) -> None:
         if self.run is None or self.run.path != run:
             return
-        self.places_error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        self.places_error = error_text(exc)
         log.error("compare: on-bird shares: %s", self.places_error)
         if self.parts_lane.is_idle():
             self.progress.setVisible(False)
@@ -414,16 +416,14 @@ class ComparePage(QWidget):
     def _on_parts_lane_returned(self, run: str, n: int, results: list[ClassParts]) -> None:
         for r in results:
             self._parts[(run, r.class_index, n)] = r
-        while len(self._parts) > 32:
-            self._parts.popitem(last=False)
+        trim_oldest(self._parts, 32)
         self.progress.setVisible(False)
         if self.run is not None and self.run.path == run:
             self._show_columns()
 
     def _on_separation_returned(self, sep: PairSeparation) -> None:
         self._separations[(sep.run, sep.a, sep.b, sep.crops)] = sep
-        while len(self._separations) > 32:
-            self._separations.popitem(last=False)
+        trim_oldest(self._separations, 32)
         self.progress.setVisible(False)
         if self.run is not None and self.run.path == sep.run and (self.pair.a, self.pair.b) == (sep.a, sep.b):
             self._show_separation(sep)
@@ -456,7 +456,7 @@ class ComparePage(QWidget):
 
     def _on_lane_errored(self, exc: BaseException) -> None:
         self.progress.setVisible(False)
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.error("compare: %s", text)
         self.status.setText(text)
         if self.view == "parts" and not self.separation_view.rows:
@@ -485,7 +485,7 @@ class ComparePage(QWidget):
                                     "are ranked by how well their scores tell the two species apart. Keys: Left / "
                                     "Right the pair, 1-9 a part.")
         else:
-            method = {"mcloss": "MC-Loss", "tasn": "TASN", "ce": "CE"}.get(self.run.method, self.run.method)
+            method = training_method_label(self.run.method)
             self.mode_label.setText(f"{method} run: its maps belong to one class each, so each species shows its "
                                     "own maps' strongest crops (ranking the parts that separate a pair needs a "
                                     "`parts` run).")

@@ -36,9 +36,6 @@ DISPLAY_MAX = 1280  # the longest side shown; larger photos are shown scaled (co
 VIEW_SIZE = 320  # side of the resampled views
 THUMB = 84  # side of a map thumbnail
 TOP_K = 5
-METHOD_LABELS = {"channels": "Part channels (MC-Loss)", "ccmp": "CCMP (all channels)", "tasn": "TASN attention",
-                 "cam": "CAM", "gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM",
-                 "guided-backprop": "Guided backprop", "deconvnet": "Deconvnet"}
 
 
 @dataclass(frozen=True)

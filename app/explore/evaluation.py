@@ -13,11 +13,11 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from engine.data import DataReport
-from engine.errors import EngineError
 from engine.events import Message, Progress
 from engine.runs import EVALUATION, RunInfo
 
 from ..common.lane import Lane
+from ..common.text import error_text
 from .compute import ExploreRun, evaluate_job
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class EvaluationPanel(QGroupBox):
 
     def _on_lane_errored(self, exc: BaseException) -> None:
         self.progress.setVisible(False)
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.error("evaluation failed: %s", text)
         self.status.setText(f"Evaluation failed: {text}")
         self._update()

@@ -24,6 +24,7 @@ from engine.fieldmarks import accepted_names, part_label, read_part_names, write
 from engine.fieldmarks.names import NEVER_ACTIVE
 
 from ..common.lane import Lane
+from ..common.text import error_text
 from .compute import propose_job
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class ProposeNamesDialog(QDialog):
         self.save_button.setEnabled(bool(self.proposals))
 
     def _on_lane_errored(self, exc: BaseException) -> None:
-        self.error = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        self.error = error_text(exc)
         log.error("cannot propose part names: %s", self.error)
         self.message.setText(f"Cannot propose names: {self.error}")
         self.progress.setRange(0, 1)

@@ -38,11 +38,13 @@ from engine.events import Message, Progress
 from engine.fieldmarks import part_label, read_part_names, set_part_name
 from engine.runs import RunInfo
 
+from ..common.caches import trim_oldest
 from ..common.lane import Lane
 from ..common.model_cache import ModelCache
 from ..common.pixmaps import to_pixmap
+from ..common.text import error_text, map_method_label
 from ..state import SelectionState, StepRequest
-from .compute import METHOD_LABELS, THUMB, ExploreRun, MapRequest, MapResult, compute_maps, open_run, places_job
+from .compute import THUMB, ExploreRun, MapRequest, MapResult, compute_maps, open_run, places_job
 from .evaluation import EvaluationPanel
 from .image_view import COLORMAPS, MapImageView, colorize
 from .names_dialog import ProposeNamesDialog
@@ -348,7 +350,7 @@ class ExplorePage(QWidget):
             self._show(self._cache[key])
             return
         req = MapRequest(self.info.run.path, self.sample.path, method, self.class_choice)
-        self._set_status(f"Computing {METHOD_LABELS.get(method, method)} maps…")
+        self._set_status(f"Computing {map_method_label(method)} maps…")
         self.lane.submit(compute_maps, req, self.models, on_returned=self._on_lane_maps_returned,
                          on_errored=lambda exc: self._show_error("Cannot compute the maps", exc))
 
@@ -360,7 +362,7 @@ class ExplorePage(QWidget):
         self.method_box.blockSignals(True)
         self.method_box.clear()
         for m in info.methods:
-            self.method_box.addItem(PARTS_LABEL if info.parts and m == "channels" else METHOD_LABELS.get(m, m), m)
+            self.method_box.addItem(PARTS_LABEL if info.parts and m == "channels" else map_method_label(m), m)
         self.method_box.setCurrentIndex(max(0, self.method_box.findData(info.default_method)))
         self.method_box.blockSignals(False)
         self.class_box.clear()
@@ -391,9 +393,7 @@ class ExplorePage(QWidget):
     @Slot(object)
     def _on_lane_maps_returned(self, result: MapResult) -> None:
         self._cache[(result.run, result.path, result.method, result.class_index)] = result
-        while len(self._cache) > 1 and (len(self._cache) > CACHE_SIZE
-                                        or sum(r.nbytes for r in self._cache.values()) > CACHE_BYTES):
-            self._cache.popitem(last=False)
+        trim_oldest(self._cache, CACHE_SIZE, weight=lambda r: r.nbytes, budget=CACHE_BYTES)
         self._predicted[(result.run, result.path)] = result.predicted
         cur = self.sample
         if self.info is None or cur is None or (result.run, result.path) != (self.info.run.path, cur.path):
@@ -627,7 +627,7 @@ class ExplorePage(QWidget):
             self.method_box.setEnabled(False)
 
     def _show_error(self, title: str, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.error("%s: %s", title, text)
         self._set_status(f"{title}: {text}")
 

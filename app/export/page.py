@@ -18,12 +18,12 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QLineEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from engine.data import DataReport
-from engine.errors import EngineError
 from engine.events import Message, Progress
 from engine.export.crops import ExportSummary
 from engine.runs import RunInfo
 
 from ..common.lane import Lane
+from ..common.text import error_text
 from ..common.tokens import TokenLike
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class ExportPage(QWidget):
         self._set_state(ExportState(FINISHED, self.state.total, self.state.total, summary))
 
     def _on_lane_errored(self, exc: BaseException) -> None:
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         log.error("export failed: %s", text)
         self._set_state(ExportState(FAILED, self.state.done, self.state.total, error=text))
 

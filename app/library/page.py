@@ -16,6 +16,7 @@ from superqt.utils import create_worker
 from engine.data import DataReport, scan
 from engine.errors import Cancelled, EngineError
 
+from ..common.text import error_text
 from ..state import DataState, SelectionState, StepRequest
 from .model import SampleFilter, SampleListModel, SampleRole
 from .preview import PreviewPanel
@@ -198,7 +199,7 @@ class LibraryPage(QWidget):
         self._scan_done()
         if isinstance(exc, Cancelled):
             return
-        text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+        text = error_text(exc)
         if not isinstance(exc, EngineError):
             log.error("scan of %s failed", root, exc_info=(type(exc), exc, exc.__traceback__))
         else:

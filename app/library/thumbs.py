@@ -19,6 +19,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
 from engine.errors import DecodeError
 from engine.data.imageio import read_image
 
+from ..common.caches import trim_oldest
 from ..common.pixmaps import to_qimage
 
 log = logging.getLogger(__name__)
@@ -139,8 +140,7 @@ class ThumbnailLoader(QObject):
             else:
                 self._pending[path] = None
                 self.requested += 1
-                while len(self._pending) > self.max_pending:
-                    self._pending.popitem(last=False)
+                trim_oldest(self._pending, self.max_pending)
             start = self._running < self.pool.maxThreadCount()
             if start:
                 self._running += 1
@@ -171,8 +171,7 @@ class ThumbnailLoader(QObject):
             self._failed[thumb.path] = thumb.error
         else:
             self._cache[thumb.path] = QPixmap.fromImage(thumb.image)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+            trim_oldest(self._cache, self.cache_size)
         self.thumbnail_changed.emit(thumb)
 
     # -- pool threads -----------------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from engine.models.fine import FINE_BACKBONES
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
 
+from ..common.text import TRAINING_METHOD_LABELS
+
 log = logging.getLogger(__name__)
 
-METHOD_LABELS = (("MC-Loss", "mcloss"), ("CE", "ce"), ("TASN", "tasn"), ("Shared parts (PDiscoNet)", "parts"))
 SCRATCH = "none (from scratch)"
 WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 #: TrainConfig fields without a widget here: a config filled in (an opened run's) keeps them.
@@ -78,7 +79,7 @@ class TrainForm(QWidget):
         out_btn = QPushButton("Browse…", self)
         out_btn.clicked.connect(self._on_out_button_clicked)
         self.method = QComboBox(self)
-        for label, value in METHOD_LABELS:
+        for value, label in TRAINING_METHOD_LABELS.items():
             self.method.addItem(label, value)
         if not list_models("tasn"):
             item = self.method.model().item(self.method.findData("tasn"))

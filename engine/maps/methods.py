@@ -16,7 +16,6 @@ from engine.errors import ConfigError
 from engine.models.groups import ccmp
 from engine.models.shared_parts import has_shared_parts
 
-METHODS = ("channels", "ccmp", "tasn", "cam", "gradcam", "guided-gradcam", "guided-backprop", "deconvnet")
 #: The backward rules a pass can put on every ``nn.ReLU`` / ``nn.ReLU6`` module (docs/METHODS.md#maps): "guided"
 #: (Springenberg et al., ICLR 2015 workshop) and "deconvnet" (Zeiler & Fergus, ECCV 2014); None is the plain one.
 RELU_RULES = ("guided", "deconvnet")
@@ -288,6 +287,8 @@ class TASNMaps(MapMethod):
 
 REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
                                                              GuidedGradCAM, GuidedBackprop, Deconvnet)}
+#: The map methods' names, in the registry's order (the order the CLI and Explore offer them).
+METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def get_method(name: str) -> MapMethod:
