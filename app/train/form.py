@@ -30,7 +30,8 @@ SCRATCH = "none (from scratch)"
 WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 #: TrainConfig fields without a widget here: a config filled in (an opened run's) keeps them.
 KEPT_FIELDS = ("lr_backbone", "lr_head", "weight_decay", "momentum", "warmup_epochs", "test_fraction", "workers",
-               "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra", "rotate", "equiv_backprop")
+               "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra", "rotate", "equiv_backprop",
+               "zoom")
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class TrainForm(QWidget):
                       if k in KEPT_FIELDS}
         try:  # settings that are the automatic ones stay automatic (they follow Pretrained and Method)
             auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"))
-            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop"):
+            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop", "zoom"):
                 if self._kept.get(k) == getattr(auto, k):
                     del self._kept[k]
         except (ConfigError, KeyError):
