@@ -1,7 +1,7 @@
 """Train and evaluate one setting over several seeds and print its quality row: mean and spread (min..max) of each
 figure (issue 23: every part-quality row is the mean and spread of seeds 0, 1 and 2).
 
-    .venv/bin/python tools/seeds.py DATA --out DIR [--seeds 0 1 2] [--split val] [--baseline CE_RUN] \
+    .venv/bin/python tools/seeds.py DATA --out DIR [--seeds 0 1 2] [--split val] [--baseline CE_RUN|CE_RUNS] \
         [--json FILE] -- TRAIN_ARGS...
 
 Each seed trains ``fieldmark train DATA --out DIR/s<seed> --seed <seed> TRAIN_ARGS`` unless DIR/s<seed> already
@@ -30,6 +30,8 @@ COLUMNS = [
     ("NMI", lambda d: d["protocol"]["own"]["nmi"], 1),
     ("ARI", lambda d: d["protocol"]["own"]["ari"], 1),
     ("top-1 %", lambda d: 100 * d["top1"], 1),
+    ("Grad-CAM keypoint error", lambda d: d["protocol"]["gradcam"]["keypoint_error"], 2),
+    ("random points keypoint error", lambda d: d["protocol"]["random"]["keypoint_error"], 2),
     ("agreement %", lambda d: _pct(d["field_marks"]["agreement"].get("agreement")), 0),
     ("random part %", lambda d: _pct(d["field_marks"]["agreement"].get("random_agreement")), 0),
     ("last part %", lambda d: _pct(d["field_marks"]["agreement"].get("last_agreement")), 0),
@@ -78,6 +80,13 @@ def train_and_evaluate(data: str, run: Path, seed: int, split: str, baseline: st
     return json.loads(out.read_text())
 
 
+def seed_baseline(baseline: str | None, seed: int) -> str | None:
+    """The CE run to compare seed ``seed`` with: ``baseline/s<seed>`` when that is a run, else ``baseline``."""
+    if baseline and (Path(baseline) / f"s{seed}" / "model.json").is_file():
+        return str(Path(baseline) / f"s{seed}")
+    return baseline
+
+
 def row(docs: list[dict]) -> list[tuple[str, float | None, float | None, float | None, int]]:
     """(label, mean, min, max, digits) per column over the seeds' evaluations."""
     out = []
@@ -106,14 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder of the runs, one s<seed> sub-folder each")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--split", default="val", choices=["val", "test"])
-    p.add_argument("--baseline", help="a CE run for the Grad-CAM baseline of evaluate")
+    p.add_argument("--baseline", help="a CE run for the Grad-CAM baseline of evaluate, or a folder of CE runs "
+                                      "s<seed> (seed N is compared with the CE run of seed N)")
     p.add_argument("--json", help="write the per-seed figures and the row to this file")
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():
         p.error(f"data folder {args.data!r} does not exist: give the CUB-layout folder to train on")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    docs = [train_and_evaluate(args.data, out / f"s{s}", s, args.split, args.baseline, train_args)
+    docs = [train_and_evaluate(args.data, out / f"s{s}", s, args.split, seed_baseline(args.baseline, s), train_args)
             for s in args.seeds]
     table = row(docs)
     print(f"{args.out}: {len(docs)} seeds ({', '.join(map(str, args.seeds))}), {args.split} split; "

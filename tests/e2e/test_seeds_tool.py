@@ -33,3 +33,16 @@ def test_two_seeds_are_trained_evaluated_and_tabulated(tmp_path):
     # a second call reuses the finished runs and their evaluations: nothing is trained again
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "$ train" not in again.stderr and line in again.stdout
+
+
+def test_each_seed_is_compared_with_the_ce_run_of_its_own_seed(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from seeds import seed_baseline
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    (tmp_path / "ce" / "s1").mkdir(parents=True)
+    (tmp_path / "ce" / "s1" / "model.json").write_text("{}")
+    assert seed_baseline(str(tmp_path / "ce"), 1) == str(tmp_path / "ce" / "s1")
+    assert seed_baseline(str(tmp_path / "ce"), 2) == str(tmp_path / "ce")  # no run of that seed: the folder itself
+    assert seed_baseline(None, 0) is None
