@@ -9,7 +9,8 @@ TRAINING_METHOD_LABELS = {"mcloss": "MC-Loss", "ce": "CE", "tasn": "TASN", "part
 #: The map methods (``engine.maps.methods.METHODS``) as the app names them.
 MAP_METHOD_LABELS = {"channels": "Part channels (MC-Loss)", "ccmp": "CCMP (all channels)", "tasn": "TASN attention",
                      "cam": "CAM", "gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM",
-                     "guided-backprop": "Guided backprop", "deconvnet": "Deconvnet"}
+                     "guided-backprop": "Guided backprop", "deconvnet": "Deconvnet",
+                     "attention": "Attention blocks (CBAM / residual)"}
 
 
 def training_method_label(name: str) -> str:

@@ -15,8 +15,8 @@ from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
-from engine.training.config import (DEFAULT_FINE, DEFAULT_PADDING, MC_CONC_PRETRAINED, OTHER_SIZE_EPOCHS_BATCH,
-                                    PADDINGS, PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
+from engine.training.config import (ATTENTIONS, DEFAULT_FINE, DEFAULT_PADDING, GAIN_TERMS, MC_CONC_PRETRAINED,
+                                    OTHER_SIZE_EPOCHS_BATCH, PADDINGS, PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
 from engine.errors import ConfigError
 from engine.models.fine import FINE_BACKBONES
 from engine.models import get_spec, list_models
@@ -60,6 +60,18 @@ def _path_row(edit: QWidget, button: QPushButton) -> QWidget:
     lay.setContentsMargins(0, 0, 0, 0)
     lay.addWidget(edit, 1)
     lay.addWidget(button)
+    return w
+
+
+def _gain_row(check: QCheckBox, spins: dict[str, QDoubleSpinBox]) -> QWidget:
+    """GAIN's check box, then α, σ and ω."""
+    w = QWidget()
+    lay = QHBoxLayout(w)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(check, 1)
+    for label, spin in zip(("α", "σ", "ω"), spins.values()):
+        lay.addWidget(QLabel(label, w))
+        lay.addWidget(spin)
     return w
 
 
@@ -146,6 +158,7 @@ class TrainForm(QWidget):
         for label, widget, tip in rows:
             widget.setToolTip(tip)
             form.addRow(label, widget)
+        self._add_attention_rows(form, h)
         form.addRow(self.message)
 
         self._fill_models()
@@ -163,6 +176,29 @@ class TrainForm(QWidget):
         self._kept: dict = {}  # the filled config's settings that have no field here (see set_config)
         self.revalidate()
 
+    def _add_attention_rows(self, form: QFormLayout, h: dict[str, str]) -> None:
+        """The attention-block choice and GAIN (check box, α, σ, ω) after Padding, wired to revalidate."""
+        self.attention = QComboBox(self)
+        for value in ATTENTIONS:
+            self.attention.addItem(value, value)
+        self.gain = QCheckBox("attention mining (GAIN)", self)
+        self.gain_terms: dict[str, QDoubleSpinBox] = {}
+        for key, (top, step) in zip(GAIN_TERMS, ((1000.0, 0.1), (1.0, 0.05), (1000.0, 1.0))):
+            spin = self.gain_terms[key] = QDoubleSpinBox(self)
+            spin.setRange(0.0, top)
+            spin.setDecimals(3)
+            spin.setSingleStep(step)
+            spin.setValue(GAIN_TERMS[key])
+            spin.setToolTip(h[key])
+            spin.valueChanged.connect(self.revalidate)
+        row = form.getWidgetPosition(self.padding)[0] + 1
+        for i, (label, widget, tip) in enumerate((("Attention blocks", self.attention, h["attention"]),
+                                                  ("GAIN", _gain_row(self.gain, self.gain_terms), h["gain"]))):
+            widget.setToolTip(tip)
+            form.insertRow(row + i, label, widget)
+        self.attention.currentIndexChanged.connect(self.revalidate)
+        self.gain.toggled.connect(self._on_gain_toggled)
+
     # -- reading and writing the form ------------------------------------------------------------------------
     def build_config(self) -> TrainConfig:
         """The TrainConfig the form describes (raises ConfigError naming the bad field)."""
@@ -170,6 +206,8 @@ class TrainForm(QWidget):
         mc_conc = _optional_number(self.mc_conc, "mc_conc", f"the default: {MC_CONC_PRETRAINED:g} fine-tuning, 0 "
                                    "from scratch")
         weights = self.pretrained.currentText().strip()
+        gain = self.gain.isEnabled() and self.gain.isChecked()
+        terms = {k: spin.value() if gain else None for k, spin in self.gain_terms.items()}
         return TrainConfig(
             **self._kept,
             data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
@@ -177,7 +215,8 @@ class TrainForm(QWidget):
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
             pretrained=None if weights in ("", SCRATCH) else weights, seed=self.seed.value(),
             device=self.device.currentText(), parts=self.parts.value(), fine=self.fine.isChecked(),
-            padding=self.padding.currentData() if self.padding.isEnabled() else None)
+            padding=self.padding.currentData() if self.padding.isEnabled() else None, gain=gain, **terms,
+            attention=self.attention.currentData() if self.attention.isEnabled() else None)
 
     def set_config(self, cfg: TrainConfig | dict) -> None:
         """Fill the form from a config (e.g. the one saved with a run)."""
@@ -213,6 +252,10 @@ class TrainForm(QWidget):
         self.parts.setValue(int(d.get("parts", 8)))
         self.fine.setChecked(bool(d.get("fine")))  # upgrade_dict filled it
         self.padding.setCurrentIndex(max(0, self.padding.findData(d.get("padding"))))  # upgrade_dict filled it
+        self.attention.setCurrentIndex(max(0, self.attention.findData(d.get("attention"))))  # and these
+        self.gain.setChecked(bool(d.get("gain")))
+        for key, spin in self.gain_terms.items():
+            spin.setValue(float(d[key]) if d.get(key) is not None else GAIN_TERMS[key])
         self._enable_method_fields()
         self.blockSignals(False)
         self.revalidate()
@@ -283,7 +326,8 @@ class TrainForm(QWidget):
         self.model.blockSignals(False)
 
     def _enable_method_fields(self) -> None:
-        """ξ, μ, λ belong to MC-Loss/CE, K to shared parts; fine maps to every method but TASN (stride 8)."""
+        """ξ, μ, λ belong to MC-Loss/CE, K to shared parts; fine maps, attention blocks and GAIN to every method
+        but TASN (stride 8, attention of its own); α, σ, ω to GAIN when it is on."""
         method = self.method.currentData()
         for w in (self.xi, self.mu, self.lam):
             w.setEnabled(method in ("mcloss", "ce"))
@@ -291,6 +335,10 @@ class TrainForm(QWidget):
         self.parts.setEnabled(method == "parts")
         self.fine.setEnabled(method != "tasn")
         self.padding.setEnabled(method != "tasn")  # TASN keeps torchvision's zeros
+        self.attention.setEnabled(method != "tasn")  # TASN has attention of its own
+        self.gain.setEnabled(method != "tasn")
+        for spin in self.gain_terms.values():
+            spin.setEnabled(method != "tasn" and self.gain.isChecked())
 
     @Slot()
     def _on_method_current_index_changed(self) -> None:
@@ -310,6 +358,11 @@ class TrainForm(QWidget):
                 spin.setValue(value)
         self._enable_method_fields()
         self._fill_models()
+        self.revalidate()
+
+    @Slot()
+    def _on_gain_toggled(self) -> None:
+        self._enable_method_fields()
         self.revalidate()
 
     @Slot()

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the overlays, maps and peaks")
     p.add_argument("--method", default="channels", choices=METHODS,
                    help="channels: the ξ MC-Loss part maps of the class (default); ccmp; tasn; cam; gradcam; "
-                        "guided-gradcam; guided-backprop; deconvnet")
+                        "guided-gradcam; guided-backprop; deconvnet; attention (the --attention blocks' spatial maps)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     who.add_argument("--top-k", type=int, default=1, help="explain the k most probable classes (default 1)")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.training.config import PADDINGS, TrainConfig
+from engine.training.config import ATTENTIONS, PADDINGS, TrainConfig
 from engine.events import BatchEnd, EpochEnd, Message, Started
 from engine.cli.common import Bars, fmt_pct
 
@@ -33,6 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "border, entropy 0); repeat for several")
     p.add_argument("--equiv-backprop", action=argparse.BooleanOptionalAction, default=None, help=h["equiv_backprop"])
     p.add_argument("--zoom", type=float, default=None, metavar="MARGIN", help=h["zoom"])
+    p.add_argument("--gain", action=argparse.BooleanOptionalAction, default=None, help=h["gain"])
+    p.add_argument("--gain-alpha", type=float, default=None, metavar="A", help=h["gain_alpha"])
+    p.add_argument("--gain-sigma", type=float, default=None, metavar="S", help=h["gain_sigma"])
+    p.add_argument("--gain-omega", type=float, default=None, metavar="W", help=h["gain_omega"])
+    p.add_argument("--attention", default=None, choices=ATTENTIONS, help=h["attention"])
     p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
@@ -70,9 +75,10 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("seed", "--seed"), ("device", "--device"), ("workers", "--workers"), ("resume", "--resume"),
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
              ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate"),
-             ("validation_fraction", "--validation-fraction"), ("zoom", "--zoom")]
+             ("validation_fraction", "--validation-fraction"), ("zoom", "--zoom"), ("gain_alpha", "--gain-alpha"),
+             ("gain_sigma", "--gain-sigma"), ("gain_omega", "--gain-omega"), ("attention", "--attention")]
 #: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
-TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop")]
+TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop"), ("gain", "gain")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -139,7 +145,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
         for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop",
-                    "validation_fraction", "zoom"):
+                    "validation_fraction", "zoom", "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
@@ -147,7 +153,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        img_size=args.img_size, batch_size=args.batch_size, lr_backbone=args.lr_backbone,
                        lr_head=args.lr_head, seed=args.seed, device=args.device, workers=args.workers,
                        parts=args.parts, fine=args.fine, padding=args.padding, rotate=args.rotate,
-                       equiv_backprop=args.equiv_backprop, zoom=args.zoom,
+                       equiv_backprop=args.equiv_backprop, zoom=args.zoom, gain=args.gain, gain_alpha=args.gain_alpha,
+                       gain_sigma=args.gain_sigma, gain_omega=args.gain_omega, attention=args.attention,
                        validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
 

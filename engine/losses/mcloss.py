@@ -130,7 +130,10 @@ class CECriterion(nn.Module):
     """Plain cross-entropy on the same models (the comparison method)."""
 
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
-        logits = model(images)
+        return self.terms(None, model(images), targets)
+
+    def terms(self, features: torch.Tensor | None, logits: torch.Tensor, targets: torch.Tensor):
+        """The loss of one pass's logits (``features`` unused; GAIN shares its pass, engine.losses.gain)."""
         ce = F.cross_entropy(logits, targets)
         return ce, {"ce": ce.detach()}
 
@@ -145,5 +148,8 @@ class MCLossCriterion(nn.Module):
 
     def forward(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         features = model.forward_features(images)
-        logits = model.forward_head(features)
+        return self.terms(features, model.forward_head(features), targets)
+
+    def terms(self, features: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor):
+        """The loss of one pass's features and logits (GAIN shares its pass, engine.losses.gain)."""
         return self.loss(features, logits, targets)

@@ -22,6 +22,9 @@ Methods (docs/METHODS.md#maps):
   Networks", ECCV 2014): the gradient w.r.t. the input with every ``nn.ReLU``/``nn.ReLU6`` module passing back
   max(g, 0) of the gradient g it receives, whatever its forward input (ReLU6 keeps its upper clip), rendered as
   guided backprop is.
+* ``attention``: the spatial maps of a model's attention blocks (``--attention``; CBAM, Woo et al., ECCV 2018;
+  residual attention, Wang et al., CVPR 2017), one per block, the same for every class
+  (docs/METHODS.md#attention-blocks).
 
 Methods under different ReLU rules get a forward pass each; the others share the first one (the rules change
 only the backward through ReLU modules, and their gradients w.r.t. the features go through the head alone, which

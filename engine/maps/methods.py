@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.models.attention import attention_blocks, spatial_maps
 from engine.models.groups import ccmp
 from engine.models.shared_parts import has_shared_parts
 
@@ -285,8 +286,26 @@ class TASNMaps(MapMethod):
         return list(stacked), [["structure", "detail"]] * len(targets), [[-1, -1]] * len(targets)
 
 
+class AttentionMaps(MapMethod):
+    """The spatial maps of a model's attention blocks (``--attention``, docs/METHODS.md#attention-blocks): CBAM's
+    spatial gate, the residual attention's mean 1 + M; class-agnostic, one map per block."""
+
+    name = "attention"
+
+    def check(self, model):
+        if not attention_blocks(model):
+            raise ConfigError(f"method 'attention' needs a model trained with --attention cbam or residual; "
+                              f"{type(model).__name__} has no attention blocks: use gradcam or guided-backprop")
+
+    def maps(self, p, targets):
+        blocks = attention_blocks(p.model)
+        names = [f"{b.kind}, {where} stage" for b, where in zip(blocks, ("next-to-last", "last"))]
+        return list(spatial_maps(p.model, p.x)), [names] * len(targets), [[-1] * len(blocks)] * len(targets)
+
+
 REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
-                                                             GuidedGradCAM, GuidedBackprop, Deconvnet)}
+                                                             GuidedGradCAM, GuidedBackprop, Deconvnet,
+                                                             AttentionMaps)}
 #: The map methods' names, in the registry's order (the order the CLI and Explore offer them).
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 

@@ -13,7 +13,8 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.models.backbones import BACKBONES, set_padding
-from engine.models.fine import fine_backbone
+from engine.models.attention import ATTENTIONS, add_attention
+from engine.models.fine import fine_split
 from engine.models.partnet import PartNet
 from engine.models.shared_parts import SharedPartsNet
 
@@ -66,14 +67,18 @@ def _partnet_builder(backbone: str) -> Callable[..., nn.Module]:
     ``fine``: stride-16 features, the last stage upsampled and concatenated with the one before it
     (:mod:`engine.models.fine`). ``padding``: how the backbone's convolutions pad (``zeros`` as torchvision,
     ``replicate`` or ``reflect``; :func:`~engine.models.backbones.set_padding`). ``zoom``: shared parts zoom to the
-    bird with this margin (0: off; :class:`SharedPartsNet`)."""
+    bird with this margin (0: off; :class:`SharedPartsNet`). ``attention``: ``cbam`` or ``residual`` blocks after
+    the backbone's last two stages, the identity at initialisation (:mod:`engine.models.attention`)."""
 
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, part_channels: str = "auto",
               head: str = "mcloss", fine: bool = False, parts: int = 8, part_dropout: float = 0.3,
-              gumbel: bool = False, padding: str = "zeros", zoom: float = 0.0) -> nn.Module:
+              gumbel: bool = False, padding: str = "zeros", zoom: float = 0.0, attention: str = "none"
+              ) -> nn.Module:
         if head not in HEADS:
             raise ConfigError(f"head={head!r}: use one of {', '.join(HEADS)}")
-        features, width, stride = fine_backbone(backbone, pretrained) if fine else BACKBONES[backbone][0](pretrained)
+        body, width, stride = BACKBONES[backbone][0](pretrained)
+        add_attention(body, backbone, attention)  # checks the name; none leaves the body as it is
+        features, width, stride = fine_split(backbone, body, width, stride) if fine else (body, width, stride)
         set_padding(features, padding)  # checks the name; zeros leaves torchvision's padding as it is
         if head == "parts":
             return SharedPartsNet(features, width, stride, num_classes, parts, part_dropout, gumbel, zoom)
@@ -110,4 +115,5 @@ for _name, _desc in (("resnet18", "TASN, ResNet-18 attention net (stride 8) + Re
     register(ModelSpec(f"tasn_{_name}", "tasn", _desc, _tasn_builder(_name), _DEFAULT_WEIGHTS[_name]))
 
 
-__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet", "SharedPartsNet", "HEADS"]
+__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet", "SharedPartsNet", "HEADS",
+           "ATTENTIONS"]

@@ -59,7 +59,13 @@ def fine_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, 
     :data:`engine.models.backbones.BACKBONES` (None, a torchvision weights name, or a local file)."""
     if name not in backbones.BACKBONES:
         raise ConfigError(f"backbone {name!r} is unknown: use one of {', '.join(backbones.BACKBONES)}")
-    body, width, stride = backbones.BACKBONES[name][0](pretrained)
+    return fine_split(name, *backbones.BACKBONES[name][0](pretrained))
+
+
+def fine_split(name: str, body: nn.Module, width: int, stride: int) -> tuple[nn.Module, int, int]:
+    """The fine features of registry backbone ``name``'s ``body`` (as its builder returned it, with its
+    ``width`` and ``stride``): what :func:`fine_backbone` returns, for a body already changed (e.g. with
+    attention blocks, :mod:`engine.models.attention`)."""
     if name not in _SPLIT_AT:
         return body, width, stride  # already stride 16 (VGG-16-BN) or finer (smallnet)
     layers = list(body.children())
@@ -71,4 +77,4 @@ def fine_backbone(name: str, pretrained: str | None = None) -> tuple[nn.Module, 
     return FineFeatures(early, late), mid + last, stride // 2
 
 
-__all__ = ["FINE_BACKBONES", "FineFeatures", "fine_backbone"]
+__all__ = ["FINE_BACKBONES", "FineFeatures", "fine_backbone", "fine_split"]

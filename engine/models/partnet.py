@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.models.attention import attention_blocks
 from engine.models.groups import group_sizes
 
 
@@ -55,9 +56,12 @@ class PartNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """(backbone parameters, head parameters): they train at different learning rates."""
-        head = list(self.proj.parameters()) + list(self.fc.parameters())
-        return list(self.backbone.parameters()), head
+        """(backbone parameters, head parameters): they train at different learning rates. Attention blocks
+        (``--attention``, new layers inside the backbone) learn with the head."""
+        new = [p for block in attention_blocks(self.backbone) for p in block.parameters()]
+        fresh = {id(p) for p in new}
+        head = new + list(self.proj.parameters()) + list(self.fc.parameters())
+        return [p for p in self.backbone.parameters() if id(p) not in fresh], head
 
     def class_channels(self, class_index: int) -> range:
         start = sum(self.groups[:class_index])

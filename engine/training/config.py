@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.models.attention import ATTENTIONS
 from engine.models.backbones import PADDINGS
 
 METHODS = ("mcloss", "ce", "tasn", "parts")
@@ -58,6 +59,8 @@ PARTS_EQUIV_BACKPROP = False
 #: Shared parts zoom to the bird (engine.models.shared_parts, docs/METHODS.md#zoom): the margin around the bird,
 #: a share of its side; 0 is off. Measured on the validation split (docs/RESULTS.md#zoom).
 DEFAULT_ZOOM = 0.0
+#: GAIN's attention mining (``--gain``, engine.losses.gain, docs/METHODS.md#gain): the paper's α, σ and ω.
+GAIN_TERMS = {"gain_alpha": 1.0, "gain_sigma": 0.5, "gain_omega": 10.0}
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,11 @@ class TrainConfig:
     rotate: float | None = None  # training photos rotated up to ± degrees; None: DEFAULT_ROTATE
     equiv_backprop: bool | None = None  # parts: back-propagate the equivariance pass; None: PARTS_EQUIV_BACKPROP
     zoom: float | None = None  # parts: zoom to the bird with this margin (0 off); None: DEFAULT_ZOOM
+    gain: bool | None = None  # GAIN attention mining (ce, mcloss, parts); None: off
+    gain_alpha: float | None = None  # GAIN's α, σ, ω; None: GAIN_TERMS with gain, None without
+    gain_sigma: float | None = None
+    gain_omega: float | None = None
+    attention: str | None = None  # cbam or residual blocks on a partnet backbone; None: "none"
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 448 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
@@ -193,7 +201,7 @@ class TrainConfig:
                 PARTS_LR[1] if self.method == "parts" else 0.01 if self.method == "tasn" and not scratch else 0.05),
             "crop_scale": tuple(float(v) for v in self.crop_scale),
         }
-        for k, v in fill.items():
+        for k, v in {**fill, **attention_options(self)}.items():
             object.__setattr__(self, k, v)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -209,8 +217,8 @@ class TrainConfig:
         """A saved config with the keys of older versions renamed (``val_fraction`` is ``test_fraction``), the
         retired ones (``label_smoothing``, which no loss read) dropped, ``padding`` "zeros" when it predates
         the option, ``fine`` what the defaults gave before MC-Loss's default changed (on for parts only),
-        ``mc_conc`` 0 (no concentration term), ``rotate`` 0 and, for parts, ``equiv_backprop`` true (the
-        authors' way) when they predate those options."""
+        ``mc_conc`` 0 (no concentration term), ``rotate`` 0, ``gain`` off, ``attention`` none and, for parts,
+        ``equiv_backprop`` true (the authors' way) when they predate those options."""
         d = {k: v for k, v in d.items() if k not in RETIRED}
         for old, new in RENAMED.items():
             if old in d:
@@ -226,6 +234,10 @@ class TrainConfig:
             d["equiv_backprop"] = True if d.get("method") == "parts" else None
         if d and "zoom" not in d:  # saved before the option: no zoom then
             d["zoom"] = 0.0
+        if d and "gain" not in d:  # saved before the options: no GAIN and no attention blocks then
+            d.update(gain=False, **dict.fromkeys(GAIN_TERMS))
+        if d and "attention" not in d:
+            d["attention"] = "none"
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
         return d
@@ -265,6 +277,13 @@ _HELP = {
                "(not in the paper; default 3000 fine-tuning, 0 from scratch; 0 turns it off, README)",
     "zoom": "shared parts: find the bird from the background part, then look again at the square around it with "
             "this margin (a share of the bird's side, e.g. 0.15; 0 off); maps stay in the photo's coordinates",
+    "gain": "GAIN attention mining (ce, mcloss, parts): erase what the true class's Grad-CAM attends to and "
+            "penalise the class's score on what is left, so the attention covers all the evidence (off by default)",
+    "gain_alpha": "GAIN: weight α of the attention-mining loss (default 1, the paper's)",
+    "gain_sigma": "GAIN: threshold σ of the soft mask on the attention scaled to [0, 1] (default 0.5)",
+    "gain_omega": "GAIN: steepness ω of the soft mask (default 10)",
+    "attention": "attention blocks after the backbone's last two stages: cbam or residual (partnet models; "
+                 "they start as the identity, so a pretrained backbone starts unchanged; default none)",
     "rotate": "rotate each training photo by a random angle up to ± this many degrees after the crop (default 0; "
               "the PDiscoNet authors use 90)",
     "equiv_backprop": "parts: back-propagate through the equivariance pass on the transformed photos, as the "
@@ -283,3 +302,37 @@ _HELP = {
                            "`fieldmark evaluate --split val` scores it)",
     "device": "auto, cpu, cuda, cuda:N or mps",
 }
+
+
+def attention_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The GAIN and attention-block settings of ``cfg`` checked and filled (ConfigError naming the field, the
+    value and what to do): GAIN's α, σ, ω the paper's with ``gain`` and None without; ``attention`` "none"."""
+    from engine.models import get_spec
+
+    def bad(name: str, why: str) -> None:
+        raise ConfigError(f"{name}={getattr(cfg, name)!r}: {why}")
+
+    gain, attention = bool(cfg.gain), cfg.attention if cfg.attention is not None else "none"
+    if gain and cfg.method == "tasn":
+        bad("gain", "GAIN mines the attention of a classifier's Grad-CAM and TASN has attention of its own: use "
+                    "--method ce, mcloss or parts, or leave --gain out")
+    limits = {"gain_alpha": (lambda v: 0 <= v <= 1000, "the attention-mining weight α is from 0 to 1000 (the "
+                                                         "paper's 1)"),
+              "gain_sigma": (lambda v: 0 < v < 1, "the mask's threshold σ is between 0 and 1, on the attention "
+                                                  "scaled to [0, 1] (the paper's 0.5)"),
+              "gain_omega": (lambda v: 0 < v <= 1000, "the mask's steepness ω is above 0 and at most 1000 (the "
+                                                      "paper's 10)")}
+    for name, (ok, why) in limits.items():
+        value = getattr(cfg, name)
+        if value is not None and not gain:
+            bad(name, "is a GAIN setting: add --gain, or leave it out")
+        if value is not None and not ok(value):
+            bad(name, why)
+    if attention not in ATTENTIONS:
+        bad("attention", f"use one of {', '.join(ATTENTIONS)}")
+    if attention != "none" and (cfg.method == "tasn" or get_spec(cfg.model).family == "tasn"):
+        bad("attention", f"attention blocks go on the partnet backbones and {cfg.model} is a TASN model: leave "
+                         "--attention out, or train a partnet model (fieldmark models) with ce, mcloss or parts")
+    terms = {k: (float(getattr(cfg, k)) if getattr(cfg, k) is not None else v) if gain else None
+             for k, v in GAIN_TERMS.items()}
+    return {"gain": gain, **terms, "attention": attention}

@@ -38,6 +38,7 @@ from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, EngineError
 from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started, drive, relay
+from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 
@@ -53,6 +54,11 @@ def seed_everything(seed: int) -> None:
 
 
 def build_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
+    base = method_criterion(cfg, model)  # with --gain inside GAIN's attention mining (engine.losses.gain)
+    return GAINCriterion(base, cfg.gain_alpha, cfg.gain_sigma, cfg.gain_omega) if cfg.gain else base
+
+
+def method_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     if cfg.method == "ce":
         return CECriterion()
     if cfg.method == "mcloss":
@@ -76,9 +82,10 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
-    # model.json keeps "padding" only when it is not torchvision's zeros, so runs saved before the option load as
-    # they were built
+    # model.json keeps "padding" only when it is not torchvision's zeros (and "attention" only with blocks), so runs
+    # saved before the option load as they were built
     padding = {"padding": cfg.padding} if cfg.padding not in (None, "zeros") else {}
+    padding.update({"attention": cfg.attention} if cfg.attention not in (None, "none") else {})
     if cfg.method == "parts":
         return {"head": "parts", "parts": cfg.parts, "fine": cfg.fine,
                 "part_dropout": float(cfg.extra.get("part_dropout", 0.3)), "gumbel": bool(cfg.extra.get("gumbel", False)),
