@@ -29,6 +29,7 @@ from engine.runs import RunInfo
 from ..common.lane import Lane
 from ..common.model_cache import ModelCache
 from ..common.text import error_text
+from ..common.widgets import state_property
 from ..state import SelectionState
 from . import ui, views
 from .compute import ExploreRun, MapRequest, MapResult, compute_maps, open_run
@@ -42,10 +43,6 @@ from .views import AllPartsView, OneMapView
 log = logging.getLogger(__name__)
 
 
-def _from_state(name: str) -> property:
-    return property(lambda self: getattr(self.state, name), doc=f"The page state's ``{name}`` (read-only).")
-
-
 class ExplorePage(QWidget):
     """Explore the active run's maps on the selected image: the widgets over an :class:`ExploreState`."""
 
@@ -53,14 +50,14 @@ class ExplorePage(QWidget):
     step_requested = Signal(object)  # StepRequest
     part_names_changed = Signal(object)  # dict[int, str]: the active run's part names were saved
 
-    info = _from_state("info")
-    sample = _from_state("sample")
-    result = _from_state("result")
-    map_index = _from_state("map_index")
-    part_names = _from_state("part_names")
-    isolated = _from_state("isolated")
-    hovered = _from_state("hovered")
-    places = _from_state("places")
+    info = state_property("info")
+    sample = state_property("sample")
+    result = state_property("result")
+    map_index = state_property("map_index")
+    part_names = state_property("part_names")
+    isolated = state_property("isolated")
+    hovered = state_property("hovered")
+    places = state_property("places")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

@@ -68,7 +68,7 @@ def test_confusable_pairs_and_part_rows(window, qtbot, toy):
         own = [s for s in samples if s.label == cls]
         assert all(len(row) == min(n, len(own)) for row in col.crop_labels)
     # the first row of class a: its top scores over the class's test images, best first
-    parts = page._parts[(str(toy.run), pick.a, n)]
+    parts = page.state.parts[(str(toy.run), pick.a, n)]
     sets = explain(run.model, [read_image(s.path) for s in samples if s.label == pick.a], "channels", pick.a, pp)
     scores = sorted((find_parts(ms)[0].score for ms, *_ in sets), reverse=True)[:n]
     assert [c.score for c in parts.rows[0].crops] == pytest.approx(scores, rel=1e-5)
