@@ -91,34 +91,7 @@ class TrainForm(QWidget):
         self.out.setPlaceholderText("a new folder for this run")
         out_btn = QPushButton("Browse…", self)
         out_btn.clicked.connect(self._on_out_button_clicked)
-        self.method = QComboBox(self)
-        for value, label in TRAINING_METHOD_LABELS.items():
-            self.method.addItem(label, value)
-        if not list_models("tasn"):
-            item = self.method.model().item(self.method.findData("tasn"))
-            item.setEnabled(False)
-            item.setToolTip("No TASN model is installed in this engine")
-        self.model = QComboBox(self)
-        self.xi = QSpinBox(self)
-        self.xi.setRange(0, 128)
-        self.xi.setValue(3)
-        self.parts = QSpinBox(self)
-        self.parts.setRange(0, 128)
-        self.parts.setValue(8)
-        self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
-        self.fine.setChecked(DEFAULT_FINE["mcloss"])
-        self.padding = QComboBox(self)
-        for value in PADDINGS:
-            self.padding.addItem(value, value)
-        self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING["mcloss"]))
-        self.mu = QLineEdit(self)
-        self.mu.setPlaceholderText("auto (0.5 fine-tuning, 1.5 from scratch)")
-        self.mc_conc = QLineEdit(self)
-        self.mc_conc.setPlaceholderText(f"auto ({MC_CONC_PRETRAINED:g} fine-tuning, 0 from scratch)")
-        self.lam = QDoubleSpinBox(self)
-        self.lam.setRange(-100, 10000)
-        self.lam.setDecimals(3)
-        self.lam.setValue(10.0)
+        self._build_method_fields()
         self.epochs = QSpinBox(self)
         self.epochs.setRange(0, 100000)
         self.epochs.setValue(OTHER_SIZE_EPOCHS_BATCH[1])
@@ -175,6 +148,38 @@ class TrainForm(QWidget):
         self.state = ConfigState(None)
         self._kept: dict = {}  # the filled config's settings that have no field here (see set_config)
         self.revalidate()
+
+    def _build_method_fields(self) -> None:
+        """The method and model choices and the method's own settings (MC-Loss's ξ, μ, λ and concentration, the
+        shared parts' K, fine maps, padding)."""
+        self.method = QComboBox(self)
+        for value, label in TRAINING_METHOD_LABELS.items():
+            self.method.addItem(label, value)
+        if not list_models("tasn"):
+            item = self.method.model().item(self.method.findData("tasn"))
+            item.setEnabled(False)
+            item.setToolTip("No TASN model is installed in this engine")
+        self.model = QComboBox(self)
+        self.xi = QSpinBox(self)
+        self.xi.setRange(0, 128)
+        self.xi.setValue(3)
+        self.parts = QSpinBox(self)
+        self.parts.setRange(0, 128)
+        self.parts.setValue(8)
+        self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
+        self.fine.setChecked(DEFAULT_FINE["mcloss"])
+        self.padding = QComboBox(self)
+        for value in PADDINGS:
+            self.padding.addItem(value, value)
+        self.padding.setCurrentIndex(self.padding.findData(DEFAULT_PADDING["mcloss"]))
+        self.mu = QLineEdit(self)
+        self.mu.setPlaceholderText("auto (0.5 fine-tuning, 1.5 from scratch)")
+        self.mc_conc = QLineEdit(self)
+        self.mc_conc.setPlaceholderText(f"auto ({MC_CONC_PRETRAINED:g} fine-tuning, 0 from scratch)")
+        self.lam = QDoubleSpinBox(self)
+        self.lam.setRange(-100, 10000)
+        self.lam.setDecimals(3)
+        self.lam.setValue(10.0)
 
     def _add_attention_rows(self, form: QFormLayout, h: dict[str, str]) -> None:
         """The attention-block choice and GAIN (check box, α, σ, ω) after Padding, wired to revalidate."""

@@ -55,6 +55,40 @@ class TrainPage(QWidget):
         self.job.event_received.connect(self._on_job_event_received)
         self.form = TrainForm(self)
         self.form.config_changed.connect(self._on_form_config_changed)
+        scroll = self._build_settings()
+        self._build_job_panel()
+
+        right_top = QWidget(self)
+        rl = QVBoxLayout(right_top)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.status)
+        rl.addWidget(self.progress)
+        rl.addWidget(self.error_box)
+        rl.addWidget(self.curves, 1)
+        right = QSplitter(Qt.Orientation.Vertical, self)
+        right.addWidget(right_top)
+        right.addWidget(self.runs)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 1)
+        main = QSplitter(Qt.Orientation.Horizontal, self)
+        main.addWidget(scroll)
+        main.addWidget(right)
+        main.setStretchFactor(1, 1)
+        main.setSizes([380, 900])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.addWidget(main)
+
+        self.runs_folder = default_runs_folder()
+        self._config_state: ConfigState = self.form.state
+        self._run_t0 = 0.0
+        self._started: Started | None = None
+        self._last_status = 0.0
+        self.runs.set_folder(self.runs_folder)
+        self._update_buttons()
+
+    def _build_settings(self) -> QScrollArea:
+        """The left side: the training form with its Start / Stop / Resume buttons, scrollable."""
         self.start_button = QPushButton("Start", self)
         self.start_button.setObjectName("primaryButton")
         self.stop_button = QPushButton("Stop", self)
@@ -88,7 +122,10 @@ class TrainPage(QWidget):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(left)
         scroll.setMinimumWidth(360)
+        return scroll
 
+    def _build_job_panel(self) -> None:
+        """The job's widgets on the right: its status, progress, the error box, the curves and the past runs."""
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 1000)
         self.progress.setTextVisible(False)
@@ -108,35 +145,6 @@ class TrainPage(QWidget):
         self.curves = TrainCurves(self)
         self.runs = RunsPanel(self)
         self.runs.run_open_requested.connect(self.run_open_requested)
-
-        right_top = QWidget(self)
-        rl = QVBoxLayout(right_top)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.status)
-        rl.addWidget(self.progress)
-        rl.addWidget(self.error_box)
-        rl.addWidget(self.curves, 1)
-        right = QSplitter(Qt.Orientation.Vertical, self)
-        right.addWidget(right_top)
-        right.addWidget(self.runs)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 1)
-        main = QSplitter(Qt.Orientation.Horizontal, self)
-        main.addWidget(scroll)
-        main.addWidget(right)
-        main.setStretchFactor(1, 1)
-        main.setSizes([380, 900])
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(6, 6, 6, 6)
-        lay.addWidget(main)
-
-        self.runs_folder = default_runs_folder()
-        self._config_state: ConfigState = self.form.state
-        self._run_t0 = 0.0
-        self._started: Started | None = None
-        self._last_status = 0.0
-        self.runs.set_folder(self.runs_folder)
-        self._update_buttons()
 
     # -- public API ------------------------------------------------------------------------------------------
     def set_data_folder(self, folder: str) -> None:
