@@ -11,6 +11,7 @@ from __future__ import annotations
 import colorsys
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -202,6 +203,64 @@ def _colour(c: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in np.clip(c, 0, 255))
 
 
+def _paint_bird(img: np.ndarray, tr: Callable[[np.ndarray], np.ndarray], shapes: dict[str, np.ndarray],
+                colours: dict[str, np.ndarray], kps: dict[str, tuple[float, float]], scale: float, leg_w: int) -> None:
+    """Draw the bird onto ``img`` (in place): the legs, far one darker, then the shapes back to front (the marks
+    clipped to the body outline), then the eye's highlight; ``tr`` maps shape coordinates to pixels."""
+    leg_c = colours.get("leg_colour")
+    for side, shade in (("far", 0.7), ("near", 1.0)):
+        col = _colour(leg_c * shade)
+        cv2.polylines(img, [_fix(tr(shapes[f"{side}_leg"]))], False, col, leg_w, cv2.LINE_AA, SHIFT)
+        cv2.polylines(img, [_fix(tr(shapes[f"{side}_toes"]))], False, col, max(1, leg_w - 1), cv2.LINE_AA, SHIFT)
+    order = ("tail", "tail_tip", "body", "belly", "neck", "breast_spot", "wing", "wing_bar", "primaries",
+             "head", "nape_collar", "crown_patch", "throat_patch", "eye_ring", "eye", "beak_colour")
+    for name in order:
+        if name not in colours:
+            continue
+        pts = _fix(tr(shapes[name]))
+        if name in CLIPPED:
+            poly = tr(shapes[name]).astype(np.float32)
+            for piece in OUTLINE:
+                area, cut = cv2.intersectConvexConvex(poly, tr(shapes[piece]).astype(np.float32))
+                if cut is not None and area > 0:
+                    cv2.fillPoly(img, [_fix(cut.reshape(-1, 2))], _colour(colours[name]), cv2.LINE_AA, SHIFT)
+        elif name == "primaries":
+            cv2.polylines(img, list(pts.reshape(-1, 2, 2)), False, _colour(colours[name]), 1, cv2.LINE_AA, SHIFT)
+        else:
+            cv2.fillPoly(img, [pts], _colour(colours[name]), cv2.LINE_AA, SHIFT)
+    eye = tr(np.array([kps["eye"]]))[0] + np.array([-0.03, -0.03]) * scale
+    cv2.circle(img, _pt(*eye), max(_ONE // 2, round(0.03 * scale * _ONE)), (235, 235, 235), -1, cv2.LINE_AA, SHIFT)
+
+
+def _keypoints(tr: Callable[[np.ndarray], np.ndarray], kps: dict[str, tuple[float, float]],
+               flip: bool) -> dict[str, tuple[float, float, int]]:
+    """{CUB part: (x, y, visible)} in pixels; the far side's sided parts are hidden, at (0, 0, 0)."""
+    near, far = ("left", "right") if flip else ("right", "left")
+    keypoints: dict[str, tuple[float, float, int]] = {}
+    for part in PARTS:
+        side, _, base = part.partition(" ")
+        if base in SIDED:
+            if side == far:
+                keypoints[part] = (0.0, 0.0, 0)
+                continue
+            part_kp = kps[base]
+        else:
+            part_kp = kps[part]
+        x, y = tr(np.array([part_kp]))[0]
+        keypoints[part] = (float(x), float(y), 1)
+    return keypoints
+
+
+def _bird_extent(tr: Callable[[np.ndarray], np.ndarray], shapes: dict[str, np.ndarray], leg_w: int,
+                 size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The drawn bird's tight box as (x0, y0), (x1, y1) in pixels, within the image."""
+    pts = tr(np.concatenate([s for k, s in shapes.items() if not k.endswith(("leg", "toes")) and k not in CLIPPED]))
+    leg_pts = tr(np.concatenate([shapes[k] for k in ("near_leg", "far_leg", "near_toes", "far_toes")]))
+    lo = np.minimum(pts.min(0), leg_pts.min(0) - leg_w / 2)
+    hi = np.maximum(pts.max(0), leg_pts.max(0) + leg_w / 2)
+    return np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
+
+
 def draw_bird(
     rng: np.random.Generator,
     size: int,
@@ -259,51 +318,13 @@ def draw_bird(
 
     img = make_background(rng, size).astype(np.uint8) if background else np.full((size, size, 3), 200, np.uint8)
     leg_w = max(2, round(0.13 * scale))
-    leg_c = colours.get("leg_colour")
-    for side, shade in (("far", 0.7), ("near", 1.0)):
-        col = _colour(leg_c * shade)
-        cv2.polylines(img, [_fix(tr(shapes[f"{side}_leg"]))], False, col, leg_w, cv2.LINE_AA, SHIFT)
-        cv2.polylines(img, [_fix(tr(shapes[f"{side}_toes"]))], False, col, max(1, leg_w - 1), cv2.LINE_AA, SHIFT)
-    order = ("tail", "tail_tip", "body", "belly", "neck", "breast_spot", "wing", "wing_bar", "primaries",
-             "head", "nape_collar", "crown_patch", "throat_patch", "eye_ring", "eye", "beak_colour")
-    for name in order:
-        if name not in colours:
-            continue
-        pts = _fix(tr(shapes[name]))
-        if name in CLIPPED:
-            poly = tr(shapes[name]).astype(np.float32)
-            for piece in OUTLINE:
-                area, cut = cv2.intersectConvexConvex(poly, tr(shapes[piece]).astype(np.float32))
-                if cut is not None and area > 0:
-                    cv2.fillPoly(img, [_fix(cut.reshape(-1, 2))], _colour(colours[name]), cv2.LINE_AA, SHIFT)
-        elif name == "primaries":
-            cv2.polylines(img, list(pts.reshape(-1, 2, 2)), False, _colour(colours[name]), 1, cv2.LINE_AA, SHIFT)
-        else:
-            cv2.fillPoly(img, [pts], _colour(colours[name]), cv2.LINE_AA, SHIFT)
-    eye = tr(np.array([kps["eye"]]))[0] + np.array([-0.03, -0.03]) * scale
-    cv2.circle(img, _pt(*eye), max(_ONE // 2, round(0.03 * scale * _ONE)), (235, 235, 235), -1, cv2.LINE_AA, SHIFT)
+    _paint_bird(img, tr, shapes, colours, kps, scale, leg_w)
     ramp = np.arange(size, dtype=np.float32) / size - 0.5  # lighting: gain, gradient, tint; then sensor noise
     light = gain * (1 + grad[0] * ramp[None, :, None] + grad[1] * ramp[:, None, None]) * tint.astype(np.float32)
     out = img * light
     out += rng.standard_normal(out.shape, np.float32) * np.float32(noise) + np.float32(0.5)
     rgb = np.clip(out, 0, 255, out=out).astype(np.uint8)
 
-    near, far = ("left", "right") if flip else ("right", "left")
-    keypoints: dict[str, tuple[float, float, int]] = {}
-    for part in PARTS:
-        side, _, base = part.partition(" ")
-        if base in SIDED:
-            if side == far:
-                keypoints[part] = (0.0, 0.0, 0)
-                continue
-            part_kp = kps[base]
-        else:
-            part_kp = kps[part]
-        x, y = tr(np.array([part_kp]))[0]
-        keypoints[part] = (float(x), float(y), 1)
-    pts = tr(np.concatenate([s for k, s in shapes.items() if not k.endswith(("leg", "toes")) and k not in CLIPPED]))
-    leg_pts = tr(np.concatenate([shapes[k] for k in ("near_leg", "far_leg", "near_toes", "far_toes")]))
-    lo = np.minimum(pts.min(0), leg_pts.min(0) - leg_w / 2)
-    hi = np.maximum(pts.max(0), leg_pts.max(0) + leg_w / 2)
-    lo, hi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
+    keypoints = _keypoints(tr, kps, flip)
+    lo, hi = _bird_extent(tr, shapes, leg_w, size)
     return rgb, keypoints, (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
