@@ -22,6 +22,8 @@ Methods (docs/METHODS.md#maps):
   Networks", ECCV 2014): the gradient w.r.t. the input with every ``nn.ReLU``/``nn.ReLU6`` module passing back
   max(g, 0) of the gradient g it receives, whatever its forward input (ReLU6 keeps its upper clip), rendered as
   guided backprop is.
+* ``racnn``: the squares an RA-CNN model zooms into at scales 2 and 3 (Fu et al., "Look Closer to See Better",
+  CVPR 2017), each its boxcar mask peaked at the centre, the same for every class (docs/METHODS.md#racnn).
 * ``attention``: the spatial maps of a model's attention blocks (``--attention``; CBAM, Woo et al., ECCV 2018;
   residual attention, Wang et al., CVPR 2017), one per block, the same for every class
   (docs/METHODS.md#attention-blocks).
@@ -110,8 +112,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def _predict_logits(model: nn.Module, x: torch.Tensor, head_logits: torch.Tensor) -> torch.Tensor:
-    """The model's prediction: the head on the features for a PartNet; TASN predicts with its master net."""
-    if hasattr(model, "attention_maps"):
+    """The model's prediction: the head on the features for a PartNet; TASN predicts with its master net, RA-CNN
+    with its fused classifier."""
+    if hasattr(model, "attention_maps") or hasattr(model, "zoom_squares"):
         with torch.no_grad():
             return model(x)
     return head_logits.detach()

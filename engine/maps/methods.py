@@ -162,7 +162,8 @@ def _part_model(model: nn.Module, method: str) -> None:
         raise ConfigError(f"method {method!r} needs per-class part channels (a PartNet trained with MC-Loss or CE); "
                           f"{type(model).__name__} has none: use gradcam, guided-gradcam, guided-backprop, "
                           "deconvnet"
-                          + (" or tasn" if hasattr(model, "attention_maps") else ""))
+                          + (" or tasn" if hasattr(model, "attention_maps") else "")
+                          + (" or racnn" if hasattr(model, "zoom_squares") else ""))
 
 
 class ChannelMaps(MapMethod):
@@ -286,6 +287,25 @@ class TASNMaps(MapMethod):
         return list(stacked), [["structure", "detail"]] * len(targets), [[-1, -1]] * len(targets)
 
 
+class RACNNSquares(MapMethod):
+    """The squares an RA-CNN model zooms into (Fu et al., CVPR 2017; docs/METHODS.md#racnn), scales 2 and 3, on
+    the input: each square's boxcar mask, peaked at its centre (:func:`engine.models.racnn.square_maps`), so that
+    its part is the square's centre and box; class-agnostic."""
+
+    name = "racnn"
+
+    def check(self, model):
+        if not hasattr(model, "zoom_squares"):
+            raise ConfigError(f"method 'racnn' needs an RA-CNN model (racnn_<backbone>, trained with --method racnn); "
+                              f"{type(model).__name__} is not one: use gradcam, cam or guided-backprop")
+
+    def maps(self, p, targets):
+        from engine.models.racnn import square_maps
+
+        maps = square_maps(p.model.zoom_squares(p.x.detach()), tuple(p.x.shape[-2:]), p.model.steepness)
+        return list(maps), [["scale 2 square", "scale 3 square"]] * len(targets), [[-1, -1]] * len(targets)
+
+
 class AttentionMaps(MapMethod):
     """The spatial maps of a model's attention blocks (``--attention``, docs/METHODS.md#attention-blocks): CBAM's
     spatial gate, the residual attention's mean 1 + M; class-agnostic, one map per block."""
@@ -305,7 +325,7 @@ class AttentionMaps(MapMethod):
 
 REGISTRY: dict[str, type[MapMethod]] = {m.name: m for m in (ChannelMaps, CCMPMap, TASNMaps, CAM, GradCAM,
                                                              GuidedGradCAM, GuidedBackprop, Deconvnet,
-                                                             AttentionMaps)}
+                                                             AttentionMaps, RACNNSquares)}
 #: The map methods' names, in the registry's order (the order the CLI and Explore offer them).
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 

@@ -22,7 +22,7 @@ from engine.models.shared_parts import SharedPartsNet
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str  # "partnet" (MC-Loss / CE) or "tasn"
+    family: str  # "partnet" (MC-Loss / CE), "tasn" or "racnn"
     description: str
     build: Callable[..., nn.Module]
     default_pretrained: str | None = None  # the torchvision weights name, when it has one
@@ -113,6 +113,22 @@ for _name, _desc in (("resnet18", "TASN, ResNet-18 attention net (stride 8) + Re
                      ("resnet50", "TASN, ResNet-50 attention net (dilated, stride 8) + ResNet-50 part/master net"),
                      ("mobilenet_v2", "TASN, MobileNetV2 attention net (stride 8) + MobileNetV2 part/master net")):
     register(ModelSpec(f"tasn_{_name}", "tasn", _desc, _tasn_builder(_name), _DEFAULT_WEIGHTS[_name]))
+
+
+def _racnn_builder(backbone: str) -> Callable[..., nn.Module]:
+    """RA-CNN (Fu et al., CVPR 2017): three scales of ``backbone``; ``xi`` does not apply (no class groups)."""
+
+    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, steepness: float = 10.0) -> nn.Module:
+        from engine.models.racnn import racnn
+
+        return racnn(backbone, num_classes, pretrained, steepness)
+
+    return build
+
+
+for _name, (_builder, _desc) in BACKBONES.items():
+    register(ModelSpec(f"racnn_{_name}", "racnn", f"RA-CNN, three scales of {_desc.split(',')[0]} with two APNs",
+                       _racnn_builder(_name), _DEFAULT_WEIGHTS.get(_name)))
 
 
 __all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "PartNet", "SharedPartsNet", "HEADS",

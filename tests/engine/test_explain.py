@@ -42,9 +42,11 @@ def images(seed: int = 0) -> list[np.ndarray]:
 
 
 def supports(name: str, method: str) -> bool:
-    tasn = get_spec(name).family == "tasn"
+    family = get_spec(name).family
+    tasn, racnn = family == "tasn", family == "racnn"
     # the registry's models have no attention blocks (test_attention_blocks.py explains models that have them)
-    return not ((method in ("channels", "ccmp") and tasn) or (method == "tasn" and not tasn) or method == "attention")
+    return not ((method in ("channels", "ccmp") and (tasn or racnn)) or (method == "tasn" and not tasn)
+                or (method == "racnn" and not racnn) or method == "attention")
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -60,7 +62,7 @@ def test_every_method_on_every_model_shape_dtype_range(name):
     assert len(out) == 2 and all([s.method for s in sets] == ok for sets in out)
     for img, sets in zip(imgs, out):
         for ms in sets:
-            k = {"channels": XI, "tasn": 2}.get(ms.method, 1)
+            k = {"channels": XI, "tasn": 2, "racnn": 2}.get(ms.method, 1)
             assert isinstance(ms, MapSet)
             assert ms.maps.shape == (k, *img.shape[:2]) and ms.maps.dtype == np.float32, ms.method
             assert ms.image_size == img.shape[:2]

@@ -1,0 +1,356 @@
+"""RA-CNN: Recurrent Attention CNN (Fu, Zheng, Mei, "Look Closer to See Better: Recurrent Attention Convolutional
+Neural Network for Fine-grained Image Recognition", CVPR 2017), as docs/METHODS.md#racnn.
+
+Three scales of the same backbone kind (three networks, weights not shared, as the paper). After scales 1 and 2 an
+attention proposal network (APN: two fully connected layers on the scale's last conv map, average-pooled to a 4 × 4
+grid and flattened) predicts a square (tx, ty, tl), its centre and half side as fractions of the scale's input side.
+The square is cut from that input with a differentiable boxcar mask (:func:`boxcar_mask`, a product of logistic
+functions of x and y, steepness k = 10 per pixel) and zoomed to the input's size (:func:`zoom`), which is the next
+scale's input. Each scale has its own classifier on its pooled features; the three pooled features, concatenated,
+feed the fused classifier that predicts (``forward``).
+
+Training (:class:`RACNNCriterion`) alternates, one phase per call: softmax cross-entropy at every scale and of the
+fused classifier with the squares as constants (the APNs get no gradient), then the pairwise ranking loss
+max(0, p_t(s) − p_t(s+1) + margin) with every parameter but the APNs frozen. Before the alternation the APNs learn
+the square around the highest-response cell of the scale's last conv map (:func:`response_square`; half the input's
+side, the paper's initialisation) while the classifiers learn on those squares.
+
+The file reads top to bottom: the square's geometry, the APN, the model, the loss, the builder.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STEEPNESS = 10.0  # k of the boxcar's logistic functions, per pixel (the paper's k = 10)
+MARGIN = 0.05  # the ranking loss's margin (the paper's)
+MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
+INIT_HALF = 0.25  # the APN's first square: half the input's side (the paper's initialisation)
+APN_GRID, APN_HIDDEN = 4, 512
+SCALES = 3
+
+
+# ------------------------------------------------------------------------------------------------ the square
+def boxcar_mask(squares: torch.Tensor, size: tuple[int, int], k: float = STEEPNESS) -> torch.Tensor:
+    """The paper's boxcar M(x, y) = [h(x − x_l) − h(x − x_r)]·[h(y − y_t) − h(y − y_b)], h(z) = 1/(1 + e^(−kz)),
+    of ``squares`` (B, 3) = (tx, ty, tl) as fractions of the side, on an H × W grid: (B, H, W). Pixel centres are
+    at x = 0..W−1 and the image spans −0.5..W−0.5, so the square's centre is at tx·W − 0.5 and its half side tl·W
+    pixels (per axis: a square of the normalised frame)."""
+    h, w = size
+    sq = squares.float()
+    xs = torch.arange(w, device=sq.device, dtype=sq.dtype)
+    ys = torch.arange(h, device=sq.device, dtype=sq.dtype)
+
+    def profile(coords: torch.Tensor, centre: torch.Tensor, half: torch.Tensor, n: int) -> torch.Tensor:
+        c, r = (centre * n - 0.5)[:, None], (half * n)[:, None]
+        return torch.sigmoid(k * (coords - (c - r))) - torch.sigmoid(k * (coords - (c + r)))
+
+    mx = profile(xs, sq[:, 0], sq[:, 2], w)
+    my = profile(ys, sq[:, 1], sq[:, 2], h)
+    return my[:, :, None] * mx[:, None, :]
+
+
+def crop_grid(squares: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The ``grid_sample`` grid (B, H, W, 2) that zooms each square to H × W (``align_corners=False``): output
+    pixel j samples the input at tx − tl + 2·tl·(j + 0.5)/W of its side."""
+    sq = squares.detach().float()
+    theta = torch.zeros(len(sq), 2, 3, device=sq.device, dtype=sq.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 2 * sq[:, 2]
+    theta[:, 0, 2], theta[:, 1, 2] = 2 * sq[:, 0] - 1, 2 * sq[:, 1] - 1
+    return F.affine_grid(theta, [len(sq), 1, *size], align_corners=False)
+
+
+def zoom(images: torch.Tensor, squares: torch.Tensor, k: float = STEEPNESS) -> torch.Tensor:
+    """The paper's attention crop: the images times the boxcar mask of ``squares`` (gradient to the squares goes
+    through the mask), zoomed to the images' own size by bilinear interpolation on a constant grid."""
+    size = tuple(images.shape[-2:])
+    masked = images * boxcar_mask(squares, size, k).to(images.dtype)[:, None]
+    grid = crop_grid(squares, size).to(images.dtype)
+    return F.grid_sample(masked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
+    """A square ``inner`` (B, 3) of the crop of square ``outer`` (B, 3), in the frame ``outer`` was cut from."""
+    left, top, span = outer[:, 0] - outer[:, 2], outer[:, 1] - outer[:, 2], 2 * outer[:, 2]
+    return torch.stack((left + span * inner[:, 0], top + span * inner[:, 1], span * inner[:, 2]), dim=1)
+
+
+def response_square(features: torch.Tensor, half: float = INIT_HALF) -> torch.Tensor:
+    """The APN's target at initialisation: the square of half side ``half`` centred on the cell of highest total
+    response of ``features`` (B, C, h, w) (the paper: the highest response of the last conv layer, half the image's
+    side), moved inside the input when it would stick out. (B, 3), no gradient."""
+    a = features.detach().float().clamp_min(0).sum(dim=1)
+    b, h, w = a.shape
+    idx = a.flatten(1).argmax(dim=1)
+    tx = ((idx % w).float() + 0.5) / w
+    ty = (torch.div(idx, w, rounding_mode="floor").float() + 0.5) / h
+    centre = torch.stack((tx, ty), dim=1).clamp(half, 1 - half)
+    return torch.cat((centre, centre.new_full((b, 1), half)), dim=1)
+
+
+def square_maps(squares: torch.Tensor, size: tuple[int, int], k: float = STEEPNESS) -> torch.Tensor:
+    """Maps of squares (B, S, 3) on an H × W grid (B, S, H, W): each square's boxcar mask times a tent
+    1 − ½·d (d the Chebyshev distance from the centre in half sides), so that the map's peak is the square's
+    centre and the region above half the peak is the square (what :mod:`engine.maps.parts` reads as a part)."""
+    b, n, _ = squares.shape
+    h, w = size
+    flat = squares.reshape(b * n, 3).float()
+    u = (torch.arange(w, device=flat.device, dtype=flat.dtype) + 0.5) / w
+    v = (torch.arange(h, device=flat.device, dtype=flat.dtype) + 0.5) / h
+    half = flat[:, 2].clamp_min(1e-6)[:, None]
+    dx = ((u[None] - flat[:, :1]).abs() / half)[:, None, :]
+    dy = ((v[None] - flat[:, 1:2]).abs() / half)[:, :, None]
+    tent = (1 - 0.5 * torch.maximum(dx, dy)).clamp_min(0)
+    return (boxcar_mask(flat, size, k) * tent).reshape(b, n, h, w)
+
+
+class SquareGuard:
+    """Keeps the APN's squares usable: a non-finite square (a diverged APN) becomes the initial one, and a half
+    side under :data:`MIN_HALF` is raised to it with a straight-through gradient (the value clamped, the gradient
+    passed on, so that the APN can grow it back). A square under one pixel is logged as a diverged APN; the log says
+    it at the first time and then at every tenfold count, per scale."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (SCALES - 1)
+        self.next_log = [1] * (SCALES - 1)
+
+    def __call__(self, squares: torch.Tensor, scale: int, side: int) -> torch.Tensor:
+        finite = torch.isfinite(squares).all(dim=1, keepdim=True)
+        default = squares.new_tensor([0.5, 0.5, INIT_HALF]).expand_as(squares)
+        sq = torch.where(finite, squares, default)
+        tl = sq[:, 2]
+        degenerate = (~finite[:, 0]) | (tl * side < 1.0)
+        if bool(degenerate.any()):
+            self.counts[scale] += int(degenerate.sum())
+            n = self.counts[scale]
+            if n >= self.next_log[scale]:
+                self.next_log[scale] = 10 * n
+                bad = float(squares.detach()[degenerate][0, 2] * side)
+                log.warning("RA-CNN scale %d: the APN proposed a square of half side %.3g px (a diverged APN): "
+                            "clamped to the minimum half side %.3g of the input (%d such squares so far); lower "
+                            "--lr-head if it keeps happening", scale + 1, bad, MIN_HALF, n)
+        clamped = MIN_HALF + (tl - tl.detach())  # the value MIN_HALF, the gradient of tl
+        return torch.cat((sq[:, :2], torch.where(tl < MIN_HALF, clamped, tl)[:, None]), dim=1)
+
+
+# ------------------------------------------------------------------------------------------------ the APN
+class APN(nn.Module):
+    """Attention proposal network: the last conv map average-pooled to a 4 × 4 grid, flattened, then two fully
+    connected layers (tanh between them, the paper's); sigmoids give (tx, ty) in (0, 1) and tl in (0, ½). The
+    second layer starts at zero, so every APN starts at the centred square of half side ¼."""
+
+    def __init__(self, width: int, hidden: int = APN_HIDDEN, grid: int = APN_GRID):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.fc1 = nn.Linear(width * grid * grid, hidden)
+        self.fc2 = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        z = self.fc2(torch.tanh(self.fc1(self.pool(features).flatten(1)))).float()
+        return torch.sigmoid(z) * z.new_tensor([1.0, 1.0, 0.5])
+
+
+# ------------------------------------------------------------------------------------------------ the model
+@dataclass
+class RACNNOutputs:
+    """One pass through the three scales. ``squares`` (B, 2, 3): the squares cut after scales 1 and 2, each in
+    the frame of its scale's input; ``proposed`` the APNs' own squares (before :class:`SquareGuard`); ``targets``
+    the highest-response squares (:func:`response_square`); ``inputs`` the three scales' inputs."""
+
+    logits: list[torch.Tensor]
+    fused: torch.Tensor
+    squares: torch.Tensor
+    proposed: torch.Tensor
+    targets: torch.Tensor
+    inputs: list[torch.Tensor]
+
+
+MODES = ("ce", "rank", "warmup")
+
+
+class RACNN(nn.Module):
+    """RA-CNN (Fu et al., CVPR 2017) over three networks ``nets`` (image → (B, ``width``, h, w)), one per scale.
+
+    ``forward`` is the fused classifier on the three scales' concatenated pooled features (the paper's
+    prediction); :meth:`scale_logits` gives each scale's own; :meth:`zoom_squares` the two squares on the photo.
+    ``forward_features`` / ``forward_head`` are scale 1's last conv map and its classifier (``fc``), the maps
+    Grad-CAM and CAM explain. ``train_calls`` counts the criterion's calls (saved with the weights, so that a
+    resumed run goes on with the alternation rather than warming its APNs up again)."""
+
+    groups = None  # no per-class channel groups (those are MC-Loss's)
+
+    def __init__(self, nets: list[nn.Module], width: int, num_classes: int, steepness: float = STEEPNESS):
+        super().__init__()
+        if num_classes < 2:
+            raise ConfigError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
+        if len(nets) != SCALES:
+            raise ConfigError(f"RA-CNN needs {SCALES} networks, one per scale; got {len(nets)}")
+        if not steepness > 0:
+            raise ConfigError(f"steepness={steepness}: the boxcar's k must be positive (the paper uses 10)")
+        self.nets = nn.ModuleList(nets)
+        self.fcs = nn.ModuleList(nn.Linear(width, num_classes) for _ in range(SCALES))
+        self.apns = nn.ModuleList(APN(width) for _ in range(SCALES - 1))
+        self.fc_cat = nn.Linear(SCALES * width, num_classes)
+        self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))
+        self.num_classes, self.width, self.steepness = num_classes, width, float(steepness)
+        self.guard = SquareGuard()
+
+    @property
+    def fc(self) -> nn.Linear:
+        """Scale 1's classifier (what CAM reads)."""
+        return self.fcs[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale 1's last conv map (B, width, h, w)."""
+        return self.nets[0](x)
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = features.mean(dim=(2, 3))
+        return pooled if pre_logits else self.fcs[0](pooled)
+
+    def racnn_outputs(self, x: torch.Tensor, mode: str = "ce") -> RACNNOutputs:
+        """The three scales on ``x``. ``mode``: ``ce`` cuts the APNs' squares as constants; ``rank`` keeps their
+        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead."""
+        if mode not in MODES:
+            raise ConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+        cur, logits, pooled, used, proposed, targets, inputs = x, [], [], [], [], [], [x]
+        for s in range(SCALES):
+            f = self.nets[s](cur)
+            z = f.mean(dim=(2, 3))
+            pooled.append(z)
+            logits.append(self.fcs[s](z))
+            if s == SCALES - 1:
+                break
+            raw = self.apns[s](f if mode == "rank" else f.detach())
+            proposed.append(raw)
+            targets.append(response_square(f))
+            sq = targets[-1] if mode == "warmup" else self.guard(raw, s, min(cur.shape[-2:]))
+            used.append(sq if mode == "rank" else sq.detach())
+            cur = zoom(cur, used[-1], self.steepness)
+            inputs.append(cur)
+        fused = self.fc_cat(torch.cat(pooled, dim=1).detach())  # the fusion layer learns on the scales' features
+        return RACNNOutputs(logits, fused, torch.stack(used, 1), torch.stack(proposed, 1), torch.stack(targets, 1),
+                            inputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The fused prediction (B, num_classes)."""
+        return self.racnn_outputs(x).fused
+
+    def scale_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[scale 1, scale 2, scale 3, fused] logits, each (B, num_classes)."""
+        out = self.racnn_outputs(x)
+        return [*out.logits, out.fused]
+
+    def zoom_squares(self, x: torch.Tensor) -> torch.Tensor:
+        """The squares of scales 2 and 3 in the frame of ``x`` (B, 2, 3): (tx, ty, tl) as fractions of its side."""
+        with torch.no_grad():
+            sq = self.racnn_outputs(x).squares.float()
+        return torch.stack((sq[:, 0], compose(sq[:, 0], sq[:, 1])), dim=1)
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(the three networks, the new layers: classifiers, APNs, fused classifier) for the two learning rates."""
+        head = [p for m in (self.fcs, self.apns, self.fc_cat) for p in m.parameters()]
+        return list(self.nets.parameters()), head
+
+
+@contextmanager
+def apns_only(model: RACNN) -> Iterator[None]:
+    """Every parameter but the APNs' frozen (no gradient recorded) and BatchNorm's running statistics kept (momentum
+    0: batch statistics are still used), for the forward pass of a ranking step; restored on exit."""
+    others = [p for name, p in model.named_parameters() if not name.startswith("apns.")]
+    flags = [p.requires_grad for p in others]
+    norms = [(m, m.momentum) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    try:
+        for p in others:
+            p.requires_grad_(False)
+        for m, _ in norms:
+            m.momentum = 0.0
+        yield
+    finally:
+        for p, flag in zip(others, flags):
+            p.requires_grad_(flag)
+        for m, momentum in norms:
+            m.momentum = momentum
+
+
+# ------------------------------------------------------------------------------------------------ the loss
+def ranking_loss(logits: list[torch.Tensor], targets: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
+    """Σ_s max(0, p_t(s) − p_t(s+1) + margin) over consecutive scales, p_t the softmax probability of the true
+    class, averaged over the batch (the paper's eq. 5)."""
+    p = [torch.softmax(lg.float(), dim=1).gather(1, targets.view(-1, 1))[:, 0] for lg in logits]
+    return sum((p[s] - p[s + 1] + margin).clamp_min(0) for s in range(len(p) - 1)).mean()
+
+
+APN_WARMUP = 20  # criterion calls that teach the APNs the highest-response squares before the alternation
+
+
+class RACNNCriterion(nn.Module):
+    """The RA-CNN schedule inside the criterion, one phase per call (``model.train_calls`` counts them):
+
+    * the first ``warmup`` calls: CE on the highest-response squares + the L1 distance of the APNs' squares from
+      them (the APNs' initialisation);
+    * then, alternately, ``ce``: Σ_s CE(scale s) + CE(fused), the squares constants; and ``rank``: the ranking
+      loss with every parameter but the APNs' frozen (:func:`apns_only`).
+
+    ``parts`` always has ``ce``, ``rank`` and ``apn`` (that L1 distance) of the call's pass, detached, so the
+    epoch's averages cover every call; the total is the phase's term."""
+
+    def __init__(self, margin: float = MARGIN, warmup: int = APN_WARMUP):
+        super().__init__()
+        if not margin >= 0:
+            raise ConfigError(f"margin={margin}: use a margin of 0 or more (the paper uses 0.05)")
+        if int(warmup) != warmup or warmup < 0:
+            raise ConfigError(f"apn_warmup={warmup}: use a whole number of steps, 0 or more (default {APN_WARMUP})")
+        self.margin, self.warmup = float(margin), int(warmup)
+
+    def phase(self, call: int) -> str:
+        if call < self.warmup:
+            return "warmup"
+        return "ce" if (call - self.warmup) % 2 == 0 else "rank"
+
+    def forward(self, model: RACNN, images: torch.Tensor,
+                targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        phase = self.phase(int(model.train_calls))
+        model.train_calls += 1
+        if phase == "rank":
+            with apns_only(model):
+                out = model.racnn_outputs(images, "rank")
+        else:
+            out = model.racnn_outputs(images, phase)
+        ce = sum(F.cross_entropy(lg.float(), targets) for lg in out.logits) + F.cross_entropy(out.fused.float(),
+                                                                                              targets)
+        rank = ranking_loss(out.logits, targets, self.margin)
+        apn = (out.proposed - out.targets).abs().sum(dim=2).mean()
+        total = {"warmup": ce + apn, "ce": ce, "rank": rank}[phase]
+        return total, {"ce": ce.detach(), "rank": rank.detach(), "apn": apn.detach()}
+
+
+# ------------------------------------------------------------------------------------------------ builder
+def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepness: float = STEEPNESS) -> RACNN:
+    """RA-CNN on three copies of registry backbone ``backbone`` (``engine.models.backbones.BACKBONES``), each
+    loaded from ``pretrained`` (a torchvision weights name or a local file) when given."""
+    from engine.models.backbones import BACKBONES
+
+    nets, width = [], 0
+    for _ in range(SCALES):
+        body, width, _stride = BACKBONES[backbone][0](pretrained)
+        nets.append(body)
+    return RACNN(nets, width, num_classes, steepness)
+
+
+__all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "SquareGuard", "APN",
+           "RACNN", "RACNNOutputs", "RACNNCriterion", "ranking_loss", "apns_only", "racnn", "STEEPNESS", "MARGIN",
+           "MIN_HALF", "INIT_HALF", "APN_WARMUP"]
