@@ -8,15 +8,18 @@ Started by torchrun (or ``fieldmark train --nproc N``), the same generator train
 (:mod:`engine.training.distributed`): ``batch_size`` is then the global batch, every rank trains on its share, metrics are
 summed over the ranks, and only rank 0 writes the run folder and yields events (the other ranks yield nothing and
 return the same :class:`Finished`). ``BatchEnd.loss`` is rank 0's own batch loss; epoch metrics are global.
+
+A run reads top to bottom in ``_train``: :func:`setup` builds what the epochs share (a
+:class:`~engine.training.state.Training`: the data of :mod:`engine.training.images`, the model, a resume's state,
+the loaders, optimizer, schedule and AMP scaler), then each epoch is :func:`train_one_epoch`, :func:`evaluate_epoch`
+and :func:`save_epoch`.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import tempfile
 import time
-from pathlib import Path
 from typing import Any, Callable, Generator
 
 import numpy as np
@@ -28,16 +31,16 @@ import engine.training.distributed as ddp
 import engine.training.memory as memory
 import engine.runs as runs
 from engine.training.config import PARTS_LOSS_WEIGHTS, TrainConfig
-from engine.training.resume import data_changes, prepare_run, training_data
+from engine.training.images import failed_files, load_caches, make_loaders, run_data
+from engine.training.resume import prepare_run, published_epoch, resumed_schedule
 from engine.training.schedule import Schedule, lr_factor  # noqa: F401  (lr_factor: re-exported)
+from engine.training.state import EpochTrain, Training
 from engine.training.step import forward_backward
-from engine.data import require_trainable, scan
-from engine.data.loader import EpochSampler, ImageCache, ImageDataset, collate_decoded
-from engine.data.split import carve_validation, record_split
+from engine.data.records import DataReport
 from engine.data.transforms import Preprocessing, normalize
 from engine.device import amp_dtype, describe_device, uses_channels_last
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, EngineError
-from engine.events import BatchEnd, EpochEnd, Finished, Message, Progress, Started, drive, relay
+from engine.events import BatchEnd, EpochEnd, Finished, Message, Started, drive
 from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
@@ -144,13 +147,6 @@ def evaluate_sums(model: nn.Module, loader: DataLoader, pp: Preprocessing, devic
     return correct, total, loss_sum
 
 
-def _published_epoch(run: Path) -> int | None:
-    try:
-        return int(runs.read_meta(run).get("epoch", 0))
-    except CheckpointError:
-        return None
-
-
 def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resume: bool = False,
           allow_data_change: bool = False) -> Generator[Event, None, Finished]:
     """Train ``cfg``; yields events, returns :class:`Finished`. See the module docstring; what a resume keeps and
@@ -165,56 +161,75 @@ def train(cfg: TrainConfig, should_stop: Callable[[], bool] | None = None, resum
         ddp.close(ctx)
 
 
-def check_writable(run: Path) -> None:
-    """Fail before training rather than at the end of the first epoch when the run folder cannot be written."""
-    try:
-        run.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cannot write the run folder {str(run)!r} ({exc.strerror or exc}): choose an --out "
-                          "folder you can write to") from exc
-
-
 def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_change: bool, ctx: ddp.Context,
            ) -> Generator[Event, None, Finished]:
+    """The run: its setup, then for each epoch left the training pass, the evaluation and the save."""
+    t = yield from setup(cfg, stop, resume, allow_data_change, ctx)
+    t_run = time.perf_counter()
+    for epoch in range(t.start_epoch, cfg.epochs):
+        trained = yield from train_one_epoch(t, epoch)
+        top1, test_loss = evaluate_epoch(t)
+        yield from failed_files([t.train_ds, t.test_ds], t.reported)
+        seconds = time.perf_counter() - trained.started
+        eta = (time.perf_counter() - t_run) / (epoch + 1 - t.start_epoch) * (cfg.epochs - epoch - 1)
+        row = save_epoch(t, epoch, trained, top1, test_loss, seconds)
+        yield EpochEnd(epoch + 1, cfg.epochs, trained.means(), top1, test_loss, row["images_per_s"], seconds,
+                       row["lr"], eta)
+    ddp.barrier(ctx)  # rank 0 has written the last epoch before any rank leaves
+    final = t.history[-1] if t.history else {}
+    return Finished(str(t.run), cfg.epochs, {"test_top1": final.get("test_top1"), "test_loss": final.get("test_loss"),
+                                             "images_per_s": final.get("images_per_s")})
+
+
+def setup(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_change: bool,
+          ctx: ddp.Context) -> Generator[Event, None, Training]:
+    """Everything the epochs need, in this order: the run folder (a resume's saved state), the data in the run's
+    split, the memory plan, the images decoded, the model (a resume's weights and optimizer), the loaders, the
+    learning-rate schedule and the AMP scaler (a resume's, re-planned when --epochs changed). Yields the messages
+    on the way and, last, :class:`Started`."""
     run, state = prepare_run(cfg, resume)
     device = ctx.device
     rank_batch = ddp.per_rank_batch(cfg.batch_size, ctx)
     seed_everything(cfg.seed)
-    data = yield from training_data(run, scan(cfg.data, test_fraction=cfg.test_fraction, seed=cfg.seed), state,
-                                    allow_data_change)
+    data = yield from run_data(cfg, run, state, allow_data_change, ctx)
     report = data.report
-    if state is None:  # a new run draws its validation photos; a resume has them in its saved split
-        report = carve_validation(report, cfg.validation_fraction, cfg.seed)
-    require_trainable(report)
-    if ctx.is_main:
-        check_writable(run)
-    for note in report.notes:
-        yield Message("info", note)
-    split_doc = record_split(report) if data.save_split and ctx.is_main else None  # saved with the next epoch
-    changes = data_changes(run, data.change) if ctx.is_main else []
-    if report.skipped:
-        yield Message("warning", f"{len(report.skipped)} files skipped by the scan (`fieldmark scan` lists them)")
     pp = Preprocessing.for_size(cfg.img_size, cfg.crop_scale, cfg.rotate)
     mem = memory.plan(rank_batch, cfg.img_size, device, lambda: loss_model(cfg, len(report.classes)), cfg.cache_mb)
     for note in mem.notes():
         yield Message("warning", note)
-    caches, room = {}, mem.cache_mb
-    for split in ("train", "test"):  # the training images first: the test split takes what room is left
-        cache = ImageCache(report.split(split), pp, room)
-        room -= cache.est_mb if cache.enabled else 0
-        if not cache.enabled and cfg.cache_mb != 0:
-            yield Message("warning", f"memory: the {split} images take about {cache.est_mb:.0f} MB decoded and "
-                                     f"{max(0, int(room))} MB are free for them: each is decoded at each use (slower)")
-        failed = yield from _load_cache(cache, split, stop)
-        for f in failed:
-            report.skipped.append(f)
-            yield Message("warning", f"{f.path}: {f.reason}, skipped")
-        caches[split] = cache
-    if not caches["train"].samples:
-        raise ConfigError(f"no training image could be decoded in {cfg.data!r}")
+    caches = yield from load_caches(cfg, report, pp, mem.cache_mb, stop)
+    model, net, optimizer = build_model(cfg, report, state, ctx)
+    start_epoch, history = 0, []
+    if state is not None:
+        start_epoch = int(state["epoch"])
+        history = list(state.get("history") or runs.read_history(run)[:start_epoch])
+    train_ds, test_ds, sampler, train_loader, test_loader = make_loaders(cfg, caches, rank_batch, mem, ctx)
+    steps = len(train_loader)
+    schedule = Schedule.plan(cfg.epochs, steps, cfg.warmup_epochs)
+    amp = amp_dtype(device) if cfg.amp else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    if state is not None:
+        schedule = yield from resumed_schedule(state, start_epoch, cfg, steps)
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+    meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
+            "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size, "memory": mem.to_dict(),
+            "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
+                     "split_source": report.split_source, "split_file": runs.SPLIT, "skipped": len(report.skipped)},
+            "schedule": schedule.to_dict(), "data_changes": data.changes}
+    t = Training(cfg, ctx, stop, run, report, pp, mem, model, net, optimizer, train_ds, test_ds, sampler,
+                 train_loader, test_loader, schedule, amp, scaler, start_epoch, history, meta, data.split_doc)
+    if state is not None and ctx.rank == 0 and published_epoch(run) != start_epoch:
+        publish_resume_point(t)
+    yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
+                  len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
+    return t
 
+
+def build_model(cfg: TrainConfig, report: DataReport, state: dict | None,
+                ctx: ddp.Context) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """The model on the device (a resume's weights; else ``cfg.pretrained``), ``net`` (it with its criterion,
+    DDP-wrapped when distributed) and the optimizer (a resume's state)."""
     model = create_model(cfg.model, len(report.classes), cfg.xi, pretrained=None if state else cfg.pretrained,
                          **model_kwargs(cfg))
     if state is not None:
@@ -222,177 +237,110 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
             raise CheckpointError(f"checkpoint has {len(state.get('classes', []))} classes, the dataset has "
                                   f"{len(report.classes)}: pick a matching checkpoint or retrain")
         model.load_state_dict(state["model"])
-    model.to(device)
-    if uses_channels_last(device):
+    model.to(ctx.device)
+    if uses_channels_last(ctx.device):
         model.to(memory_format=torch.channels_last)
-    criterion = build_criterion(cfg, model).to(device)
+    criterion = build_criterion(cfg, model).to(ctx.device)
     net = ddp.wrap(LossModel(model, criterion), ctx)  # DDP (and SyncBatchNorm on CUDA) when distributed
     optimizer = make_optimizer(cfg, model)
-    start_epoch, history = 0, []
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
-        history = list(state.get("history") or runs.read_history(run)[:start_epoch])
-
-    train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed)
-    test_ds = ImageDataset(caches["test"], train=False)
-    drop_last = len(train_ds) > cfg.batch_size
-    sampler = EpochSampler(ddp.train_sampler(train_ds, ctx, cfg.seed))  # the epoch reaches the workers' datasets
-    train_loader = DataLoader(train_ds, rank_batch, sampler=sampler, drop_last=drop_last,
-                              num_workers=cfg.workers, persistent_workers=cfg.workers > 0,
-                              pin_memory=device.type == "cuda", collate_fn=collate_decoded)
-    test_loader = DataLoader(test_ds, mem.eval_batch, sampler=ddp.ShardSampler(len(test_ds), ctx),
-                             num_workers=cfg.workers, collate_fn=collate_decoded)
-    may_fail = not caches["train"].enabled  # decoded per item: a file can fail in the middle of an epoch
-    steps = len(train_loader)
-    schedule = Schedule.plan(cfg.epochs, steps, cfg.warmup_epochs)
-    amp = amp_dtype(device) if cfg.amp else None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    if state is not None:
-        schedule = yield from _resumed_schedule(state, start_epoch, cfg, steps)
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    meta = {"arch": model.arch, "method": cfg.method, "classes": report.classes, "preprocessing": pp.to_dict(),
-            "config": cfg.to_dict(), "epochs": cfg.epochs, "processes": ctx.world_size, "memory": mem.to_dict(),
-            "data": {"root": report.root, "layout": report.layout, "counts": report.counts(),
-                     "split_source": report.split_source, "split_file": runs.SPLIT, "skipped": len(report.skipped)},
-            "schedule": schedule.to_dict(), "data_changes": changes}
-    if state is not None and ctx.rank == 0 and _published_epoch(run) != start_epoch:
-        # a kill fell between resume.pt and model.json of one save: publish the resume point before going on
-        last = history[-1] if history else {}
-        runs.save_epoch(run, model, {**meta, "epoch": start_epoch, "metrics": {
-            "epoch": start_epoch, "test_top1": last.get("test_top1"), "test_loss": last.get("test_loss"),
-            "train_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}}, history, None, split_doc)
-        split_doc = None
-    yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
-                  len(test_ds), start_epoch, cfg.epochs, steps, cfg.to_dict())
-
-    t_run = time.perf_counter()
-    reported: set[str] = set()
-    for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
-        if cfg.workers > 0 and epoch > start_epoch:
-            # a DataLoader draws its workers' base seed from this generator whenever it makes an iterator: every
-            # epoch without workers, only the first with persistent ones. This draw keeps the training's random
-            # stream the same with and without workers, and after a resume
-            torch.empty((), dtype=torch.int64).random_()
-        sums: dict[str, float] = {}
-        seen, t0 = 0, time.perf_counter()
-        for step, (x, y) in enumerate(train_loader):
-            if ddp.any_rank(stop(), ctx):
-                raise Cancelled(f"stopped in epoch {epoch + 1}; epochs 1-{epoch} are saved in {run}")
-            if may_fail and ddp.any_rank(len(y) == 0, ctx):  # no image of a batch decoded: all ranks skip it
-                continue
-            g = epoch * steps + step
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * schedule.factor(g)
-            x = normalize(x.to(device, non_blocking=True), pp)
-            y = y.to(device, non_blocking=True)
-            if uses_channels_last(device):
-                x = x.contiguous(memory_format=torch.channels_last)
-            optimizer.zero_grad(set_to_none=True)
-            loss, parts, bad = forward_backward(net, x, y, mem.micro_batch, scaler, amp, ctx)
-            if bad:  # the same on every rank: all stop at this step
-                raise ConfigError(f"the loss became {ddp.describe_losses(bad, ctx)} in epoch {epoch + 1}, step "
-                                  f"{step + 1}: lower the learning rates (lr_backbone={cfg.lr_backbone}, "
-                                  f"lr_head={cfg.lr_head})")
-            scaler.step(optimizer)
-            scaler.update()
-            n = len(y)
-            seen += n
-            sums["loss"] = sums.get("loss", 0.0) + loss * n
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            elapsed = time.perf_counter() - t0
-            yield BatchEnd(epoch + 1, step + 1, steps, loss,
-                           seen * ctx.world_size / max(elapsed, 1e-9))
-        train_s = time.perf_counter() - t0
-        keys = list(sums)  # the same order on every rank: the same code filled it
-        *totals, seen = ddp.all_reduce_sum([sums[k] for k in keys] + [seen], ctx)
-        if not seen:
-            example = next(iter(train_ds.failed.values()), None)
-            raise DataError(f"none of the {len(train_ds)} training images of {cfg.data!r} could be decoded in "
-                            f"epoch {epoch + 1}" + (f" (e.g. {example.path}: {example.reason})" if example else "")
-                            + ": check the files (`fieldmark scan --verify` lists them), then train again")
-        sums = dict(zip(keys, totals))
-        ddp.broadcast_buffers(model, ctx)  # every rank evaluates rank 0's model (BatchNorm statistics)
-        correct, counted, loss_sum = ddp.all_reduce_sum(
-            evaluate_sums(model, test_loader, pp, device, None if ctx.distributed else stop), ctx)
-        top1, test_loss = (correct / counted, loss_sum / counted) if counted else (None, None)
-        yield from _failed_files(train_ds, test_ds, reported)
-        seconds = time.perf_counter() - t0
-        done_here = epoch + 1 - start_epoch
-        eta = (time.perf_counter() - t_run) / done_here * (cfg.epochs - epoch - 1)
-        row = {"epoch": epoch + 1, **{k: v / max(seen, 1) for k, v in sums.items()}, "test_top1": top1,
-               "test_loss": test_loss, "images_per_s": seen / max(train_s, 1e-9), "seconds": seconds,
-               "lr": optimizer.param_groups[1]["lr"]}
-        history.append(row)
-        metrics = {"epoch": epoch + 1, "test_top1": top1, "test_loss": test_loss,
-                   "train_loss": row["loss"], "images_per_s": row["images_per_s"]}
-        if ctx.is_main:
-            try:
-                runs.save_epoch(run, model, {**meta, "epoch": epoch + 1, "metrics": metrics}, history,
-                                {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "config": cfg.to_dict(),
-                                 "classes": report.classes, "history": history, "schedule": schedule.to_dict(),
-                                 "scaler": scaler.state_dict(), "base_lrs": [g["base_lr"] for g in
-                                                                             optimizer.param_groups],
-                                 "loss_weights": {"mu": cfg.mu, "lam": cfg.lam, "xi": cfg.xi,
-                                                  "mc_conc": cfg.mc_conc}}, split_doc)
-                split_doc = None
-            except OSError as exc:
-                raise EngineError(f"cannot save epoch {epoch + 1} in {str(run)!r} ({exc.strerror or exc}): free "
-                                  "some space, then run the same command with --resume to go on from the last "
-                                  "saved epoch") from exc
-        yield EpochEnd(epoch + 1, cfg.epochs, {k: v / max(seen, 1) for k, v in sums.items()}, top1, test_loss,
-                       row["images_per_s"], seconds, row["lr"], eta)
-    ddp.barrier(ctx)  # rank 0 has written the last epoch before any rank leaves
-    final = history[-1] if history else {}
-    return Finished(str(run), cfg.epochs, {"test_top1": final.get("test_top1"), "test_loss": final.get("test_loss"),
-                                           "images_per_s": final.get("images_per_s")})
+    return model, net, optimizer
 
 
-def _failed_files(train_ds: ImageDataset, test_ds: ImageDataset, reported: set[str]):
-    """A warning per file that failed to decode in this process since the last call (worker processes name
-    theirs in the log)."""
-    for f in list(train_ds.failed.values()) + list(test_ds.failed.values()):
-        if f.path not in reported:
-            reported.add(f.path)
-            yield Message("warning", f"{f.path}: {f.reason}, skipped")
-def _resumed_schedule(state: dict, epoch: int, cfg: TrainConfig, steps: int):
-    """The schedule a resume goes on with: the saved one (runs saved without one: planned from their config),
-    re-planned when --epochs or the steps per epoch changed (see :mod:`engine.training.schedule`)."""
-    old = state.get("config") or {}
-    saved = (Schedule.from_dict(state["schedule"]) if state.get("schedule") else Schedule.plan(
-        int(old.get("epochs", cfg.epochs)), steps, float(old.get("warmup_epochs", cfg.warmup_epochs))))
-    schedule = saved.resumed(epoch, cfg.epochs, steps)
-    if schedule != saved:
-        factor = schedule.factor(epoch * steps)
-        text = (f"the learning-rate schedule is re-planned for {cfg.epochs} epochs instead of {saved.epochs}"
-                + (f" ({steps} steps an epoch instead of {saved.steps_per_epoch})" if steps != saved.steps_per_epoch
-                   else "") + f": it goes on from {factor:.4g} × the base rates after epoch {epoch} and decays to 0 "
-                f"at epoch {cfg.epochs}, never rising")
-        if factor < 1e-3:
-            yield Message("warning", text + "; the run had finished its schedule, so the extra epochs will change "
-                                            "little: to train on at a real learning rate, start a new run")
-        else:
-            yield Message("info", text)
-    return schedule
+def train_one_epoch(t: Training, epoch: int) -> Generator[BatchEnd, None, EpochTrain]:
+    """One pass over this rank's share of the training images (``epoch`` 0-based), a :class:`BatchEnd` after
+    each step. Stops on every rank alike: :class:`Cancelled` when any rank is asked to stop (checked before each
+    batch), ConfigError when a loss is not finite, DataError when no image of the epoch could be decoded."""
+    cfg, ctx, device, optimizer, steps = t.cfg, t.ctx, t.ctx.device, t.optimizer, t.steps
+    t.net.train()
+    t.sampler.set_epoch(epoch)
+    torch.manual_seed(cfg.seed * 7919 + epoch)  # CWA masks, TASN detail channels, dropout
+    if cfg.workers > 0 and epoch > t.start_epoch:
+        # a DataLoader draws its workers' base seed from this generator whenever it makes an iterator: every
+        # epoch without workers, only the first with persistent ones. This draw keeps the training's random
+        # stream the same with and without workers, and after a resume
+        torch.empty((), dtype=torch.int64).random_()
+    sums: dict[str, float] = {}
+    seen, t0 = 0, time.perf_counter()
+    for step, (x, y) in enumerate(t.train_loader):
+        if ddp.any_rank(t.stop(), ctx):
+            raise Cancelled(f"stopped in epoch {epoch + 1}; epochs 1-{epoch} are saved in {t.run}")
+        if t.may_fail and ddp.any_rank(len(y) == 0, ctx):  # no image of a batch decoded: all ranks skip it
+            continue
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * t.schedule.factor(epoch * steps + step)
+        x = normalize(x.to(device, non_blocking=True), t.pp)
+        y = y.to(device, non_blocking=True)
+        if uses_channels_last(device):
+            x = x.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts, bad = forward_backward(t.net, x, y, t.mem.micro_batch, t.scaler, t.amp, ctx)
+        if bad:  # the same on every rank: all stop at this step
+            raise ConfigError(f"the loss became {ddp.describe_losses(bad, ctx)} in epoch {epoch + 1}, step "
+                              f"{step + 1}: lower the learning rates (lr_backbone={cfg.lr_backbone}, "
+                              f"lr_head={cfg.lr_head})")
+        t.scaler.step(optimizer)
+        t.scaler.update()
+        n = len(y)
+        seen += n
+        sums["loss"] = sums.get("loss", 0.0) + loss * n
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        elapsed = time.perf_counter() - t0
+        yield BatchEnd(epoch + 1, step + 1, steps, loss, seen * ctx.world_size / max(elapsed, 1e-9))
+    seconds = time.perf_counter() - t0
+    keys = list(sums)  # the same order on every rank: the same code filled it
+    *totals, seen = ddp.all_reduce_sum([sums[k] for k in keys] + [seen], ctx)
+    if not seen:
+        example = next(iter(t.train_ds.failed.values()), None)
+        raise DataError(f"none of the {len(t.train_ds)} training images of {cfg.data!r} could be decoded in "
+                        f"epoch {epoch + 1}" + (f" (e.g. {example.path}: {example.reason})" if example else "")
+                        + ": check the files (`fieldmark scan --verify` lists them), then train again")
+    return EpochTrain(dict(zip(keys, totals)), seen, seconds, t0)
 
 
-def _load_cache(cache: ImageCache, split: str, stop: Callable[[], bool]):
-    """Decode a split into memory, yielding Progress events (every 5 %); returns the failed files."""
-    if not cache.enabled:
-        return []
-    total = len(cache.samples)
-    every = max(1, total // 20)
+def evaluate_epoch(t: Training) -> tuple[float | None, float | None]:
+    """Top-1 and mean cross-entropy on the test split over all ranks (None, None when it has no image), every
+    rank with rank 0's model. A stop request ends it only in a single process (ranks would not agree)."""
+    ddp.broadcast_buffers(t.model, t.ctx)  # every rank evaluates rank 0's model (BatchNorm statistics)
+    correct, counted, loss_sum = ddp.all_reduce_sum(
+        evaluate_sums(t.model, t.test_loader, t.pp, t.ctx.device, None if t.ctx.distributed else t.stop), t.ctx)
+    return (correct / counted, loss_sum / counted) if counted else (None, None)
 
-    def progress(done: int) -> Progress | None:
-        if done % every and done != total:
-            return None
-        if stop():
-            raise Cancelled("stopped while decoding images")
-        return Progress(f"decoding {split} images", done, total)
 
-    return (yield from relay(cache.iter_load(), progress))
+def save_epoch(t: Training, epoch: int, trained: EpochTrain, top1: float | None, test_loss: float | None,
+               seconds: float) -> dict[str, Any]:
+    """Add epoch ``epoch`` (0-based) to the history and, on rank 0, write the run folder with it (model, model.json
+    with its metrics, metrics.jsonl, resume.pt, the split when due). Returns its metrics row; a failed write is an
+    EngineError that says how to go on."""
+    cfg, done = t.cfg, epoch + 1
+    row = {"epoch": done, **trained.means(), "test_top1": top1, "test_loss": test_loss,
+           "images_per_s": trained.seen / max(trained.seconds, 1e-9), "seconds": seconds,
+           "lr": t.optimizer.param_groups[1]["lr"]}
+    t.history.append(row)
+    if not t.ctx.is_main:
+        return row
+    metrics = {"epoch": done, "test_top1": top1, "test_loss": test_loss, "train_loss": row["loss"],
+               "images_per_s": row["images_per_s"]}
+    state = {"epoch": done, "optimizer": t.optimizer.state_dict(), "config": cfg.to_dict(),
+             "classes": t.report.classes, "history": t.history, "schedule": t.schedule.to_dict(),
+             "scaler": t.scaler.state_dict(), "base_lrs": [g["base_lr"] for g in t.optimizer.param_groups],
+             "loss_weights": {"mu": cfg.mu, "lam": cfg.lam, "xi": cfg.xi, "mc_conc": cfg.mc_conc}}
+    try:
+        runs.save_epoch(t.run, t.model, {**t.meta, "epoch": done, "metrics": metrics}, t.history, state, t.split_doc)
+        t.split_doc = None
+    except OSError as exc:
+        raise EngineError(f"cannot save epoch {done} in {str(t.run)!r} ({exc.strerror or exc}): free some space, "
+                          "then run the same command with --resume to go on from the last saved epoch") from exc
+    return row
+
+
+def publish_resume_point(t: Training) -> None:
+    """A kill fell between resume.pt and model.json of one save: publish the resume point (model.json and the
+    model of ``t.start_epoch``) before going on."""
+    last = t.history[-1] if t.history else {}
+    runs.save_epoch(t.run, t.model, {**t.meta, "epoch": t.start_epoch, "metrics": {
+        "epoch": t.start_epoch, "test_top1": last.get("test_top1"), "test_loss": last.get("test_loss"),
+        "train_loss": last.get("loss"), "images_per_s": last.get("images_per_s")}}, t.history, None, t.split_doc)
+    t.split_doc = None

@@ -16,6 +16,7 @@ A resume continues the same run:
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from engine.data.records import DataReport
 from engine.errors import CheckpointError, ConfigError, DataError
 from engine.events import Message
 from engine.training.config import TrainConfig
+from engine.training.schedule import Schedule
 
 #: Settings a resume must share with the run: the model, its data and split, the loss and the schedule.
 RUN_KEYS = ("model", "method", "xi", "parts", "fine", "padding", "img_size", "part_channels", "seed", "batch_size",
@@ -86,6 +88,46 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> tuple[Path, dict | None]:
                               "or choose another --out")
         raise ConfigError(f"run folder {str(run)!r} exists and is not empty: choose a new or empty --out folder")
     return run, None
+
+
+def check_writable(run: Path) -> None:
+    """Fail before training rather than at the end of the first epoch when the run folder cannot be written."""
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run folder {str(run)!r} ({exc.strerror or exc}): choose an --out "
+                          "folder you can write to") from exc
+
+
+def published_epoch(run: Path) -> int | None:
+    """The epoch of the run's ``model.json``, or None when it cannot be read."""
+    try:
+        return int(runs.read_meta(run).get("epoch", 0))
+    except CheckpointError:
+        return None
+
+
+def resumed_schedule(state: dict, epoch: int, cfg: TrainConfig, steps: int) -> Generator[Message, None, Schedule]:
+    """The schedule a resume goes on with: the saved one (runs saved without one: planned from their config),
+    re-planned when --epochs or the steps per epoch changed (see :mod:`engine.training.schedule`)."""
+    old = state.get("config") or {}
+    saved = (Schedule.from_dict(state["schedule"]) if state.get("schedule") else Schedule.plan(
+        int(old.get("epochs", cfg.epochs)), steps, float(old.get("warmup_epochs", cfg.warmup_epochs))))
+    schedule = saved.resumed(epoch, cfg.epochs, steps)
+    if schedule != saved:
+        factor = schedule.factor(epoch * steps)
+        text = (f"the learning-rate schedule is re-planned for {cfg.epochs} epochs instead of {saved.epochs}"
+                + (f" ({steps} steps an epoch instead of {saved.steps_per_epoch})" if steps != saved.steps_per_epoch
+                   else "") + f": it goes on from {factor:.4g} × the base rates after epoch {epoch} and decays to 0 "
+                f"at epoch {cfg.epochs}, never rising")
+        if factor < 1e-3:
+            yield Message("warning", text + "; the run had finished its schedule, so the extra epochs will change "
+                                            "little: to train on at a real learning rate, start a new run")
+        else:
+            yield Message("info", text)
+    return schedule
 
 
 @dataclass
