@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.errors import ConfigError
 from engine.models.attention import ATTENTIONS
@@ -106,102 +106,16 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific options (e.g. TASN sizes)
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> None:
-            raise ConfigError(f"{name}={getattr(self, name)!r}: {why}")
-
-        if not self.data:
-            bad("data", "give the data folder")
-        if not self.out:
-            bad("out", "give the run folder to write")
-        if self.method not in METHODS:
-            bad("method", f"use one of {', '.join(METHODS)}")
+        """Check every field (a ConfigError naming the field, its value and what to do) and fill the defaults."""
+        _check_names(self)
         defaults = PARTS_SIZE_EPOCHS_BATCH if self.method == "parts" else OTHER_SIZE_EPOCHS_BATCH
         for name, value in zip(("img_size", "epochs", "batch_size"), defaults):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        from engine.models import get_spec
-
-        spec = get_spec(self.model)  # raises ConfigError naming the model
-        if self.method == "tasn" and spec.family != "tasn":
-            bad("model", "the tasn method needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2)")
-        if self.method != "tasn" and spec.family == "tasn":
-            bad("method", f"model {self.model} is a TASN model: use --method tasn")
-        if self.method == "tasn" and self.fine:
-            bad("fine", "TASN's attention maps are already at stride 8, finer than --fine's 16: leave it off for tasn")
-        if self.padding is not None and self.padding not in PADDINGS:
-            bad("padding", f"use one of {', '.join(PADDINGS)}")
-        if self.method == "tasn" and self.padding not in (None, "zeros"):
-            bad("padding", "TASN keeps torchvision's zero padding: leave it unset for tasn")
-        if not 1 <= self.parts <= 64:
-            bad("parts", "the number of shared parts K must be between 1 and 64 (the paper uses 4, 8 or 16)")
-        unknown = sorted(k for k in self.extra if k.startswith("w_") and k[2:] not in PARTS_LOSS_WEIGHTS)
-        if unknown:
-            bad("extra", f"unknown loss weight {unknown[0]!r}: use w_ + one of {', '.join(PARTS_LOSS_WEIGHTS)}")
-        if not 1 <= self.xi <= 64:
-            bad("xi", "channels per class must be between 1 and 64 (the paper uses 3)")
-        if not 1 <= self.epochs <= 100000:
-            bad("epochs", "must be between 1 and 100000")
-        if not 32 <= self.img_size <= 2048:
-            bad("img_size", "must be between 32 and 2048 pixels")
-        if not 1 <= self.batch_size <= 4096:
-            bad("batch_size", "must be between 1 and 4096 images")
-        for name in ("lr_backbone", "lr_head", "mu"):
-            v = getattr(self, name)
-            if v is not None and not (v >= 0 and v < 100):
-                bad(name, "must be a number from 0 up to (not including) 100")
-        if not self.lam >= 0:
-            bad("lam", "must be 0 or more (the paper uses 10)")
-        if self.mc_conc is not None and not 0 <= self.mc_conc <= 1e6:
-            bad("mc_conc", f"must be a number from 0 (off) to 1e6 (default {MC_CONC_PRETRAINED:g} when fine-tuning)")
-        if self.zoom is not None and not 0 <= self.zoom <= 1:
-            bad("zoom", "must be 0 (off) or the margin around the bird, a share of its side up to 1 (e.g. 0.15)")
-        if self.zoom and self.method != "parts":
-            bad("zoom", f"zooming to the bird is a shared-parts option: leave it off for {self.method}, or use "
-                        "--method parts")
-        if self.rotate is not None and not 0 <= self.rotate <= 180:
-            bad("rotate", "must be a number of degrees from 0 (no rotation) to 180")
-        if not 0 <= self.weight_decay < 1:
-            bad("weight_decay", "must be in [0, 1)")
-        if not 0 <= self.momentum < 1:
-            bad("momentum", "must be in [0, 1)")
-        if not 0 < self.test_fraction < 1:
-            bad("test_fraction", "must be between 0 and 1 (e.g. 0.2)")
-        if not 0 <= self.validation_fraction < 1:
-            bad("validation_fraction", "must be 0 (none) or a share below 1 of each class's training photos "
-                                       "(e.g. 0.2)")
-        if self.warmup_epochs < 0:
-            bad("warmup_epochs", "must be non-negative")
-        if self.workers < 0:
-            bad("workers", "must be 0 (load in the training process) or more")
-        if self.cache_mb is not None and not 0 <= self.cache_mb <= 2 ** 30:
-            bad("cache_mb", "must be 0 (no image cache) or more megabytes, or None (sized from the free memory)")
-        lo, hi = self.crop_scale
-        if not 0 < lo <= hi <= 1:
-            bad("crop_scale", "must be two fractions 0 < min <= max <= 1")
-        if self.part_channels not in ("auto", "project", "split"):
-            bad("part_channels", "use auto, project or split")
-        scratch = self.pretrained in (None, "", "none")
-        fill = {
-            "pretrained": None if scratch else self.pretrained,
-            "mu": self.mu if self.mu is not None else (MU_SCRATCH if scratch else MU_PRETRAINED),
-            "mc_conc": float(self.mc_conc) if self.mc_conc is not None else 0.0 if scratch else MC_CONC_PRETRAINED,
-            "fine": bool(self.fine) if self.fine is not None else DEFAULT_FINE[self.method],
-            "padding": self.padding if self.padding is not None else DEFAULT_PADDING[self.method],
-            "rotate": float(self.rotate) if self.rotate is not None else DEFAULT_ROTATE,
-            "zoom": 0.0 if self.method != "parts" else float(self.zoom) if self.zoom is not None else DEFAULT_ZOOM,
-            # only the parts method has an equivariance pass
-            "equiv_backprop": None if self.method != "parts" else (
-                bool(self.equiv_backprop) if self.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),
-            "lr_backbone": self.lr_backbone if self.lr_backbone is not None else (
-                PARTS_LR[0] if self.method == "parts" else 0.05 if scratch else 0.001),
-            # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01, so 0.05. TASN's
-            # heads are plain linear layers on large pooled features, where 10x diverges: 0.01
-            # (docs/RESULTS.md#head-rate).
-            "lr_head": self.lr_head if self.lr_head is not None else (
-                PARTS_LR[1] if self.method == "parts" else 0.01 if self.method == "tasn" and not scratch else 0.05),
-            "crop_scale": tuple(float(v) for v in self.crop_scale),
-        }
-        for k, v in {**fill, **attention_options(self)}.items():
+        _check_model(self)
+        _check_sizes(self)
+        _check_training(self)
+        for k, v in {**_filled(self), **attention_options(self)}.items():
             object.__setattr__(self, k, v)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -302,6 +216,120 @@ _HELP = {
                            "`fieldmark evaluate --split val` scores it)",
     "device": "auto, cpu, cuda, cuda:N or mps",
 }
+
+
+def _bad(cfg: TrainConfig, name: str, why: str) -> NoReturn:
+    raise ConfigError(f"{name}={getattr(cfg, name)!r}: {why}")
+
+
+def _check_names(cfg: TrainConfig) -> None:
+    """The data and run folders are given and the method is known."""
+    if not cfg.data:
+        _bad(cfg, "data", "give the data folder")
+    if not cfg.out:
+        _bad(cfg, "out", "give the run folder to write")
+    if cfg.method not in METHODS:
+        _bad(cfg, "method", f"use one of {', '.join(METHODS)}")
+
+
+def _check_model(cfg: TrainConfig) -> None:
+    """The model is registered and fits the method (TASN models with tasn alone), and so do fine and padding."""
+    from engine.models import get_spec
+
+    spec = get_spec(cfg.model)  # raises ConfigError naming the model
+    if cfg.method == "tasn" and spec.family != "tasn":
+        _bad(cfg, "model", "the tasn method needs a TASN model (tasn_resnet18, tasn_resnet50, tasn_mobilenet_v2)")
+    if cfg.method != "tasn" and spec.family == "tasn":
+        _bad(cfg, "method", f"model {cfg.model} is a TASN model: use --method tasn")
+    if cfg.method == "tasn" and cfg.fine:
+        _bad(cfg, "fine", "TASN's attention maps are already at stride 8, finer than --fine's 16: leave it off for "
+                          "tasn")
+    if cfg.padding is not None and cfg.padding not in PADDINGS:
+        _bad(cfg, "padding", f"use one of {', '.join(PADDINGS)}")
+    if cfg.method == "tasn" and cfg.padding not in (None, "zeros"):
+        _bad(cfg, "padding", "TASN keeps torchvision's zero padding: leave it unset for tasn")
+
+
+def _check_sizes(cfg: TrainConfig) -> None:
+    """The model's and the loss's sizes and weights, and the epochs, image size and batch, within their ranges."""
+    if not 1 <= cfg.parts <= 64:
+        _bad(cfg, "parts", "the number of shared parts K must be between 1 and 64 (the paper uses 4, 8 or 16)")
+    unknown = sorted(k for k in cfg.extra if k.startswith("w_") and k[2:] not in PARTS_LOSS_WEIGHTS)
+    if unknown:
+        _bad(cfg, "extra", f"unknown loss weight {unknown[0]!r}: use w_ + one of {', '.join(PARTS_LOSS_WEIGHTS)}")
+    if not 1 <= cfg.xi <= 64:
+        _bad(cfg, "xi", "channels per class must be between 1 and 64 (the paper uses 3)")
+    if not 1 <= cfg.epochs <= 100000:
+        _bad(cfg, "epochs", "must be between 1 and 100000")
+    if not 32 <= cfg.img_size <= 2048:
+        _bad(cfg, "img_size", "must be between 32 and 2048 pixels")
+    if not 1 <= cfg.batch_size <= 4096:
+        _bad(cfg, "batch_size", "must be between 1 and 4096 images")
+    for name in ("lr_backbone", "lr_head", "mu"):
+        v = getattr(cfg, name)
+        if v is not None and not (v >= 0 and v < 100):
+            _bad(cfg, name, "must be a number from 0 up to (not including) 100")
+    if not cfg.lam >= 0:
+        _bad(cfg, "lam", "must be 0 or more (the paper uses 10)")
+    if cfg.mc_conc is not None and not 0 <= cfg.mc_conc <= 1e6:
+        _bad(cfg, "mc_conc", f"must be a number from 0 (off) to 1e6 (default {MC_CONC_PRETRAINED:g} when fine-tuning)")
+
+
+def _check_training(cfg: TrainConfig) -> None:
+    """Zoom, rotation, the optimizer's and the split's shares, warm-up, workers, cache, crop and part channels."""
+    if cfg.zoom is not None and not 0 <= cfg.zoom <= 1:
+        _bad(cfg, "zoom", "must be 0 (off) or the margin around the bird, a share of its side up to 1 (e.g. 0.15)")
+    if cfg.zoom and cfg.method != "parts":
+        _bad(cfg, "zoom", f"zooming to the bird is a shared-parts option: leave it off for {cfg.method}, or use "
+                          "--method parts")
+    if cfg.rotate is not None and not 0 <= cfg.rotate <= 180:
+        _bad(cfg, "rotate", "must be a number of degrees from 0 (no rotation) to 180")
+    if not 0 <= cfg.weight_decay < 1:
+        _bad(cfg, "weight_decay", "must be in [0, 1)")
+    if not 0 <= cfg.momentum < 1:
+        _bad(cfg, "momentum", "must be in [0, 1)")
+    if not 0 < cfg.test_fraction < 1:
+        _bad(cfg, "test_fraction", "must be between 0 and 1 (e.g. 0.2)")
+    if not 0 <= cfg.validation_fraction < 1:
+        _bad(cfg, "validation_fraction", "must be 0 (none) or a share below 1 of each class's training photos "
+                                         "(e.g. 0.2)")
+    if cfg.warmup_epochs < 0:
+        _bad(cfg, "warmup_epochs", "must be non-negative")
+    if cfg.workers < 0:
+        _bad(cfg, "workers", "must be 0 (load in the training process) or more")
+    if cfg.cache_mb is not None and not 0 <= cfg.cache_mb <= 2 ** 30:
+        _bad(cfg, "cache_mb", "must be 0 (no image cache) or more megabytes, or None (sized from the free memory)")
+    lo, hi = cfg.crop_scale
+    if not 0 < lo <= hi <= 1:
+        _bad(cfg, "crop_scale", "must be two fractions 0 < min <= max <= 1")
+    if cfg.part_channels not in ("auto", "project", "split"):
+        _bad(cfg, "part_channels", "use auto, project or split")
+
+
+def _filled(cfg: TrainConfig) -> dict[str, Any]:
+    """The fields left to their defaults (None) given their values, which depend on the method and on training
+    from scratch or fine-tuning."""
+    scratch = cfg.pretrained in (None, "", "none")
+    return {
+        "pretrained": None if scratch else cfg.pretrained,
+        "mu": cfg.mu if cfg.mu is not None else (MU_SCRATCH if scratch else MU_PRETRAINED),
+        "mc_conc": float(cfg.mc_conc) if cfg.mc_conc is not None else 0.0 if scratch else MC_CONC_PRETRAINED,
+        "fine": bool(cfg.fine) if cfg.fine is not None else DEFAULT_FINE[cfg.method],
+        "padding": cfg.padding if cfg.padding is not None else DEFAULT_PADDING[cfg.method],
+        "rotate": float(cfg.rotate) if cfg.rotate is not None else DEFAULT_ROTATE,
+        "zoom": 0.0 if cfg.method != "parts" else float(cfg.zoom) if cfg.zoom is not None else DEFAULT_ZOOM,
+        # only the parts method has an equivariance pass
+        "equiv_backprop": None if cfg.method != "parts" else (
+            bool(cfg.equiv_backprop) if cfg.equiv_backprop is not None else PARTS_EQUIV_BACKPROP),
+        "lr_backbone": cfg.lr_backbone if cfg.lr_backbone is not None else (
+            PARTS_LR[0] if cfg.method == "parts" else 0.05 if scratch else 0.001),
+        # The part networks' new layers (1x1 projection + BN + linear) learn slowly at 0.01, so 0.05. TASN's
+        # heads are plain linear layers on large pooled features, where 10x diverges: 0.01
+        # (docs/RESULTS.md#head-rate).
+        "lr_head": cfg.lr_head if cfg.lr_head is not None else (
+            PARTS_LR[1] if cfg.method == "parts" else 0.01 if cfg.method == "tasn" and not scratch else 0.05),
+        "crop_scale": tuple(float(v) for v in cfg.crop_scale),
+    }
 
 
 def attention_options(cfg: TrainConfig) -> dict[str, Any]:
