@@ -38,7 +38,7 @@ class DemoSettings:
     epochs: int = 50
     img_size: int = 128
     batch_size: int = 16  # from scratch, the number of steps matters more than the batch: 750 steps
-    mu: float = 0.5  # the paper's from-scratch μ = 1.5 learns too slowly in 750 steps (README: measured)
+    mu: float = 0.5  # the paper's from-scratch μ = 1.5 learns too slowly in 750 steps (docs/RESULTS.md#demo-changes)
     lam: float = 10.0
     lr: float = 0.05
     padding: str = "replicate"  # MC-Loss's default (docs/METHODS.md#mc-loss-border)

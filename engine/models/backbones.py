@@ -74,7 +74,7 @@ class SmallNet(nn.Module):
     The receptive field is kept small on purpose: a part channel can then only fire where its evidence is, so
     its peak stays on the field mark. With the usual 3x3 stacks (receptive field 61 px) the channels of a class
     fired at junctions between marks and beside them (they still saw the mark from there) and the demo's mark
-    recall was 50-70 %; at 17 px it is 85 % (measured on the demo, README)."""
+    recall was 50-70 %; at 17 px it is 85 % (measured on the demo, docs/RESULTS.md#demo-changes)."""
 
     def __init__(self, width: int = 128):
         super().__init__()

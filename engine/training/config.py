@@ -185,10 +185,10 @@ _HELP = {
     "padding": "how the backbone's convolutions pad: zeros (torchvision), replicate or reflect (default: replicate for "
                "mcloss, whose diversity term otherwise parks part peaks on the frame's edge; zeros for the others)",
     "mu": "MC-Loss weight μ (default 0.5 fine-tuning, 1.5 from scratch; the paper's fine-tuning 0.005 leaves L_dis "
-          "at chance, README)",
+          "at chance, docs/RESULTS.md#mcloss-mu)",
     "lam": "MC-Loss diversity weight λ (paper: 10)",
     "mc_conc": "weight of Fieldmark's concentration term on the true class's channels, which keeps each part compact "
-               "(not in the paper; default 3000 fine-tuning, 0 from scratch; 0 turns it off, README)",
+               "(not in the paper; default 3000 fine-tuning, 0 from scratch; 0 turns it off, docs/RESULTS.md#mcloss-spread)",
     "zoom": "shared parts: find the bird from the background part, then look again at the square around it with "
             "this margin (a share of the bird's side, e.g. 0.15; 0 off); maps stay in the photo's coordinates",
     "gain": "GAIN attention mining (ce, mcloss, parts): erase what the true class's Grad-CAM attends to and "
@@ -202,7 +202,7 @@ _HELP = {
               "the PDiscoNet authors use 90)",
     "equiv_backprop": "parts: back-propagate through the equivariance pass on the transformed photos, as the "
                       "authors (default off: that pass is a fixed target, and a step costs 1.5x a CE step instead "
-                      "of 2.1-2.35x, README)",
+                      "of 2.1-2.35x, docs/RESULTS.md#parts-step)",
     "epochs": "number of passes over the training images",
     "img_size": "training image size in pixels",
     "batch_size": "images per step",

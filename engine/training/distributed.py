@@ -2,7 +2,7 @@
 samplers, the DDP wrapper and the local launcher. Every helper is a no-op when the job is not distributed, so
 :mod:`engine.training.loop` has one code path.
 
-Launching (see README):
+Launching (docs/CLI.md#multi-gpu):
 
 * ``torchrun --nproc-per-node N -m engine train DATA --out RUN ...`` (multi-node: add ``--nnodes``,
   ``--node-rank`` and ``--rdzv-endpoint``, or ``--rdzv-backend c10d``, as for any torchrun job; the run folder must be
