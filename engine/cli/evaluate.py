@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     label = (lambda k: part_label(k, read_part_names(loaded.run_dir)))
     if args.json:
         doc = result.to_dict()
+        if result.info.get("top1_per_scale"):  # an RA-CNN run: scales 1, 2, 3 and the fused prediction
+            doc["top1_per_scale"] = result.info["top1_per_scale"]
         doc["field_marks"] = marks.to_dict() if marks is not None else {"note": why}
         if marks is not None:
             doc["field_marks"]["agreement"] = marks.main.to_dict(label)

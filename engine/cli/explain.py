@@ -5,7 +5,9 @@ its own colour and a legend, then one overlay per map with its label and raw ran
 ``<stem>.<method>.<class>.npy`` (the raw maps, float32 (K, H, W) at the photo's size) and ``<stem>.<method>.json``
 (the peaks, centroids and boxes in original pixels). ``--resample structure|detail`` explains TASN's resampled
 view of the photo instead (driven by the class's maps; files get a ``.structure``/``.detail`` suffix, the view
-is ``<stem>.<view>-view.png``) and maps the peaks back to the photo.
+is ``<stem>.<view>-view.png``) and maps the peaks back to the photo. ``--method racnn`` (an RA-CNN run) also writes
+``<stem>.racnn.squares.json`` (the squares of scales 2 and 3 in the photo's pixels) and the two zoomed crops,
+``<stem>.racnn.scale2.png`` and ``<stem>.racnn.scale3.png``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the overlays, maps and peaks")
     p.add_argument("--method", default="channels", choices=METHODS,
                    help="channels: the ξ MC-Loss part maps of the class (default); ccmp; tasn; cam; gradcam; "
-                        "guided-gradcam; guided-backprop; deconvnet; attention (the --attention blocks' spatial maps)")
+                        "guided-gradcam; guided-backprop; deconvnet; attention (the --attention blocks' spatial maps); "
+                        "racnn (an RA-CNN run's squares, also written as JSON with their zoomed crops as PNG)")
     who = p.add_mutually_exclusive_group()
     who.add_argument("--class", dest="class_name", metavar="NAME", help="explain this class (default: predicted)")
     who.add_argument("--top-k", type=int, default=1, help="explain the k most probable classes (default 1)")
@@ -59,10 +62,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     from engine.data.transforms import Preprocessing
     from engine.device import resolve_device
-    from engine.errors import ConfigError, DecodeError
+    from engine.errors import ConfigError
     from engine.maps.explain import explain, resampled_views, resolve_class
     from engine.fileio import atomic_write_bytes, atomic_write_json
-    from engine.data.imageio import read_image, write_image
+    from engine.data.imageio import write_image
     from engine.maps.parts import find_parts, parts_to_original
     from engine.maps.overlays import draw_strip
     from engine.maps.predict import expand_inputs
@@ -82,12 +85,7 @@ def _explain(args: argparse.Namespace) -> int:
     stems: dict[str, int] = {}
     written = 0
     for start in range(0, len(paths), max(1, args.batch_size)):
-        batch = []
-        for p in paths[start:start + args.batch_size]:
-            try:
-                batch.append((p, read_image(p)))
-            except DecodeError as exc:
-                print(f"skipped {p}: {exc.reason}", file=sys.stderr)
+        batch = _read_batch(paths[start:start + args.batch_size])
         if not batch:
             continue
         results = explain(loaded.model, [img for _, img in batch], args.method, cls, pp, args.top_k)
@@ -131,9 +129,40 @@ def _explain(args: argparse.Namespace) -> int:
                 written += 1
             atomic_write_json(out / f"{stem}.{args.method}{'.' + args.resample if args.resample else ''}.json",
                               record)
+            if args.method == "racnn":
+                _write_zoom(loaded.model, img, pp, out, stem)
     for s in skipped:
         print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     return 0 if written else 2
+
+
+def _read_batch(paths: list[Path]) -> list[tuple[Path, np.ndarray]]:
+    """(path, RGB image) of each photo that decodes; the others are reported on stderr and skipped."""
+    from engine.data.imageio import read_image
+    from engine.errors import DecodeError
+
+    batch = []
+    for p in paths:
+        try:
+            batch.append((p, read_image(p)))
+        except DecodeError as exc:
+            print(f"skipped {p}: {exc.reason}", file=sys.stderr)
+    return batch
+
+
+def _write_zoom(model, img: np.ndarray, pp, out: Path, stem: str) -> None:
+    """An RA-CNN run's squares (``<stem>.racnn.squares.json``) and its zoomed crops of scales 2 and 3 cut from the
+    photo (``<stem>.racnn.scale2.png``, ``.scale3.png``, each at the model's input size)."""
+    from engine.data.imageio import write_image
+    from engine.fileio import atomic_write_json
+    from engine.maps.zoom import zoom_views
+
+    views = zoom_views(model, img, pp)
+    record = views.to_dict()
+    for scale, crop in enumerate(views.crops, start=2):
+        write_image(out / f"{stem}.racnn.scale{scale}.png", crop)
+        record["squares"][scale - 2]["png"] = f"{stem}.racnn.scale{scale}.png"
+    atomic_write_json(out / f"{stem}.racnn.squares.json", record)
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

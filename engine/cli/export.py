@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-score", type=float, default=0.0,
                    help="skip parts whose peak is below this share of the image's strongest part (0..1)")
     p.add_argument("--append", action="store_true", help="write into a non-empty folder or beside another export")
-    p.add_argument("--method", default="channels", choices=METHODS, help="map method giving the parts "
-                                                                         "(default channels: MC-Loss parts)")
+    p.add_argument("--method", choices=METHODS, help="map method giving the parts (default: racnn for an RA-CNN "
+                                                     "run, its squares of scales 2 and 3; else channels)")
     p.add_argument("--box", default="region", choices=["region", "fixed"],
                    help="region: the area above half the peak (default); fixed: 30%% of the bird box")
     p.add_argument("--batch-size", type=int, default=16)
@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     loaded = load_run(args.run, resolve_device(args.device))
     report = scan(args.data)
+    method = args.method or ("racnn" if hasattr(loaded.model, "zoom_squares") else "channels")
     gen = export_parts(loaded, report, args.out, split=args.split, crop_size=args.crop_size,
-                       min_score=args.min_score, append=args.append, method=args.method, box=args.box,
+                       min_score=args.min_score, append=args.append, method=method, box=args.box,
                        batch_size=args.batch_size, workers=args.workers)
     bars = Bars()
 

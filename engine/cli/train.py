@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from engine.training.config import ATTENTIONS, PADDINGS, TrainConfig
+from engine.training.config import ATTENTIONS, METHODS, PADDINGS, TrainConfig
 from engine.events import BatchEnd, EpochEnd, Message, Started
 from engine.cli.common import Bars, fmt_pct
 
@@ -19,11 +19,11 @@ from engine.cli.common import Bars, fmt_pct
 def register(sub: argparse._SubParsersAction) -> None:
     h = TrainConfig.field_help()
     p = sub.add_parser("train", help="fine-tune a model on an image folder",
-                       description="Train a part model (MC-Loss), a plain CE baseline, or TASN on DATA.")
+                       description="Train a part model (MC-Loss), a plain CE baseline, TASN or RA-CNN on DATA.")
     p.add_argument("data", help=h["data"])
     p.add_argument("--out", required=True, help=h["out"])
     p.add_argument("--model", default="mobilenet_v2", help=h["model"] + " (default mobilenet_v2)")
-    p.add_argument("--method", default="mcloss", choices=["mcloss", "ce", "tasn", "parts"], help=h["method"])
+    p.add_argument("--method", default="mcloss", choices=METHODS, help=h["method"])
     p.add_argument("--xi", type=int, default=3, help=h["xi"] + " (default 3)")
     p.add_argument("--parts", type=int, default=8, metavar="K", help=h["parts"] + " (default 8)")
     p.add_argument("--fine", action=argparse.BooleanOptionalAction, default=None, help=h["fine"])
@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-sigma", type=float, default=None, metavar="S", help=h["gain_sigma"])
     p.add_argument("--gain-omega", type=float, default=None, metavar="W", help=h["gain_omega"])
     p.add_argument("--attention", default=None, choices=ATTENTIONS, help=h["attention"])
+    p.add_argument("--apn-warmup", type=int, default=None, metavar="N",
+                   help="racnn: criterion calls that teach the APNs the highest-response squares before the "
+                        "alternation (default 20)")
+    p.add_argument("--rank-margin", type=float, default=None, metavar="M",
+                   help="racnn: the ranking loss's margin (default 0.05, the paper's)")
     p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
@@ -156,7 +161,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        equiv_backprop=args.equiv_backprop, zoom=args.zoom, gain=args.gain, gain_alpha=args.gain_alpha,
                        gain_sigma=args.gain_sigma, gain_omega=args.gain_omega, attention=args.attention,
                        validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
-                       **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss)}})
+                       **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss),
+                                            **racnn_options(args)}})
+
+
+def racnn_options(args: argparse.Namespace) -> dict[str, float]:
+    """``--apn-warmup`` and ``--rank-margin`` as ``extra``'s ``apn_warmup`` and ``margin`` (only those given;
+    TrainConfig checks them)."""
+    given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None)}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc != 1:
         if args.nproc < 1:
             raise ConfigError(f"--nproc {args.nproc}: give the number of processes, at least 1")
+        if cfg.method == "racnn":
+            raise ConfigError(f"--nproc {args.nproc} with --method racnn: its alternating steps train the APNs and "
+                              "the rest in turn, which DistributedDataParallel cannot reduce: use --nproc 1")
         return launch(args, cfg)
     gen = train(cfg, resume=args.resume, allow_data_change=args.allow_data_change)
     if not is_main_process():  # a rank > 0 of a torchrun job: rank 0 reports

@@ -15,7 +15,9 @@ pixels, x = (c + 0.5)·W/w − 0.5, and keypoints are sampled at their nearest c
 resized to img_size (the explanation convention of :mod:`engine.maps.explain`). The relative peak value of a part
 (used by the regression's 0.5 threshold) is its peak over the image's strongest gathered part.
 
-A TASN run has no class channels: its parts are the peak of its structure attention map (one per image).
+A TASN run has no class channels: its parts are the peak of its structure attention map (one per image). An
+RA-CNN run's parts are its two squares (scales 2 and 3; the ``racnn`` maps, peaked at the squares' centres), and
+its test top-1 is also given per scale (``info["top1_per_scale"]``: scales 1, 2, 3 and the fused prediction).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class EvalResult:
         out = self.to_dict()
         if self.info.get("marks"):
             out["marks"] = self.info["marks"]
+        if self.info.get("top1_per_scale"):  # an RA-CNN run
+            out["top1_per_scale"] = self.info["top1_per_scale"]
         return out
 
 
@@ -220,10 +224,14 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                                            truth["test"], marks)
     h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
-            "source": ("shared parts" if has_shared_parts(run.model) else "tasn structure map"
+            "source": ("shared parts" if has_shared_parts(run.model) else "racnn squares"
+                       if hasattr(run.model, "zoom_squares") else "tasn structure map"
                        if not getattr(run.model, "groups", None) else "channels of the true class"),
             "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
             "seconds": time.perf_counter() - t0}
+    if test.get("scale_correct") and test["n"]:
+        info["top1_per_scale"] = dict(zip(("scale 1", "scale 2", "scale 3", "fused"),
+                                          (c / test["n"] for c in test["scale_correct"])))
     if marks is not None:
         info["marks"] = mark_table(_concat(test["own"]), truth["test"], marks, report.classes)
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
@@ -263,9 +271,11 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
         acc["own"].append(_partset(maps.cpu().numpy(), valid.numpy(), sizes, kps, features.cpu().numpy()))
         if is_test:
             acc["h"].append(mc_loss_terms(features, labels.to(dev), model.groups).h.flatten().cpu().numpy())
-    else:  # TASN: the structure attention map, one part per image
-        maps = torch.stack([m[:1] for m in low_res_maps(model, x, "tasn", labels)])
-        acc["own"].append(_partset(maps.cpu().numpy(), np.ones((len(items), 1), bool), sizes, kps, None))
+    else:  # TASN: the structure attention map, one part per image; RA-CNN: its two squares
+        racnn = hasattr(model, "zoom_squares")
+        maps = torch.stack([m if racnn else m[:1] for m in low_res_maps(model, x, "racnn" if racnn else "tasn",
+                                                                        labels)])
+        acc["own"].append(_partset(maps.cpu().numpy(), np.ones(maps.shape[:2], bool), sizes, kps, None))
     if baseline is not None:
         bx = prepare(imgs, Preprocessing.from_dict(baseline.preprocessing), model_device(baseline.model))
         cams = torch.stack(low_res_maps(baseline.model, bx, "gradcam", labels))
@@ -273,7 +283,11 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     if is_test:
         xc = normalize(torch.from_numpy(np.stack([test_transform(img, pp) for img in imgs])).to(dev), pp)
         with session(model):
-            pred = model(xc).argmax(1).cpu()
+            scales = model.scale_logits(xc) if hasattr(model, "scale_logits") else None
+            pred = (scales[-1] if scales is not None else model(xc)).argmax(1).cpu()
+        if scales is not None:  # RA-CNN: each scale's own top-1 as well (scales 1, 2, 3, fused)
+            hits = [int((lg.argmax(1).cpu() == labels).sum()) for lg in scales]
+            acc["scale_correct"] = [a + b for a, b in zip(acc.get("scale_correct", [0] * len(hits)), hits)]
         acc["correct"] += int((pred == labels).sum())
         acc["n"] += len(items)
     acc["kp"].append(kps)

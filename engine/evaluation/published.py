@@ -10,6 +10,8 @@ model's own grid:
   empty maps), divided by their joint maximum (channels are unbounded; so the strongest part has maximum 1 and a part is active when it reaches half
   of it), no background;
 - a TASN run: its structure attention map (one part), no background;
+- an RA-CNN run: its two squares (scales 2 and 3; the ``racnn`` maps, peaked at the squares' centres), no
+  background;
 - the Grad-CAM baseline (a CE run): the true class's Grad-CAM, divided by its maximum (one part).
 """
 
@@ -41,6 +43,8 @@ def describe_maps(model: nn.Module) -> tuple[str, bool]:
         return f"shared-part softmax maps (K={model.parts} + background)", True
     if getattr(model, "groups", None):
         return f"MC-Loss channels of the true class (xi={max(model.groups)}), over their joint maximum", False
+    if hasattr(model, "zoom_squares"):
+        return "RA-CNN squares of scales 2 and 3 (two parts)", False
     return "TASN structure attention map (one part)", False
 
 
@@ -56,6 +60,8 @@ def part_maps(model: nn.Module, x: torch.Tensor, label: int) -> torch.Tensor:
         maps = _unit_max(features[list(model.class_channels(label))].clamp_min(0))
         pad = max(model.groups) - len(maps)  # uneven groups: the missing parts are empty maps (never active)
         return torch.cat((maps, maps.new_zeros(pad, *maps.shape[1:]))) if pad else maps
+    if hasattr(model, "zoom_squares"):  # RA-CNN: the two squares, each peaked at 1 at its centre
+        return low_res_maps(model, x, "racnn", torch.tensor([label]))[0].float().clamp_min(0)
     return _unit_max(low_res_maps(model, x, "tasn", torch.tensor([label]))[0][:1].float().clamp_min(0))
 
 

@@ -206,6 +206,9 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     lines.append(f"{info.get('n_test', 0)} test / {info.get('n_train', 0)} train images; parts: "
                  f"{info.get('source', '?')}, {info.get('parts', '?')} per image (true class), "
                  f"{info.get('parts_all', '?')} in the all-channels regression; {info.get('seconds', 0):.1f} s")
+    if info.get("top1_per_scale"):  # an RA-CNN run
+        per_scale = info["top1_per_scale"].items()
+        lines.append("top1 per scale (%): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in per_scale))
     if result.get("protocol"):
         lines += ["", format_protocol(result["protocol"])]
     return "\n".join(lines)

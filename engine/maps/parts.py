@@ -155,7 +155,8 @@ def find_parts(mapset, bird_box: Sequence[float] | None = None, box: str = "regi
     ``box="region"``: the connected region above ``fraction`` of the peak (on the full-resolution map);
     ``"fixed"``: a square of ``size`` × the bird box's longer side (``bird_box`` x0, y0, w, h) or the image's.
     Suppression: parts in order of score; a part whose box overlaps a kept one by IoU > ``iou`` or whose peak
-    lies within ``min_distance`` × the image (or bird box) diagonal of one is marked ``duplicate_of`` it.
+    lies within ``min_distance`` × the image (or bird box) diagonal of one is marked ``duplicate_of`` it. An RA-CNN
+    run's squares (method ``racnn``) are never marked: scale 3's lies inside scale 2's by design, a closer look.
     """
     if box not in ("region", "fixed"):
         raise ConfigError(f"box={box!r}: use region or fixed")
@@ -175,6 +176,8 @@ def find_parts(mapset, bird_box: Sequence[float] | None = None, box: str = "regi
         chan = mapset.channels[k] if k < len(mapset.channels) else -1
         parts.append(Part(k, int(chan), mapset.names[k], tuple(map(float, peaks.argmax[k])),
                           tuple(map(float, peaks.centroid[k])), tuple(map(float, b)), float(raw_peak[k]), norm))
+    if getattr(mapset, "method", "") == "racnn":
+        return parts
     return suppress_duplicates(parts, iou, min_distance * float(np.hypot(*ref)))
 
 

@@ -14,7 +14,7 @@ from engine.errors import ConfigError
 from engine.models.attention import ATTENTIONS
 from engine.models.backbones import PADDINGS
 
-METHODS = ("mcloss", "ce", "tasn", "parts")
+METHODS = ("mcloss", "ce", "tasn", "parts", "racnn")
 #: the shared-parts losses (PDiscoNet, docs/METHODS.md#shared-parts) and their weights as the authors train CUB;
 #: ``extra`` may override any of them (and PDiscoFormer's tv, border, entropy, off by default)
 PARTS_LOSS_WEIGHTS = {"ce": 2.0, "conc": 1000.0, "orth": 1.0, "equiv": 1.0, "pres": 1.0, "tv": 0.0, "border": 0.0,
@@ -42,11 +42,11 @@ OTHER_SIZE_EPOCHS_BATCH = (224, 10, 32)
 #: How the backbone's convolutions pad, per method (docs/METHODS.md#mc-loss-border). Zero padding lets MC-Loss's
 #: diversity term park part peaks on the frame's edge; replicate padding keeps them on the bird
 #: (docs/RESULTS.md#mcloss-border).
-DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts": "zeros"}
+DEFAULT_PADDING = {"mcloss": "replicate", "ce": "zeros", "tasn": "zeros", "parts": "zeros", "racnn": "zeros"}
 #: Stride-16 maps (``fine``) per method. MC-Loss parts are better and its top-1 higher on 14 x 14 maps than on
 #: 7 x 7 (docs/RESULTS.md#mcloss-border). CE keeps 7 x 7 (the Grad-CAM baseline); TASN's attention is already at
-#: stride 8.
-DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True}
+#: stride 8; RA-CNN's scales read their pooled features (docs/METHODS.md#racnn).
+DEFAULT_FINE = {"mcloss": True, "ce": False, "tasn": False, "parts": True, "racnn": False}
 #: The training photos' random rotation, up to ± this many degrees (every method). The PDiscoNet authors augment
 #: with ±90° (as their equivariance transform); on cub-parts-dev it made the parts worse
 #: (docs/RESULTS.md#equivariance).
@@ -248,6 +248,32 @@ def _check_model(cfg: TrainConfig) -> None:
         _bad(cfg, "padding", f"use one of {', '.join(PADDINGS)}")
     if cfg.method == "tasn" and cfg.padding not in (None, "zeros"):
         _bad(cfg, "padding", "TASN keeps torchvision's zero padding: leave it unset for tasn")
+    _check_racnn(cfg, spec.family)
+
+
+def _check_racnn(cfg: TrainConfig, family: str) -> None:
+    """RA-CNN models with racnn alone, without fine maps or another padding; its options in ``extra`` in range."""
+    from engine.models import list_models
+
+    if cfg.method == "racnn" and family != "racnn":
+        names, base = list_models("racnn"), cfg.model.removeprefix("tasn_")
+        hint = f"racnn_{base}" if f"racnn_{base}" in names else ", ".join(names)
+        _bad(cfg, "model", f"the racnn method needs an RA-CNN model: use --model {hint}")
+    if cfg.method != "racnn" and family == "racnn":
+        _bad(cfg, "method", f"model {cfg.model} is an RA-CNN model: use --method racnn")
+    if cfg.method != "racnn":
+        return
+    if cfg.fine:
+        _bad(cfg, "fine", "RA-CNN's scales read their pooled features, not stride-16 maps: leave it off for racnn")
+    if cfg.padding not in (None, "zeros"):
+        _bad(cfg, "padding", "RA-CNN keeps torchvision's zero padding: leave it unset for racnn")
+    warmup, margin = cfg.extra.get("apn_warmup", 20), cfg.extra.get("margin", 0.05)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= 10 ** 6:
+        raise ConfigError(f"apn_warmup={warmup!r}: give the APN warm-up as a whole number of steps, 0 or more "
+                          "(default 20)")
+    if not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
+        raise ConfigError(f"margin={margin!r}: the ranking loss's margin is a probability gap from 0 to 1 (the "
+                          "paper's 0.05)")
 
 
 def _check_sizes(cfg: TrainConfig) -> None:
@@ -327,7 +353,8 @@ def _filled(cfg: TrainConfig) -> dict[str, Any]:
         # heads are plain linear layers on large pooled features, where 10x diverges: 0.01
         # (docs/RESULTS.md#head-rate).
         "lr_head": cfg.lr_head if cfg.lr_head is not None else (
-            PARTS_LR[1] if cfg.method == "parts" else 0.01 if cfg.method == "tasn" and not scratch else 0.05),
+            PARTS_LR[1] if cfg.method == "parts" else 0.01 if cfg.method in ("tasn", "racnn") and not scratch
+            else 0.05),
         "crop_scale": tuple(float(v) for v in cfg.crop_scale),
     }
 
@@ -341,8 +368,9 @@ def attention_options(cfg: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"{name}={getattr(cfg, name)!r}: {why}")
 
     gain, attention = bool(cfg.gain), cfg.attention if cfg.attention is not None else "none"
-    if gain and cfg.method == "tasn":
-        bad("gain", "GAIN mines the attention of a classifier's Grad-CAM and TASN has attention of its own: use "
+    if gain and cfg.method in ("tasn", "racnn"):
+        own = {"tasn": "TASN", "racnn": "RA-CNN"}[cfg.method]
+        bad("gain", f"GAIN mines the attention of a classifier's Grad-CAM and {own} has attention of its own: use "
                     "--method ce, mcloss or parts, or leave --gain out")
     limits = {"gain_alpha": (lambda v: 0 <= v <= 1000, "the attention-mining weight α is from 0 to 1000 (the "
                                                          "paper's 1)"),
@@ -358,8 +386,10 @@ def attention_options(cfg: TrainConfig) -> dict[str, Any]:
             bad(name, why)
     if attention not in ATTENTIONS:
         bad("attention", f"use one of {', '.join(ATTENTIONS)}")
-    if attention != "none" and (cfg.method == "tasn" or get_spec(cfg.model).family == "tasn"):
-        bad("attention", f"attention blocks go on the partnet backbones and {cfg.model} is a TASN model: leave "
+    family = get_spec(cfg.model).family
+    if attention != "none" and (cfg.method in ("tasn", "racnn") or family in ("tasn", "racnn")):
+        kind = "an RA-CNN" if "racnn" in (cfg.method, family) else "a TASN"
+        bad("attention", f"attention blocks go on the partnet backbones and {cfg.model} is {kind} model: leave "
                          "--attention out, or train a partnet model (fieldmark models) with ce, mcloss or parts")
     terms = {k: (float(getattr(cfg, k)) if getattr(cfg, k) is not None else v) if gain else None
              for k, v in GAIN_TERMS.items()}

@@ -70,6 +70,10 @@ def method_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
         from engine.losses.parts import PartsCriterion
 
         return PartsCriterion(**parts_loss_weights(cfg), equiv_stop_grad=not cfg.equiv_backprop)
+    if cfg.method == "racnn":
+        from engine.models.racnn import APN_WARMUP, MARGIN, RACNNCriterion
+
+        return RACNNCriterion(float(cfg.extra.get("margin", MARGIN)), int(cfg.extra.get("apn_warmup", APN_WARMUP)))
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))
@@ -85,6 +89,8 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The architecture keyword arguments beyond (name, num_classes, xi) that ``create_model`` gets."""
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
+    if cfg.method == "racnn":  # three scales at the input's size, torchvision's padding
+        return {}
     # model.json keeps "padding" only when it is not torchvision's zeros (and "attention" only with blocks), so runs
     # saved before the option load as they were built
     padding = {"padding": cfg.padding} if cfg.padding not in (None, "zeros") else {}

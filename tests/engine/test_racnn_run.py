@@ -1,0 +1,120 @@
+"""An RA-CNN run end to end on tiny toy birds (Fu et al., CVPR 2017): ``train --method racnn``, ``explain --method
+racnn`` (the squares as JSON, the zoomed crops as PNG), ``export`` (the two squares as parts, by default), ``evaluate``
+(the squares' centres as 2 parts, top-1 per scale), the zoom views' geometry, and the settings' one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.cli import main as cli
+from engine.data import scan
+from engine.data.imageio import read_image
+from engine.errors import ConfigError
+from engine.events import BatchEnd, EpochEnd, drive
+from engine.maps.zoom import views_of
+from engine.runs import load_run
+from engine.training.config import TrainConfig
+from engine.training.loop import train
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def racnn_run(tmp_path_factory) -> tuple[Path, Path, list]:
+    from engine.toybirds import dataset as toybirds
+
+    root = tmp_path_factory.mktemp("racnn_run")
+    data, run = root / "birds", root / "run"
+    toybirds.generate(data, classes=3, per_class=6, size=SIZE)
+    cfg = TrainConfig(data=str(data), out=str(run), model="racnn_smallnet", method="racnn", epochs=2, img_size=SIZE,
+                      batch_size=6, device="cpu", cache_mb=32, seed=0, extra={"apn_warmup": 2})
+    events = []
+    drive(train(cfg), events.append)
+    return data, run, events
+
+
+def test_training_logs_every_term_and_saves_the_alternation(racnn_run):
+    data, run, events = racnn_run
+    epochs = [e for e in events if isinstance(e, EpochEnd)]
+    assert len(epochs) == 2 and all({"ce", "rank", "apn"} <= set(e.train) for e in epochs)
+    loaded = load_run(run)
+    assert loaded.meta["method"] == "racnn" and loaded.meta["arch"]["name"] == "racnn_smallnet"
+    steps = sum(isinstance(e, BatchEnd) for e in events)
+    assert int(loaded.model.train_calls) == steps > 0  # saved with the weights: a resume goes on alternating
+
+
+def test_explain_writes_the_squares_and_the_zoomed_crops(racnn_run, tmp_path, capsys):
+    data, run, _ = racnn_run
+    photo = sorted(Path(data).rglob("*.png"))[0] if list(Path(data).rglob("*.png")) else \
+        sorted(Path(data).rglob("*.jpg"))[0]
+    out = tmp_path / "maps"
+    assert cli(["explain", str(run), str(photo), "--out", str(out), "--method", "racnn"]) == 0
+    stem = photo.stem
+    doc = json.loads((out / f"{stem}.racnn.squares.json").read_text())
+    h, w = read_image(photo).shape[:2]
+    assert doc["size"] == [h, w] and [s["scale"] for s in doc["squares"]] == [2, 3]
+    s2, s3 = doc["squares"]
+    assert s3["half_side"][0] < s2["half_side"][0]  # scale 3 zooms further
+    x0, y0, x1, y1 = s2["box"]
+    assert x0 <= s3["box"][0] and s3["box"][2] <= x1 + 1e-6  # scale 3's square lies in scale 2's
+    for s in (s2, s3):
+        crop = read_image(out / s["png"])
+        assert crop.shape == (SIZE, SIZE, 3)
+    maps = json.loads((out / f"{stem}.racnn.json").read_text())["maps"][0]
+    assert maps["names"] == ["scale 2 square", "scale 3 square"]
+    peak = maps["parts"][0]["peak"]
+    assert abs(peak[0] - s2["centre"][0]) <= 1.0 and abs(peak[1] - s2["centre"][1]) <= 1.0
+    assert maps["parts"][1]["duplicate_of"] is None  # scale 3's square lies in scale 2's by design: not a repeat
+
+
+def test_zoom_views_cut_the_square_from_the_photo():
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[10:30, 15:45] = 200  # the square (0.5, 0.5, 0.25) of a 60 × 40 photo: x 15..45, y 10..30
+    v = views_of(img, np.array([[0.5, 0.5, 0.25], [0.5, 0.5, 0.125]]), 20)
+    assert v.boxes()[0] == pytest.approx((15.0, 10.0, 45.0, 30.0))
+    assert v.crops[0].min() >= 199 and v.crops[1].min() >= 199  # all inside the bright square
+    assert v.to_dict()["squares"][0]["centre"] == pytest.approx([29.5, 19.5])
+
+
+def test_export_writes_the_two_squares_as_parts(racnn_run, tmp_path, capsys):
+    data, run, _ = racnn_run
+    out = tmp_path / "export"
+    assert cli(["export", str(run), str(data), "--out", str(out), "--crop-size", "32", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["crops"] == 2 * summary["exported"] > 0  # scale 2 and scale 3: two parts per photo
+
+
+def test_evaluate_scores_the_square_centres_as_two_parts(racnn_run, capsys):
+    data, run, _ = racnn_run
+    assert cli(["evaluate", str(run), str(data), "--json", "--no-field-marks"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["top1_per_scale"]) == {"scale 1", "scale 2", "scale 3", "fused"}
+    assert doc["top1"] == pytest.approx(doc["top1_per_scale"]["fused"])
+    own = doc["protocol"]["own"]
+    assert "RA-CNN squares" in own["protocol"]["maps"] and own["keypoint_error"] == own["keypoint_error"]
+    from engine.evaluation.evaluate import evaluate_run
+
+    result = evaluate_run(load_run(run), scan(str(data)))
+    assert result.info["parts"] == 2 and result.info["source"] == "racnn squares"
+
+
+def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
+    data, _, _ = racnn_run
+    base = dict(data="d", out="o")
+    with pytest.raises(ConfigError, match=r"model='mobilenet_v2': .*racnn_mobilenet_v2"):
+        TrainConfig(**base, method="racnn", model="mobilenet_v2")
+    with pytest.raises(ConfigError, match=r"racnn_smallnet is an RA-CNN model: use --method racnn"):
+        TrainConfig(**base, method="ce", model="racnn_smallnet")
+    with pytest.raises(ConfigError, match=r"fine=True: .*racnn"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", fine=True)
+    with pytest.raises(ConfigError, match=r"apn_warmup"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_warmup": -1})
+    with pytest.raises(ConfigError, match=r"margin"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"margin": -0.1})
+    assert cli(["train", str(data), "--out", str(tmp_path / "x"), "--method", "racnn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "racnn_mobilenet_v2" in err[0], err
