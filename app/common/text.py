@@ -5,12 +5,13 @@ from __future__ import annotations
 from engine.errors import EngineError
 
 #: The training methods (``engine.training.config.METHODS``) as the app names them, in the Train form's order.
-TRAINING_METHOD_LABELS = {"mcloss": "MC-Loss", "ce": "CE", "tasn": "TASN", "parts": "Shared parts (PDiscoNet)"}
+TRAINING_METHOD_LABELS = {"mcloss": "MC-Loss", "ce": "CE", "tasn": "TASN", "parts": "Shared parts (PDiscoNet)",
+                          "racnn": "RA-CNN"}
 #: The map methods (``engine.maps.methods.METHODS``) as the app names them.
 MAP_METHOD_LABELS = {"channels": "Part channels (MC-Loss)", "ccmp": "CCMP (all channels)", "tasn": "TASN attention",
                      "cam": "CAM", "gradcam": "Grad-CAM", "guided-gradcam": "Guided Grad-CAM",
                      "guided-backprop": "Guided backprop", "deconvnet": "Deconvnet",
-                     "attention": "Attention blocks (CBAM / residual)"}
+                     "attention": "Attention blocks (CBAM / residual)", "racnn": "RA-CNN zoom squares"}
 
 
 def training_method_label(name: str) -> str:

@@ -4,14 +4,15 @@ Everything they return is plain data (numpy arrays, dataclasses, floats) that th
 touching a model: the loaded model stays in :class:`app.common.model_cache.ModelCache`, which only the worker
 thread uses. Maps come from :func:`engine.maps.explain.explain`, parts from :func:`engine.maps.parts.find_parts`,
 TASN's structure- and detail-preserved views (Zheng et al., CVPR 2019, §3.2) from
-:func:`engine.maps.explain.resampled_views`, and for a shared-parts run (the ``parts`` method) the
-:class:`PartsLayer` that draws all K parts at once.
+:func:`engine.maps.explain.resampled_views` (for an RA-CNN run's ``racnn`` maps, its zoom views in their place:
+the squares of scales 2 and 3 and their zoomed crops, :func:`engine.maps.zoom.zoom_views`), and for a shared-parts
+run (the ``parts`` method) the :class:`PartsLayer` that draws all K parts at once.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generator
 
 import cv2
@@ -50,7 +51,7 @@ class ExploreRun:
 
     @property
     def default_method(self) -> str:
-        for m in ("channels", "tasn", "gradcam"):
+        for m in ("channels", "tasn", "racnn", "gradcam"):
             if m in self.methods:
                 return m
         return self.methods[0] if self.methods else ""
@@ -69,13 +70,34 @@ class MapRequest:
 @dataclass
 class MapView:
     """The structure- and detail-preserved views of the image for one map, with their sampling grids
-    (S, S, 2) as numpy; ``in_size`` the original (H, W) the grids map back to."""
+    (S, S, 2) as numpy; ``in_size`` the original (H, W) the grids map back to. An RA-CNN run's zoom views take the
+    two places (scale 2's crop, scale 3's), with their ``titles`` and the squares to draw on each view (``boxes``:
+    view name → (x0, y0, x1, y1) in that view's pixels, pixel centres at whole numbers)."""
 
     structure: np.ndarray
     detail: np.ndarray
     structure_grid: np.ndarray
     detail_grid: np.ndarray
     in_size: tuple[int, int]
+    titles: tuple[str, str] = ("Structure-preserved", "Detail-preserved")
+    boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
+
+
+ZOOM_TITLES = ("Scale 2 (zoomed)", "Scale 3 (zoomed)")
+
+
+def zoom_view(model, image: np.ndarray, preprocessing, side: int) -> MapView:
+    """An RA-CNN run's zoom views of ``image`` (Fu et al., CVPR 2017) as a :class:`MapView`: scale 2's and scale
+    3's squares drawn on the photo, scale 3's drawn in scale 2's view too, and the two crops zoomed to ``side``."""
+    from engine.maps.zoom import zoom_views
+
+    z = zoom_views(model, image, preprocessing, side)
+    b2, b3 = z.boxes()
+    sx, sy = side / max(b2[2] - b2[0], 1e-9), side / max(b2[3] - b2[1], 1e-9)
+    inner = ((b3[0] - b2[0]) * sx, (b3[1] - b2[1]) * sy, (b3[2] - b2[0]) * sx, (b3[3] - b2[1]) * sy)
+    centred = [tuple(v - 0.5 for v in box) for box in (b2, b3, inner)]  # edges → the panel's pixel-centre frame
+    return MapView(z.crops[0], z.crops[1], z.grids[0].numpy(), z.grids[1].numpy(), z.in_size, ZOOM_TITLES,
+                   {"original": centred[:2], "structure": centred[2:]})
 
 
 @dataclass
@@ -211,7 +233,10 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
     h, w = image.shape[:2]
     out = min(VIEW_SIZE, h, w)
     views = []
-    for m in ms.maps:
+    if req.method == "racnn":  # the squares' zoom views, the same for both maps
+        token.check()
+        views = [zoom_view(run.model, image, Preprocessing.from_dict(run.preprocessing), out)] * len(ms.maps)
+    for m in ms.maps if not views else ():
         v = resampled_views(image, m, out)
         views.append(MapView(v.structure, v.detail, v.structure_grid.numpy().astype(np.float32),
                              v.detail_grid.numpy().astype(np.float32), v.in_size))

@@ -1,4 +1,6 @@
-"""The original, structure-preserved and detail-preserved views side by side, with a linked cursor.
+"""The original, structure-preserved and detail-preserved views side by side, with a linked cursor; for an RA-CNN
+run's squares, its zoom views in the two places (Fu et al., CVPR 2017): scale 2's and scale 3's crops, the squares
+drawn on the photo (and scale 3's in scale 2's view).
 
 The two resampled views come from TASN's attention sampler (Zheng et al., CVPR 2019, §3.2) driven by the
 selected map. Pointing at a spot in any view marks the same spot in the others: a point of a resampled view goes
@@ -20,6 +22,7 @@ from .compute import MapView
 
 VIEWS = ("original", "structure", "detail")
 TITLES = {"original": "Original", "structure": "Structure-preserved", "detail": "Detail-preserved"}
+BOX_COLOURS = ("#ffcc00", "#34c759")  # the squares of scales 2 and 3
 
 Point = tuple[float, float]
 
@@ -68,6 +71,7 @@ class ResampledPanel(pg.GraphicsLayoutWidget):
         self.images: dict[str, pg.ImageItem] = {}
         self.markers: dict[str, pg.ScatterPlotItem] = {}
         self.titles: dict[str, pg.LabelItem] = {}
+        self.boxes: dict[str, list[pg.PlotDataItem]] = {name: [] for name in VIEWS}
         for col, name in enumerate(VIEWS):
             self.titles[name] = self.addLabel(TITLES[name], row=0, col=col)
             vb = self.addViewBox(row=1, col=col, lockAspect=True, invertY=True, enableMenu=False)
@@ -86,11 +90,14 @@ class ResampledPanel(pg.GraphicsLayoutWidget):
     def set_views(self, original: np.ndarray, view: MapView | None) -> None:
         """Show ``original`` (RGB, maybe scaled; its true size is ``view.in_size``) and the two resampled views."""
         self.view = view
+        self._draw_boxes(view)
         if view is None:
             for img in self.images.values():
                 img.clear()
             self.set_cursor(None)
             return
+        for name, title in zip(VIEWS[1:], view.titles):
+            self.titles[name].setText(title)
         h, w = view.in_size
         arrays = {"original": (original, (h, w)), "structure": (view.structure, view.structure.shape[:2]),
                   "detail": (view.detail, view.detail.shape[:2])}
@@ -102,6 +109,23 @@ class ResampledPanel(pg.GraphicsLayoutWidget):
             self.views[name].setRange(rect, padding=0.0)
         if self.cursor is not None and self.cursor.original is not None:
             self.point_at("original", self.cursor.original)
+
+    def _draw_boxes(self, view: MapView | None) -> None:
+        """The view's squares (an RA-CNN run's zoom views), scale 2's and scale 3's in their colours."""
+        for name, items in self.boxes.items():
+            for item in items:
+                self.views[name].removeItem(item)
+            items.clear()
+            for k, (x0, y0, x1, y1) in enumerate(view.boxes.get(name, ()) if view is not None else ()):
+                colour = BOX_COLOURS[(k + (name == "structure")) % len(BOX_COLOURS)]
+                item = pg.PlotDataItem([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], pen=pg.mkPen(colour, width=2))
+                item.setZValue(1)
+                self.views[name].addItem(item)
+                items.append(item)
+
+    def box_count(self, name: str) -> int:
+        """How many squares view ``name`` draws now."""
+        return len(self.boxes[name])
 
     def point_at(self, source: str, point: Point | None) -> CursorState | None:
         """Put the cursor at ``point`` of view ``source`` and mark the same spot in the other views."""

@@ -175,7 +175,7 @@ class ExportPage(QWidget):
 
     def options(self) -> ExportOptions:
         """The export the form describes (the run must be set)."""
-        method = "tasn" if self.run is not None and self.run.method == "tasn" else "channels"
+        method = self.run.method if self.run is not None and self.run.method in ("tasn", "racnn") else "channels"
         return ExportOptions(self.run.path if self.run else "", self.out.text().strip(), self.split.currentData(),
                              self.crop_size.value(), round(self.min_score.value(), 4), self.append.isChecked(),
                              method, self.batch_size)

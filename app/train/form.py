@@ -318,32 +318,35 @@ class TrainForm(QWidget):
 
     # -- slots -----------------------------------------------------------------------------------------------
     def _fill_models(self) -> None:
-        family = "tasn" if self.method.currentData() == "tasn" else "partnet"
+        method = self.method.currentData()
+        family = method if method in ("tasn", "racnn") else "partnet"
         current = self.model.currentText()
         names = list_models(family)
+        default = "racnn_mobilenet_v2" if family == "racnn" else "mobilenet_v2"
         self.model.blockSignals(True)
         self.model.clear()
         self.model.addItems(names)
         if current in names:
             self.model.setCurrentText(current)
-        elif "mobilenet_v2" in names:
-            self.model.setCurrentText("mobilenet_v2")
+        elif default in names:
+            self.model.setCurrentText(default)
         self.model.blockSignals(False)
 
     def _enable_method_fields(self) -> None:
         """ξ, μ, λ belong to MC-Loss/CE, K to shared parts; fine maps, attention blocks and GAIN to every method
-        but TASN (stride 8, attention of its own); α, σ, ω to GAIN when it is on."""
+        but TASN (stride 8, attention of its own) and RA-CNN (its own zoom); α, σ, ω to GAIN when it is on."""
         method = self.method.currentData()
+        own = method in ("tasn", "racnn")
         for w in (self.xi, self.mu, self.lam):
             w.setEnabled(method in ("mcloss", "ce"))
         self.mc_conc.setEnabled(method == "mcloss")
         self.parts.setEnabled(method == "parts")
-        self.fine.setEnabled(method != "tasn")
-        self.padding.setEnabled(method != "tasn")  # TASN keeps torchvision's zeros
-        self.attention.setEnabled(method != "tasn")  # TASN has attention of its own
-        self.gain.setEnabled(method != "tasn")
+        self.fine.setEnabled(not own)
+        self.padding.setEnabled(not own)  # TASN and RA-CNN keep torchvision's zeros
+        self.attention.setEnabled(not own)  # TASN and RA-CNN have attention of their own
+        self.gain.setEnabled(not own)
         for spin in self.gain_terms.values():
-            spin.setEnabled(method != "tasn" and self.gain.isChecked())
+            spin.setEnabled(not own and self.gain.isChecked())
 
     @Slot()
     def _on_method_current_index_changed(self) -> None:
