@@ -115,6 +115,28 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_warmup": -1})
     with pytest.raises(ConfigError, match=r"margin"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"margin": -0.1})
-    assert cli(["train", str(data), "--out", str(tmp_path / "x"), "--method", "racnn"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "racnn_mobilenet_v2" in err[0], err
+    with pytest.raises(ConfigError, match=r"gain=True: .*RA-CNN has attention of its own"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", gain=True)
+    with pytest.raises(ConfigError, match=r"attention='cbam': .*racnn_smallnet is an RA-CNN model"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", attention="cbam")
+    for argv, expect in ((["--method", "racnn"], "racnn_mobilenet_v2"),
+                         (["--method", "racnn", "--model", "racnn_smallnet", "--apn-warmup", "-3"], "apn_warmup=-3"),
+                         (["--method", "racnn", "--model", "racnn_smallnet", "--nproc", "2"], "use --nproc 1")):
+        assert cli(["train", str(data), "--out", str(tmp_path / "x"), *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], err
+
+
+def test_a_resumed_run_goes_on_alternating(racnn_run, tmp_path):
+    import shutil
+
+    data, run, events = racnn_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = int(load_run(copy).model.train_calls)
+    cfg = TrainConfig(data=str(data), out=str(copy), model="racnn_smallnet", method="racnn", epochs=3, img_size=SIZE,
+                      batch_size=6, device="cpu", cache_mb=32, seed=0, extra={"apn_warmup": 2})
+    resumed = []
+    drive(train(cfg, resume=True), resumed.append)
+    steps = sum(isinstance(e, BatchEnd) for e in resumed)
+    assert int(load_run(copy).model.train_calls) == before + steps and steps > 0
