@@ -47,6 +47,8 @@ def run_part_count(run: str | Path) -> int:
         return int(arch.get("parts", 8))
     if meta.get("method") == "tasn" or str(arch.get("name", "")).startswith("tasn_"):
         return 1
+    if meta.get("method") == "racnn" or str(arch.get("name", "")).startswith("racnn_"):
+        return 2  # the squares of scales 2 and 3
     return int(arch.get("xi", 3))
 
 

@@ -76,6 +76,7 @@ def test_the_part_count_follows_the_method(tmp_path):
     assert run_part_count(fake_run(tmp_path / "p", "parts", parts=6)) == 6
     assert run_part_count(fake_run(tmp_path / "m", "mcloss")) == 3
     assert run_part_count(fake_run(tmp_path / "t", "tasn")) == 1
+    assert run_part_count(fake_run(tmp_path / "r", "racnn")) == 2  # the squares of scales 2 and 3
     with pytest.raises(ConfigError, match="the run has 3 parts"):
         write_part_names(tmp_path / "m", {3: "tail"})
     with pytest.raises(CheckpointError, match="not a Fieldmark run folder"):
