@@ -166,7 +166,7 @@ class TrainForm(QWidget):
         self.parts = QSpinBox(self)
         self.parts.setRange(0, 128)
         self.parts.setValue(8)
-        self.fine = QCheckBox("stride 16 (last stage joined with the one before)", self)
+        self.fine = QCheckBox("stride 16", self)  # how: the tooltip (the last stage joined with the one before)
         self.fine.setChecked(DEFAULT_FINE["mcloss"])
         self.padding = QComboBox(self)
         for value in PADDINGS:
@@ -186,12 +186,12 @@ class TrainForm(QWidget):
         self.attention = QComboBox(self)
         for value in ATTENTIONS:
             self.attention.addItem(value, value)
-        self.gain = QCheckBox("attention mining (GAIN)", self)
+        self.gain = QCheckBox("on", self)  # the row's label names it; α, σ, ω beside it keep the form narrow
         self.gain_terms: dict[str, QDoubleSpinBox] = {}
         for key, (top, step) in zip(GAIN_TERMS, ((1000.0, 0.1), (1.0, 0.05), (1000.0, 1.0))):
             spin = self.gain_terms[key] = QDoubleSpinBox(self)
             spin.setRange(0.0, top)
-            spin.setDecimals(3)
+            spin.setMaximumWidth(70)  # two decimals (Qt's default), so the GAIN row fits the form's width
             spin.setSingleStep(step)
             spin.setValue(GAIN_TERMS[key])
             spin.setToolTip(h[key])

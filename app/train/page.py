@@ -74,7 +74,7 @@ class TrainPage(QWidget):
         main.addWidget(scroll)
         main.addWidget(right)
         main.setStretchFactor(1, 1)
-        main.setSizes([380, 900])
+        main.setSizes([470, 1030])  # the settings form at its natural width (GAIN row, file buttons)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addWidget(main)
@@ -104,10 +104,13 @@ class TrainPage(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.new_button.clicked.connect(self._on_new_button_clicked)
         buttons = QHBoxLayout()
-        for b in (self.start_button, self.stop_button, self.resume_button, self.allow_data_change):
+        for b in (self.start_button, self.stop_button, self.resume_button):
             buttons.addWidget(b)
         buttons.addStretch(1)
         buttons.addWidget(self.new_button)
+        resume_row = QHBoxLayout()  # its own line: the settings stay as narrow as the form
+        resume_row.addStretch(1)
+        resume_row.addWidget(self.allow_data_change)
 
         left = QWidget(self)
         ll = QVBoxLayout(left)
@@ -116,6 +119,7 @@ class TrainPage(QWidget):
         ll.addWidget(title)
         ll.addWidget(self.form)
         ll.addLayout(buttons)
+        ll.addLayout(resume_row)
         ll.addStretch(1)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
