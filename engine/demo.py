@@ -33,7 +33,7 @@ class DemoSettings:
     seed: int = 0
     model: str = "smallnet"
     # 5 channels a class: CWA keeps ceil(xi/2) = 3 of them, enough for the three marks of a three-mark class; with
-    # xi = 3 it kept 2 and the third mark was the one missed (README: mark recall 70-85 % with xi = 3, measured)
+    # xi = 3 it kept 2 and the third mark was the one missed (docs/RESULTS.md#demo-changes)
     xi: int = 5
     epochs: int = 50
     img_size: int = 128

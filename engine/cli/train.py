@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mc-conc", type=float, default=None, metavar="WEIGHT", help=h["mc_conc"])
     p.add_argument("--epochs", type=int, default=None, help="default 10; parts 14")
     p.add_argument("--pretrained", default=None, metavar="NAME|PATH", help=h["pretrained"])
-    p.add_argument("--img-size", type=int, default=None, help="default 224; parts 448 (README: measured)")
+    p.add_argument("--img-size", type=int, default=None, help="default 224; parts 448 (docs/RESULTS.md#parts-runs)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="images per step, over all processes (default 32; parts 16); each of N processes takes 1/N")
     p.add_argument("--lr-backbone", type=float, default=None, help=h["lr_backbone"])

@@ -2,7 +2,7 @@
 take of the memory this machine has free.
 
 Where a run's memory goes (mobilenet_v2, CE, 224 px, batch 32 on the CPU; 1,487 CUB photos, measured with the
-launcher's malloc settings; README "Memory"):
+launcher's malloc settings; docs/RESULTS.md#memory):
 
 * the interpreter with torch and the engine imported: about 0.9 GB, before anything else;
 * the image cache: decoded photos at the resize side (256 px for 224), about 0.26 MB a photo (0.38 GB here);
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 MB = 2 ** 20
 #: A training step's peak host memory, as a multiple of the tensors saved for backward: gradients and temporaries
 #: during the backward pass, and the heap the allocator keeps. Measured over a whole epoch with its test pass on
-#: cub-parts-dev (mobilenet_v2, 224 px): 1.34× at batch 32, 1.53× in micro-batches of 16 (README "Memory").
+#: cub-parts-dev (mobilenet_v2, 224 px): 1.34× at batch 32, 1.53× in micro-batches of 16 (docs/RESULTS.md#memory).
 STEP_FACTOR = 1.8
 #: Memory left to the rest of the machine (the window, the desktop): this or a tenth of the RAM, the larger.
 RESERVE_MB = 1024
