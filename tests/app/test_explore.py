@@ -16,7 +16,7 @@ from engine.runs import load_run
 from engine.models.sampler import original_to_resampled, resampled_to_original
 
 from tests.timing import thread_cpu
-from toyrun import open_toy
+from toyrun import open_toy, select_row
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -30,12 +30,6 @@ def explore(window, qtbot, toy):
     window.set_workspace("Explore")
     qtbot.waitUntil(lambda: page.info is not None, timeout=SLOW)
     return page
-
-
-def select_row(window, row: int) -> str:
-    lib = window.library
-    lib.grid.setCurrentIndex(lib.model.index(row, 0))
-    return lib.model.sample(row).path
 
 
 def wait_maps(qtbot, page, path: str, method: str | None = None, cls: int | None = None) -> None:

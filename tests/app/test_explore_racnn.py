@@ -10,7 +10,7 @@ import torch
 
 from engine.models.sampler import resampled_to_original
 
-from toyrun import ToyRun, open_toy
+from toyrun import ToyRun, open_toy, select_row
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,12 +41,6 @@ def explore(window, qtbot, racnn_toy):
     window.set_workspace("Explore")
     qtbot.waitUntil(lambda: page.info is not None, timeout=SLOW)
     return page
-
-
-def select_row(window, row: int) -> str:
-    lib = window.library
-    lib.grid.setCurrentIndex(lib.model.index(row, 0))
-    return lib.model.sample(row).path
 
 
 def wait_maps(qtbot, page, path: str, method: str = "racnn") -> None:

@@ -95,3 +95,10 @@ def mark_part(scores, truth, a: int, b: int, mark: str) -> tuple[int, list[float
              for i in idx if scores.present[i, k] and any(scores.keypoints[i, j, 2] > 0.5 for j in cols)]
         medians.append(float(np.median(d)) if len(d) >= len(idx) / 4 else math.inf)
     return int(np.argmin(medians)), medians
+
+
+def select_row(window, row: int) -> str:
+    """Select the Library's row ``row`` (what Explore then shows); its photo's path."""
+    lib = window.library
+    lib.grid.setCurrentIndex(lib.model.index(row, 0))
+    return lib.model.sample(row).path
