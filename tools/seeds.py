@@ -2,11 +2,12 @@
 figure (issue 23: every part-quality row is the mean and spread of seeds 0, 1 and 2).
 
     .venv/bin/python tools/seeds.py DATA --out DIR [--seeds 0 1 2] [--split val] [--baseline CE_RUN|CE_RUNS] \
-        [--json FILE] -- TRAIN_ARGS...
+        [--maps own|gradcam|attention] [--json FILE] -- TRAIN_ARGS...
 
 Each seed trains ``fieldmark train DATA --out DIR/s<seed> --seed <seed> TRAIN_ARGS`` unless DIR/s<seed> already
-holds a finished run (then it is only evaluated), then ``fieldmark evaluate ... --split SPLIT --json`` (its JSON is
-kept as DIR/s<seed>/evaluate-<split>.json, reused when newer than the weights). Choose settings with ``--split
+holds a finished run (then it is only evaluated), then ``fieldmark evaluate ... --split SPLIT --maps MAPS --json`` (its
+JSON is kept as DIR/s<seed>/evaluate-<split>.json, evaluate-<split>-<maps>.json for other maps than ``own``, reused
+when newer than the weights). Choose settings with ``--split
 val`` (runs trained with ``--validation-fraction``); report ``--split test`` once, for the chosen settings.
 """
 
@@ -60,8 +61,13 @@ def finished(run: Path) -> bool:
         return False
 
 
+def evaluation_file(run: Path, split: str, maps: str = "own") -> Path:
+    """Where the run's evaluation of ``split`` with ``maps`` is kept (the default maps keep the plain name)."""
+    return run / (f"evaluate-{split}.json" if maps == "own" else f"evaluate-{split}-{maps}.json")
+
+
 def train_and_evaluate(data: str, run: Path, seed: int, split: str, baseline: str | None,
-                       train_args: list[str]) -> dict:
+                       train_args: list[str], maps: str = "own") -> dict:
     if not finished(run):
         cmd = fieldmark("train", data, "--out", str(run), "--seed", str(seed), *train_args)
         if (run / "resume.pt").is_file():
@@ -70,9 +76,9 @@ def train_and_evaluate(data: str, run: Path, seed: int, split: str, baseline: st
         t0 = time.time()
         subprocess.run(cmd, check=True, cwd=ROOT)
         print(f"trained in {(time.time() - t0) / 60:.1f} min", file=sys.stderr)
-    out = run / f"evaluate-{split}.json"
+    out = evaluation_file(run, split, maps)
     if not out.is_file() or out.stat().st_mtime < (run / "model.safetensors").stat().st_mtime:
-        cmd = fieldmark("evaluate", str(run), data, "--split", split, "--json",
+        cmd = fieldmark("evaluate", str(run), data, "--split", split, "--maps", maps, "--json",
                         *(["--baseline", baseline] if baseline else []))
         print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
         doc = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
@@ -117,14 +123,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="val", choices=["val", "test"])
     p.add_argument("--baseline", help="a CE run for the Grad-CAM baseline of evaluate, or a folder of CE runs "
                                       "s<seed> (seed N is compared with the CE run of seed N)")
+    p.add_argument("--maps", default="own", choices=["own", "gradcam", "attention"],
+                   help="the maps evaluate scores as the parts (fieldmark evaluate --maps)")
     p.add_argument("--json", help="write the per-seed figures and the row to this file")
     args = p.parse_args(argv)
     if not Path(args.data).is_dir():
         p.error(f"data folder {args.data!r} does not exist: give the CUB-layout folder to train on")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    docs = [train_and_evaluate(args.data, out / f"s{s}", s, args.split, seed_baseline(args.baseline, s), train_args)
-            for s in args.seeds]
+    docs = [train_and_evaluate(args.data, out / f"s{s}", s, args.split, seed_baseline(args.baseline, s), train_args,
+                               args.maps) for s in args.seeds]
     table = row(docs)
     print(f"{args.out}: {len(docs)} seeds ({', '.join(map(str, args.seeds))}), {args.split} split; "
           f"mean (min..max)")

@@ -1,4 +1,4 @@
-"""`fieldmark evaluate RUN DATA [--json] [--baseline RUN] [--split test]`"""
+"""`fieldmark evaluate RUN DATA [--json] [--baseline RUN] [--split test] [--maps own|gradcam|attention]`"""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["test", "val", "train"],
                    help="split to score (default test; val: the run's validation photos, --validation-fraction, "
                         "with the published protocol fitted on the rest of the training split)")
+    p.add_argument("--maps", default="own", choices=["own", "gradcam", "attention"],
+                   help="the run's maps scored as its parts: own (its part maps), gradcam (its Grad-CAM of the true "
+                        "class, one part) or attention (its attention blocks' spatial maps, one part per block)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     p.add_argument("--no-field-marks", action="store_true",
@@ -42,12 +45,15 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.run, device)
     base = load_run(args.baseline, device) if args.baseline else None
     report = scan(args.data)
-    gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed)
+    gen = evaluate(loaded, report, base, split=args.split, batch_size=args.batch_size, seed=args.seed,
+                   maps=args.maps)
     with Bars() as bars:
         result = drive(gen, lambda ev: show_progress_or_message(ev, bars))
         marks, why = None, ""
         if args.no_field_marks:
             why = "--no-field-marks"
+        elif args.maps != "own":
+            why = f"--maps {args.maps}: field-mark agreement ranks the run's own shared parts"
         elif not has_shared_parts(loaded.model):
             why = f"a {loaded.method} run: field-mark agreement ranks the shared parts of a `parts` run"
         else:
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     label = (lambda k: part_label(k, read_part_names(loaded.run_dir)))
     if args.json:
         doc = result.to_dict()
+        doc["maps"] = {"option": args.maps, "source": result.info["source"]}
         if result.info.get("top1_per_scale"):  # an RA-CNN run: scales 1, 2, 3 and the fused prediction
             doc["top1_per_scale"] = result.info["top1_per_scale"]
         doc["field_marks"] = marks.to_dict() if marks is not None else {"note": why}

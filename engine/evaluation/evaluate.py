@@ -18,6 +18,11 @@ resized to img_size (the explanation convention of :mod:`engine.maps.explain`). 
 A TASN run has no class channels: its parts are the peak of its structure attention map (one per image). An
 RA-CNN run's parts are its two squares (scales 2 and 3; the ``racnn`` maps, peaked at the squares' centres), and
 its test top-1 is also given per scale (``info["top1_per_scale"]``: scales 1, 2, 3 and the fused prediction).
+
+``maps`` (``fieldmark evaluate --maps``) scores other maps of the run as its parts, in both passes: ``gradcam`` its
+Grad-CAM of the true class (one part), ``attention`` its attention blocks' spatial maps (one part per block; see
+:mod:`engine.evaluation.published`). ``box_share_above_half`` (every map read, baselines too): the mean over the test
+images of :func:`engine.evaluation.metrics.box_share_above_half` of the parts' per-cell maximum.
 """
 
 from __future__ import annotations
@@ -39,16 +44,16 @@ from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, p
 from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
-from engine.evaluation.published import PublishedPass
+from engine.evaluation.published import PublishedPass, check_maps, describe_maps, other_maps
 from engine.models.shared_parts import has_shared_parts
-from engine.evaluation.metrics import labels_at_keypoints, regions_per_class
+from engine.evaluation.metrics import box_share_above_half, labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
 from engine.runs import LoadedRun, use_run_split
 
 log = logging.getLogger(__name__)
 
-KEYS = ("top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error", "keypoint_error_all", "nmi",
-        "ari", "regions_per_class", "mark_recall", "baselines", "protocol")
+KEYS = ("top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "box_share_above_half", "keypoint_error",
+        "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines", "protocol")
 
 
 @dataclass
@@ -59,6 +64,7 @@ class EvalResult:
     part_hit_rate: float | None
     peaks_in_box: float | None
     peaks_on_border: float | None
+    box_share_above_half: float | None
     keypoint_error: float | None
     keypoint_error_all: float | None
     nmi: float | None
@@ -127,8 +133,9 @@ def _true_class_maps(model, features: torch.Tensor, labels: torch.Tensor) -> tup
 
 
 def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.ndarray,
-             all_maps: np.ndarray | None) -> PartSet:
-    """Peaks / centroids of low-resolution maps (B, K, h, w) in original pixels, and the labels at keypoints."""
+             all_maps: np.ndarray | None, boxes: np.ndarray) -> PartSet:
+    """Peaks / centroids of low-resolution maps (B, K, h, w) in original pixels, the labels at keypoints and the
+    box share above half maximum of the valid parts' per-cell maximum."""
     h, w = maps.shape[-2:]
     pk = map_peaks(maps)
     sx = (sizes[:, 1] / w)[:, None]
@@ -142,7 +149,8 @@ def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.nda
     vals = np.where(valid, pk.value, -np.inf)
     top = vals.max(axis=1, keepdims=True)
     rel = np.where(valid, np.where(top > 0, vals / np.where(top > 0, top, 1.0), 0.0), 0.0)
-    label_maps = np.where(valid[:, :, None, None], maps, -np.inf).argmax(axis=1)  # (B, h, w)
+    masked = np.where(valid[:, :, None, None], maps, -np.inf)
+    label_maps = masked.argmax(axis=1)  # (B, h, w)
     kp_cells = kps.copy()
     kp_cells[..., 0] = (kps[..., 0] + 0.5) / sx - 0.5
     kp_cells[..., 1] = (kps[..., 1] + 0.5) / sy - 0.5
@@ -156,7 +164,8 @@ def _partset(maps: np.ndarray, valid: np.ndarray, sizes: np.ndarray, kps: np.nda
         all_v = np.where(top_all > 0, pa.value / np.where(top_all > 0, top_all, 1.0), 0.0)
     row, col = pk.cell[..., 0], pk.cell[..., 1]
     on_border = (row == 0) | (row == h - 1) | (col == 0) | (col == w - 1)
-    return PartSet(peaks, cents, rel, kp_labels, all_c, all_v, on_border)
+    return PartSet(peaks, cents, rel, kp_labels, all_c, all_v, on_border,
+                   box_share_above_half(masked.max(axis=1), boxes, sizes))
 
 
 def _concat(sets: list[PartSet]) -> PartSet:
@@ -164,8 +173,9 @@ def _concat(sets: list[PartSet]) -> PartSet:
         z = np.zeros((0, 1, 2))
         return PartSet(z, z, np.zeros((0, 1)), np.zeros((0, 15), np.int64), z, np.zeros((0, 1)))
     border = None if any(s.on_border is None for s in sets) else np.concatenate([s.on_border for s in sets])
+    share = None if any(s.box_share is None for s in sets) else np.concatenate([s.box_share for s in sets])
     return PartSet(*(np.concatenate([getattr(s, f) for s in sets]) for f in
-                     ("peaks", "centroids", "values", "kp_labels", "all_centroids", "all_values")), border)
+                     ("peaks", "centroids", "values", "kp_labels", "all_centroids", "all_values")), border, share)
 
 
 def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
@@ -174,13 +184,16 @@ def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
 
 def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None, split: str = "test",
              batch_size: int = 32, seed: int = 0, workers: int = 0,
-             should_stop: Callable[[], bool] | None = None) -> Generator[Progress | Message, None, EvalResult]:
+             should_stop: Callable[[], bool] | None = None,
+             maps: str = "own") -> Generator[Progress | Message, None, EvalResult]:
     """The evaluation as a generator of Progress events returning an :class:`EvalResult`. ``report`` is first laid
-    under the run's saved split (:func:`engine.runs.use_run_split`): its lines come as Message events."""
+    under the run's saved split (:func:`engine.runs.use_run_split`): its lines come as Message events. ``maps``:
+    which maps of the run are its parts (``own``, ``gradcam``, ``attention``; the module docstring)."""
     t0 = time.perf_counter()
     if not report.has_parts:
         raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): evaluation needs a "
                         "CUB-layout folder with parts/part_locs.txt (CUB-200-2011 or `fieldmark toybirds`)")
+    check_maps(run, maps)
     report = yield from use_run_split(run.run_dir, report, run.meta.get("config"))  # the run's own split
     for r, what in ((run, "run"), (baseline, "baseline run")):
         if r is not None and r.classes != list(report.classes):
@@ -189,7 +202,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     stop = should_stop or (lambda: False)
     n_parts = len(report.part_names)
     gathered: dict[str, dict[str, Any]] = {}
-    published = PublishedPass(run, baseline) if split != "train" else None
+    published = PublishedPass(run, baseline, maps) if split != "train" else None
     for part in ("train", split) if split != "train" else (split,):
         samples = [s for s in report.split(part) if s.label >= 0]
         acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
@@ -199,15 +212,29 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
             if stop():
                 raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
             items = [(samples[i], *dec) for i, dec in batch if dec is not None]
-            _gather(run, baseline, items, n_parts, part == split, acc)
+            _gather(run, baseline, items, n_parts, part == split, acc, maps)
             if published is not None:
                 for sample, img, info in items:
                     published.add("test" if part == split else "train", sample, img, info)
             done += len(batch)
             yield Progress(f"evaluate {part}", done, len(samples))
         gathered[part] = acc
-    test = gathered[split]
-    train = gathered.get("train", test)
+    return _result(run, baseline, report, gathered[split], gathered.get("train", gathered[split]), published, seed,
+                   maps, t0)
+
+
+def _source(model, maps: str) -> str:
+    """What was scored as the run's parts (``info["source"]``)."""
+    if maps != "own":
+        return describe_maps(model, maps)[0]
+    return ("shared parts" if has_shared_parts(model) else "racnn squares" if hasattr(model, "zoom_squares")
+            else "tasn structure map" if not getattr(model, "groups", None) else "channels of the true class")
+
+
+def _result(run: LoadedRun, baseline: LoadedRun | None, report: DataReport, test: dict[str, Any],
+            train: dict[str, Any], published: PublishedPass | None, seed: int, maps: str, t0: float) -> EvalResult:
+    """The figures from the gathered test and training split."""
+    n_parts = len(report.part_names)
     truth = {k: Truth(_stack(v["kp"], (0, n_parts, 3)), _stack(v["bb"], (0, 4)), _stack(v["y"], (0,)).astype(int))
              for k, v in (("train", train), ("test", test))}
     marks = mark_columns(report.root, report.classes, report.part_names)
@@ -224,11 +251,8 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                                            truth["test"], marks)
     h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
-            "source": ("shared parts" if has_shared_parts(run.model) else "racnn squares"
-                       if hasattr(run.model, "zoom_squares") else "tasn structure map"
-                       if not getattr(run.model, "groups", None) else "channels of the true class"),
-            "run": str(run.run_dir), "baseline": str(baseline.run_dir) if baseline else None,
-            "seconds": time.perf_counter() - t0}
+            "maps": maps, "source": _source(run.model, maps), "run": str(run.run_dir),
+            "baseline": str(baseline.run_dir) if baseline else None, "seconds": time.perf_counter() - t0}
     if test.get("scale_correct") and test["n"]:
         info["top1_per_scale"] = dict(zip(("scale 1", "scale 2", "scale 3", "fused"),
                                           (c / test["n"] for c in test["scale_correct"])))
@@ -238,13 +262,36 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
                       regions_per_class=regions_per_class(h) if h.size else None, baselines=baselines, info=info,
                       protocol=published.result(seed) if published is not None else None,
                       **{key: own[key] for key in ("part_hit_rate", "peaks_in_box", "peaks_on_border",
-                                                   "keypoint_error", "keypoint_error_all", "nmi", "ari",
-                                                   "mark_recall")})
+                                                   "box_share_above_half", "keypoint_error", "keypoint_error_all",
+                                                   "nmi", "ari", "mark_recall")})
+
+
+def _own_parts(model, x: torch.Tensor, labels: torch.Tensor, maps: str, sizes: np.ndarray, kps: np.ndarray,
+               boxes: np.ndarray, acc: dict[str, Any], is_test: bool) -> None:
+    """The run's parts of a prepared batch ``x`` into ``acc["own"]`` (and MC-Loss's h into ``acc["h"]``)."""
+    if maps != "own":  # Grad-CAM or the attention blocks' maps, read as parts
+        m = other_maps(model, x, labels, maps).cpu().numpy()
+        acc["own"].append(_partset(m, np.ones(m.shape[:2], bool), sizes, kps, None, boxes))
+    elif has_shared_parts(model):  # shared parts: the K foreground maps, the same parts for every class
+        with session(model):
+            m = model.forward_features(x)[:, :model.parts].float().cpu().numpy()
+        acc["own"].append(_partset(m, np.ones(m.shape[:2], bool), sizes, kps, None, boxes))
+    elif getattr(model, "groups", None):
+        with session(model):
+            features = model.forward_features(x).float()
+        m, valid = _true_class_maps(model, features, labels)
+        acc["own"].append(_partset(m.cpu().numpy(), valid.numpy(), sizes, kps, features.cpu().numpy(), boxes))
+        if is_test:
+            acc["h"].append(mc_loss_terms(features, labels.to(x.device), model.groups).h.flatten().cpu().numpy())
+    else:  # TASN: the structure attention map, one part per image; RA-CNN: its two squares
+        racnn = hasattr(model, "zoom_squares")
+        m = torch.stack([r if racnn else r[:1] for r in low_res_maps(model, x, "racnn" if racnn else "tasn", labels)])
+        acc["own"].append(_partset(m.cpu().numpy(), np.ones(m.shape[:2], bool), sizes, kps, None, boxes))
 
 
 @torch.no_grad()
 def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample, np.ndarray, ImageInfo]],
-            n_parts: int, is_test: bool, acc: dict[str, Any]) -> None:
+            n_parts: int, is_test: bool, acc: dict[str, Any], maps: str = "own") -> None:
     """Scores are computed on the decoded images: the data set's keypoints and boxes (on the file's stored grid)
     are mapped onto them through each image's orientation and decode scale."""
     if not items:
@@ -259,27 +306,12 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
                     for s, _, info in items])
     boxes = np.array([info.xywh_to_image(s.bbox) if s.bbox is not None else (0.0, 0.0, img.shape[1], img.shape[0])
                       for s, img, info in items], np.float64)
-    x = prepare(imgs, pp, dev)
-    if has_shared_parts(model):  # shared parts: the K foreground maps, the same parts for every class
-        with session(model):
-            maps = model.forward_features(x)[:, :model.parts].float().cpu().numpy()
-        acc["own"].append(_partset(maps, np.ones(maps.shape[:2], bool), sizes, kps, None))
-    elif getattr(model, "groups", None):
-        with session(model):
-            features = model.forward_features(x).float()
-        maps, valid = _true_class_maps(model, features, labels)
-        acc["own"].append(_partset(maps.cpu().numpy(), valid.numpy(), sizes, kps, features.cpu().numpy()))
-        if is_test:
-            acc["h"].append(mc_loss_terms(features, labels.to(dev), model.groups).h.flatten().cpu().numpy())
-    else:  # TASN: the structure attention map, one part per image; RA-CNN: its two squares
-        racnn = hasattr(model, "zoom_squares")
-        maps = torch.stack([m if racnn else m[:1] for m in low_res_maps(model, x, "racnn" if racnn else "tasn",
-                                                                        labels)])
-        acc["own"].append(_partset(maps.cpu().numpy(), np.ones(maps.shape[:2], bool), sizes, kps, None))
+    _own_parts(model, prepare(imgs, pp, dev), labels, maps, sizes, kps, boxes, acc, is_test)
     if baseline is not None:
         bx = prepare(imgs, Preprocessing.from_dict(baseline.preprocessing), model_device(baseline.model))
         cams = torch.stack(low_res_maps(baseline.model, bx, "gradcam", labels))
-        acc["base"].append(_partset(cams.float().cpu().numpy(), np.ones((len(items), 1), bool), sizes, kps, None))
+        acc["base"].append(_partset(cams.float().cpu().numpy(), np.ones((len(items), 1), bool), sizes, kps, None,
+                                    boxes))
     if is_test:
         xc = normalize(torch.from_numpy(np.stack([test_transform(img, pp) for img in imgs])).to(dev), pp)
         with session(model):

@@ -111,6 +111,35 @@ def peaks_in_box(peaks: np.ndarray, bboxes: np.ndarray, valid: np.ndarray | None
     return float((inside & mask).sum() / total)
 
 
+def box_share_above_half(maps: np.ndarray, bboxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Per image (N,): the share of the bird box's cells where the map is at least half the image's map maximum.
+
+    ``maps`` (N, h, w) cover the whole H×W photo (several parts: pass their per-cell maximum), ``sizes`` (N, 2)
+    H, W. A cell belongs to the box when its centre, x = (col + 0.5)·W/w − 0.5 (y alike), lies in the box, edges
+    included (as :func:`peaks_in_box`); a box holding no cell centre gets the cell nearest its own centre. The
+    maximum is over the whole map; an image whose map maximum is ≤ 0 has share 0 (no cell is attended).
+    """
+    m = np.asarray(maps, dtype=np.float64)
+    if m.ndim != 3 or 0 in m.shape:
+        raise ValueError(f"maps must be a non-empty (N, h, w) array; got shape {m.shape}")
+    n, h, w = m.shape
+    bb = _bboxes(bboxes, n)
+    hw = np.asarray(sizes, dtype=np.float64).reshape(n, 2)
+    xs = (np.arange(w) + 0.5) * hw[:, 1:2] / w - 0.5  # (N, w) cell centres in pixels
+    ys = (np.arange(h) + 0.5) * hw[:, 0:1] / h - 0.5
+    in_x = (xs >= bb[:, 0:1]) & (xs <= bb[:, 0:1] + bb[:, 2:3])
+    in_y = (ys >= bb[:, 1:2]) & (ys <= bb[:, 1:2] + bb[:, 3:4])
+    cells = in_y[:, :, None] & in_x[:, None, :]
+    for i in np.flatnonzero(~cells.any(axis=(1, 2))):  # a box smaller than a cell: its centre's cell
+        col = int(np.clip(np.floor((bb[i, 0] + bb[i, 2] / 2 + 0.5) * w / hw[i, 1]), 0, w - 1))
+        row = int(np.clip(np.floor((bb[i, 1] + bb[i, 3] / 2 + 0.5) * h / hw[i, 0]), 0, h - 1))
+        cells[i, row, col] = True
+    top = m.reshape(n, -1).max(axis=1)
+    hot = m >= 0.5 * top[:, None, None]
+    share = (hot & cells).sum(axis=(1, 2)) / cells.sum(axis=(1, 2))
+    return np.where(top > 0, share, 0.0)
+
+
 def part_features(centroids: np.ndarray, peak_values: np.ndarray, bboxes: np.ndarray,
                   peak_threshold: float = 0.5) -> np.ndarray:
     """The (N, 2K) regression features of Huang et al. (CVPR 2020), before standardisation.

@@ -17,8 +17,8 @@ import engine.evaluation.metrics as metrics
 
 log = logging.getLogger(__name__)
 
-PART_KEYS = ("part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error", "keypoint_error_all", "nmi",
-             "ari", "mark_recall")
+PART_KEYS = ("part_hit_rate", "peaks_in_box", "peaks_on_border", "box_share_above_half", "keypoint_error",
+             "keypoint_error_all", "nmi", "ari", "mark_recall")
 
 
 @dataclass
@@ -26,7 +26,8 @@ class PartSet:
     """Discovered parts of N images in original pixels. ``peaks``/``centroids`` (N, K, 2) (NaN where a part does
     not exist), ``values`` (N, K) peak strength relative to the image's strongest part, ``kp_labels`` (N, P) the
     part label at each keypoint (-1 invisible); ``all_centroids``/``all_values``: the "all channels" gathering;
-    ``on_border`` (N, K) whether each peak lies on the outer ring of cells of its map (None: not read from maps)."""
+    ``on_border`` (N, K) whether each peak lies on the outer ring of cells of its map (None: not read from maps);
+    ``box_share`` (N,) :func:`~engine.evaluation.metrics.box_share_above_half` of the maps (None: no maps)."""
 
     peaks: np.ndarray
     centroids: np.ndarray
@@ -35,6 +36,7 @@ class PartSet:
     all_centroids: np.ndarray
     all_values: np.ndarray
     on_border: np.ndarray | None = None
+    box_share: np.ndarray | None = None
 
     @property
     def valid(self) -> np.ndarray:
@@ -135,6 +137,9 @@ def part_scores(train: PartSet, test: PartSet, tr: Truth, te: Truth,
     out["peaks_on_border"] = None
     if test.on_border is not None and test.valid.any():
         out["peaks_on_border"] = float(test.on_border[test.valid].mean())
+    out["box_share_above_half"] = None
+    if test.box_share is not None and len(test.box_share):
+        out["box_share_above_half"] = float(test.box_share.mean())
     if len(tr.boxes):
         out["keypoint_error"] = metrics.keypoint_regression_error(
             train.centroids, train.values, tr.keypoints, tr.boxes, test.centroids, test.values, te.keypoints,
@@ -191,6 +196,7 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     rows = [("top1 (%)", "top1", 100.0), ("part hit rate (%)", "part_hit_rate", 100.0),
             ("peaks in the bird's box (%)", "peaks_in_box", 100.0),
             ("peaks on the map's border (%)", "peaks_on_border", 100.0),
+            ("box share above half max (%)", "box_share_above_half", 100.0),
             ("keypoint error (% box), ξ parts", "keypoint_error", 1.0),
             ("keypoint error (% box), all channels", "keypoint_error_all", 1.0), ("NMI", "nmi", 1.0),
             ("ARI", "ari", 1.0), ("regions per class (h)", "regions_per_class", 1.0),

@@ -54,11 +54,12 @@ def test_cli_on_the_demo_run(demo, tmp_path, capsys):
     capsys.readouterr()
     assert cli(["evaluate", str(run), str(data), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert set(figures) == {"top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
-                            "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines",
-                            "protocol", "field_marks"}
+    assert set(figures) == {"top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "box_share_above_half",
+                            "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall",
+                            "baselines", "protocol", "maps", "field_marks"}
     # the demo is an MC-Loss run: no shared parts to rank, and the block says so
     assert "parts` run" in figures.pop("field_marks")["note"]
+    assert figures.pop("maps") == {"option": "own", "source": "channels of the true class"}
     # a trained model's figures cannot be worked out by hand (test_evaluate does that on hand-made maps): what the
     # demo saved must be what `fieldmark evaluate` computes for the same run, figure by figure
     saved = json.loads((run / "evaluation.json").read_text())

@@ -46,3 +46,14 @@ def test_each_seed_is_compared_with_the_ce_run_of_its_own_seed(tmp_path):
     assert seed_baseline(str(tmp_path / "ce"), 1) == str(tmp_path / "ce" / "s1")
     assert seed_baseline(str(tmp_path / "ce"), 2) == str(tmp_path / "ce")  # no run of that seed: the folder itself
     assert seed_baseline(None, 0) is None
+
+
+def test_other_maps_keep_their_own_evaluation_file(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from seeds import evaluation_file
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    assert evaluation_file(tmp_path, "val") == tmp_path / "evaluate-val.json"
+    assert evaluation_file(tmp_path, "val", "gradcam") == tmp_path / "evaluate-val-gradcam.json"
+    assert evaluation_file(tmp_path, "test", "attention") == tmp_path / "evaluate-test-attention.json"

@@ -205,10 +205,14 @@ def test_each_figure_against_hand_computed_values(cub, tmp_path, monkeypatch):
     assert base["nmi"] == pytest.approx(0.0) and base["keypoint_error"] == base["keypoint_error_all"]
     assert base["peaks_on_border"] == pytest.approx(1 / 4)  # image 8's peak, (0, 0)
     rnd = d["baselines"]["random"]
-    assert set(rnd) == set(base) == {"part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
-                                     "keypoint_error_all", "nmi", "ari", "mark_recall"}
+    assert set(rnd) == set(base) == {"part_hit_rate", "peaks_in_box", "peaks_on_border", "box_share_above_half",
+                                     "keypoint_error", "keypoint_error_all", "nmi", "ari", "mark_recall"}
     # random points are drawn in the box and read from no map
-    assert rnd["peaks_in_box"] == 1.0 and rnd["peaks_on_border"] is None
+    assert rnd["peaks_in_box"] == 1.0 and rnd["peaks_on_border"] is None and rnd["box_share_above_half"] is None
+    # box share above half max: the box is the whole photo (64 cells); the true class's two maps are zero but for
+    # one hot cell (V) and one at 0.8·V, both ≥ V/2: 2 of 64 cells in every test image; Grad-CAM's ReLU(Σ w F)
+    # is the same two cells (weights 1): 2 of 64 as well
+    assert d["box_share_above_half"] == pytest.approx(2 / 64) and base["box_share_above_half"] == pytest.approx(2 / 64)
     again = evaluate_run(loaded(hand_model(), tmp_path), report).to_dict()
     assert again["baselines"]["random"] == rnd and again["baselines"]["gradcam"] is None  # seeded
 
@@ -269,9 +273,10 @@ def test_cli_json_has_exactly_the_keys_and_the_table_reads(cub, tmp_path, capsys
                                  "preprocessing": PP.to_dict(), "epoch": 1}, [], None)
     assert main(["evaluate", str(run), str(cub), "--json", "--baseline", str(run), "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert list(out) == ["top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "keypoint_error",
-                         "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall", "baselines",
-                         "protocol", "field_marks"]
+    assert list(out) == ["top1", "part_hit_rate", "peaks_in_box", "peaks_on_border", "box_share_above_half",
+                         "keypoint_error", "keypoint_error_all", "nmi", "ari", "regions_per_class", "mark_recall",
+                         "baselines", "protocol", "maps", "field_marks"]
+    assert out["maps"] == {"option": "own", "source": "channels of the true class"}
     # a CE run has no shared parts to rank: the field-mark block says why instead of a figure
     assert out["field_marks"] == {"note": "a ce run: field-mark agreement ranks the shared parts of a `parts` run"}
     assert set(out["baselines"]) == {"random", "gradcam"} and out["mark_recall"] is None
