@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Generator
 
 import numpy as np
@@ -44,7 +44,7 @@ from engine.evaluation.scores import PartSet, Truth, mark_columns, mark_table, p
 from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
-from engine.evaluation.published import PublishedPass, check_maps, describe_maps, other_maps
+from engine.evaluation.published import PublishedPass, check_maps, describe_maps, other_maps, shape_order
 from engine.models.shared_parts import has_shared_parts
 from engine.evaluation.metrics import box_share_above_half, labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
@@ -184,11 +184,16 @@ def _stack(arrays: list[np.ndarray], empty: tuple[int, ...]) -> np.ndarray:
 
 def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None, split: str = "test",
              batch_size: int = 32, seed: int = 0, workers: int = 0,
-             should_stop: Callable[[], bool] | None = None,
-             maps: str = "own") -> Generator[Progress | Message, None, EvalResult]:
+             should_stop: Callable[[], bool] | None = None, maps: str = "own",
+             protocol_batch: int | None = None) -> Generator[Progress | Message, None, EvalResult]:
     """The evaluation as a generator of Progress events returning an :class:`EvalResult`. ``report`` is first laid
     under the run's saved split (:func:`engine.runs.use_run_split`): its lines come as Message events. ``maps``:
-    which maps of the run are its parts (``own``, ``gradcam``, ``attention``; the module docstring)."""
+    which maps of the run are its parts (``own``, ``gradcam``, ``attention``; the module docstring).
+
+    Each split is read sorted by the photos' resized shape so that the published protocol scores photos of one
+    shape together, ``protocol_batch`` at most (None: ``batch_size``); every figure is computed in the split's own
+    order. ``protocol_batch=1`` reads the split in its own order and feeds the protocol one photo at a time (the
+    reference the batched pass is checked and timed against)."""
     t0 = time.perf_counter()
     if not report.has_parts:
         raise DataError(f"{report.root!r} has no part keypoints (layout {report.layout}): evaluation needs a "
@@ -202,25 +207,50 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
     stop = should_stop or (lambda: False)
     n_parts = len(report.part_names)
     gathered: dict[str, dict[str, Any]] = {}
-    published = PublishedPass(run, baseline, maps) if split != "train" else None
+    pbatch = batch_size if protocol_batch is None else protocol_batch
+    published = PublishedPass(run, baseline, maps, pbatch) if split != "train" else None
     for part in ("train", split) if split != "train" else (split,):
         samples = [s for s in report.split(part) if s.label >= 0]
-        acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "correct": 0, "n": 0}
-        loader = DataLoader(_Decoded(samples), batch_size=batch_size, num_workers=workers, collate_fn=_as_list)
+        order = shape_order(samples, Preprocessing.from_dict(run.preprocessing).img_size) \
+            if published is not None and pbatch > 1 else list(range(len(samples)))
+        acc: dict[str, Any] = {"own": [], "base": [], "kp": [], "bb": [], "y": [], "h": [], "idx": [], "correct": 0,
+                               "n": 0}
+        loader = DataLoader(_Decoded([samples[i] for i in order]), batch_size=batch_size, num_workers=workers,
+                            collate_fn=_as_list)
         done = 0
         for batch in loader:
             if stop():
                 raise Cancelled(f"evaluation stopped ({part} split, {done} of {len(samples)} images)")
-            items = [(samples[i], *dec) for i, dec in batch if dec is not None]
+            kept = [(order[i], dec) for i, dec in batch if dec is not None]
+            items = [(samples[j], *dec) for j, dec in kept]
             _gather(run, baseline, items, n_parts, part == split, acc, maps)
+            if items:
+                acc["idx"].append(np.array([j for j, _ in kept]))
             if published is not None:
-                for sample, img, info in items:
-                    published.add("test" if part == split else "train", sample, img, info)
+                for (j, _), (sample, img, info) in zip(kept, items):
+                    published.add("test" if part == split else "train", sample, img, info, j)
             done += len(batch)
             yield Progress(f"evaluate {part}", done, len(samples))
-        gathered[part] = acc
+        gathered[part] = _in_order(acc)
     return _result(run, baseline, report, gathered[split], gathered.get("train", gathered[split]), published, seed,
                    maps, t0)
+
+
+def _in_order(acc: dict[str, Any]) -> dict[str, Any]:
+    """``acc`` with its per-image arrays in the split's own order (the pass may have read it sorted by shape)."""
+    idx = np.concatenate(acc.pop("idx")) if acc["idx"] else np.zeros(0, np.int64)
+    if len(idx) < 2 or (np.diff(idx) > 0).all():
+        return acc
+    inv = np.argsort(idx, kind="stable")
+    for key in ("own", "base"):
+        if acc[key]:
+            s = _concat(acc[key])
+            acc[key] = [PartSet(*(None if getattr(s, f.name) is None else getattr(s, f.name)[inv]
+                                  for f in fields(PartSet)))]
+    for key in ("kp", "bb", "y", "h"):
+        if acc[key]:
+            acc[key] = [np.concatenate(acc[key])[inv]]
+    return acc
 
 
 def _source(model, maps: str) -> str:
@@ -249,7 +279,7 @@ def _result(run: LoadedRun, baseline: LoadedRun | None, report: DataReport, test
     if baseline is not None:
         baselines["gradcam"] = part_scores(_concat(train["base"]), _concat(test["base"]), truth["train"],
                                            truth["test"], marks)
-    h = np.concatenate(test["h"]) if test["h"] else np.zeros(0)
+    h = np.concatenate(test["h"]).reshape(-1) if test["h"] else np.zeros(0)
     info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
             "maps": maps, "source": _source(run.model, maps), "run": str(run.run_dir),
             "baseline": str(baseline.run_dir) if baseline else None, "seconds": time.perf_counter() - t0}
@@ -282,7 +312,7 @@ def _own_parts(model, x: torch.Tensor, labels: torch.Tensor, maps: str, sizes: n
         m, valid = _true_class_maps(model, features, labels)
         acc["own"].append(_partset(m.cpu().numpy(), valid.numpy(), sizes, kps, features.cpu().numpy(), boxes))
         if is_test:
-            acc["h"].append(mc_loss_terms(features, labels.to(x.device), model.groups).h.flatten().cpu().numpy())
+            acc["h"].append(mc_loss_terms(features, labels.to(x.device), model.groups).h.cpu().numpy())  # (B, c)
     else:  # TASN: the structure attention map, one part per image; RA-CNN: its two squares
         racnn = hasattr(model, "zoom_squares")
         m = torch.stack([r if racnn else r[:1] for r in low_res_maps(model, x, "racnn" if racnn else "tasn", labels)])

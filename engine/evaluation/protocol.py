@@ -230,20 +230,33 @@ def labels_at_keypoints(maps: Any, input_size: tuple[int, int], keypoints_in_inp
     round-half-even(x − 0.5): the same pixel except at exact integers.)
     """
     import torch
+
+    t = maps.detach() if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
+    if t.ndim != 3 or 0 in t.shape:
+        raise DataError(f"maps must be a non-empty (M, h, w) array; got shape {tuple(t.shape)}")
+    return labels_at_keypoints_batch(t[None], input_size, _numpy(keypoints_in_input_px).reshape(1, -1, 2))[0]
+
+
+def labels_at_keypoints_batch(maps: Any, input_size: tuple[int, int], keypoints_in_input_px: Any) -> np.ndarray:
+    """:func:`labels_at_keypoints` of B images of one input size at once: maps (B, M, h, w), keypoints (B, P, 2);
+    (B, P). The upsampling works on each map alone, so each image's labels are those it gets on its own."""
+    import torch
     import torch.nn.functional as F
 
     hh, ww = _size(input_size, "input_size")
     t = maps.detach() if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
-    if t.ndim != 3 or 0 in t.shape:
-        raise DataError(f"maps must be a non-empty (M, h, w) array; got shape {tuple(t.shape)}")
-    kp = _numpy(keypoints_in_input_px).reshape(-1, 2)
-    up = F.interpolate(t[None].float(), size=(hh, ww), mode="bilinear", align_corners=False)[0]
-    label = up.argmax(dim=0).cpu().numpy()  # (H', W'); ties → the lowest index
-    out = np.full(len(kp), -1, dtype=np.int64)
-    ok = np.isfinite(kp).all(axis=1)
-    cols = np.clip(np.floor(kp[ok, 0]), 0, ww - 1).astype(np.int64)
-    rows = np.clip(np.floor(kp[ok, 1]), 0, hh - 1).astype(np.int64)
-    out[ok] = label[rows, cols]
+    kp = _numpy(keypoints_in_input_px)
+    if t.ndim != 4 or 0 in t.shape or kp.ndim != 3 or kp.shape[0] != t.shape[0] or kp.shape[2] != 2:
+        raise DataError(f"maps must be (B, M, h, w) and keypoints (B, P, 2) with the same B; got shapes "
+                        f"{tuple(t.shape)} and {kp.shape}")
+    up = F.interpolate(t.float(), size=(hh, ww), mode="bilinear", align_corners=False)
+    label = up.argmax(dim=1).cpu().numpy()  # (B, H', W'); ties → the lowest index
+    out = np.full(kp.shape[:2], -1, dtype=np.int64)
+    ok = np.isfinite(kp).all(axis=2)
+    b = np.nonzero(ok)[0]
+    cols = np.clip(np.floor(kp[ok][:, 0]), 0, ww - 1).astype(np.int64)
+    rows = np.clip(np.floor(kp[ok][:, 1]), 0, hh - 1).astype(np.int64)
+    out[ok] = label[b, rows, cols]
     return out
 
 
@@ -282,7 +295,8 @@ def random_labels(n_keypoints: int, k: int, rng: np.random.Generator | int | Non
 
 
 class ProtocolAccumulator:
-    """Collects one image at a time, then scores the protocol (:meth:`result`).
+    """Collects one image at a time (the images of a split in the order given), then scores the protocol
+    (:meth:`result`).
 
     Split "train" is the regression's fit set, "test" its evaluation set and the NMI / ARI set. The centres use the
     foreground maps only (the last map dropped when ``has_background``); NMI / ARI use all maps, so background is
@@ -296,10 +310,11 @@ class ProtocolAccumulator:
         self._shape: tuple[int, int, bool] | None = None  # (K foreground parts, P keypoints, has_background)
 
     def add(self, split: str, maps: Any, has_background: bool, image_size: tuple[int, int], box: Any,
-            keypoints: Any, visibility: Any, input_size: tuple[int, int]) -> None:
+            keypoints: Any, visibility: Any, input_size: tuple[int, int], labels: Any = None) -> None:
         """One image: ``maps`` (M, h, w) ≥ 0 on the model's grid for the input of ``input_size`` (H', W');
         ``image_size`` (H, W), ``box`` (x0, y0, w, h), ``keypoints`` (P, 2) in original pixels; ``visibility`` (P,)
-        (visible when > 0.5)."""
+        (visible when > 0.5); ``labels`` (P,): the test image's :func:`labels_at_keypoints` when already computed
+        (a batch's, :func:`labels_at_keypoints_batch`), else computed here."""
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS}; got {split!r}")
         m = _numpy(maps)
@@ -321,8 +336,13 @@ class ProtocolAccumulator:
         d["active"].append(maxima > ACTIVE_THRESHOLD)
         d["kp"].append(to_box_units(kp, box))
         d["vis"].append(vis & np.isfinite(kp).all(axis=1))
+        if split == "test" and labels is None:
+            labels = labels_at_keypoints(m, input_size, original_to_input(kp, image_size, input_size))
         if split == "test":
-            d["labels"].append(labels_at_keypoints(m, input_size, original_to_input(kp, image_size, input_size)))
+            lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if lab.shape != (kp.shape[0],):
+                raise DataError(f"labels must be one per keypoint ({kp.shape[0]}); got shape {lab.shape}")
+            d["labels"].append(lab)
 
     def _stacked(self, split: str, key: str) -> np.ndarray:
         k, p, _ = self._shape or (1, 0, False)

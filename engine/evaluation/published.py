@@ -14,6 +14,10 @@ model's own grid:
   background;
 - the Grad-CAM baseline (a CE run): the true class's Grad-CAM, divided by its maximum (one part).
 
+Photos of one resized shape go through a model together, up to ``batch_size`` (:class:`PublishedPass`; the caller
+feeds them sorted by shape, :func:`shape_order`); each photo's maps are those it gets alone, up to float rounding
+(the convolutions' summation order may depend on the batch), and each split is scored in its own order.
+
 ``maps`` picks other maps of the run (``fieldmark evaluate --maps``, docs/METHODS.md#scored-maps): ``gradcam``, its
 own Grad-CAM of the true class over its maximum (one part); ``attention``, the spatial map of each of its attention
 blocks (the ``attention`` map method), each min-max normalised per image (one part per block), no background.
@@ -21,6 +25,8 @@ blocks (the ``attention`` map method), each min-max normalised per image (one pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +37,10 @@ from engine.data.orientation import ImageInfo
 from engine.data.records import Sample
 from engine.data.transforms import Preprocessing, normalize, resize_shorter
 from engine.errors import ConfigError
-from engine.evaluation.protocol import ProtocolAccumulator
+from engine.data.imagefile import file_facts
+from engine.data.imageio import MAX_SIDE
+from engine.evaluation.protocol import (SPLITS, ProtocolAccumulator, labels_at_keypoints_batch, original_to_input,
+                                        protocol_input_size)
 from engine.maps.explain import get_method, low_res_maps, model_device, session
 from engine.models.attention import attention_blocks
 from engine.models.shared_parts import has_shared_parts
@@ -45,6 +54,30 @@ MAPS = ("own", "gradcam", "attention")
 def _unit_max(maps: torch.Tensor) -> torch.Tensor:
     top = maps.max()
     return maps / top if float(top) > 0 else maps
+
+
+def decoded_size(path: str) -> tuple[int, int] | None:
+    """(H, W) a photo decodes to, from its header (orientation applied, :data:`MAX_SIDE` reduction estimated);
+    None when the header does not say."""
+    try:
+        facts = file_facts(Path(path).read_bytes(), walk=False)
+    except OSError:
+        return None
+    if not facts.size or min(facts.size) <= 0:
+        return None
+    w, h = facts.size if facts.orientation < 5 else facts.size[::-1]
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def shape_order(samples: list[Sample], img_size: int) -> list[int]:
+    """Indices of ``samples`` sorted (stably) by the shape their photos take with the shorter side resized to
+    ``img_size``, so that photos of one shape come together; photos whose header does not say come first."""
+    keys = []
+    for s in samples:
+        size = decoded_size(s.path)
+        keys.append(protocol_input_size(*size, img_size) if size else (0, 0))
+    return sorted(range(len(samples)), key=keys.__getitem__)
 
 
 def check_maps(run: LoadedRun, maps: str) -> None:
@@ -97,66 +130,134 @@ def describe_maps(model: nn.Module, maps: str = "own") -> tuple[str, bool]:
 
 
 @torch.no_grad()
-def part_maps(model: nn.Module, x: torch.Tensor, label: int, maps: str = "own") -> torch.Tensor:
-    """The maps the protocol scores for one prepared image ``x`` (1, 3, H, W): (P, h, w) on the model's grid."""
+def part_maps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, maps: str = "own") -> torch.Tensor:
+    """The maps the protocol scores for prepared images ``x`` (B, 3, H, W) of true classes ``labels`` (B,):
+    (B, P, h, w) on the model's grid, each image's maps as it gets them on its own."""
     if maps != "own":
-        return other_maps(model, x, torch.tensor([label]), maps)[0]
-    if has_shared_parts(model):
+        return other_maps(model, x, labels, maps)
+    if has_shared_parts(model):  # the maps alone: forward_parts' maps without its part vectors and logits
         with session(model):
-            return model.forward_parts(x).maps[0].float()
+            return model.forward_features(x).float()
     if getattr(model, "groups", None):
         with session(model):
-            features = model.forward_features(x)[0].float()
-        maps = _unit_max(features[list(model.class_channels(label))].clamp_min(0))
-        pad = max(model.groups) - len(maps)  # uneven groups: the missing parts are empty maps (never active)
-        return torch.cat((maps, maps.new_zeros(pad, *maps.shape[1:]))) if pad else maps
+            features = model.forward_features(x).float()
+        out = []
+        for b, y in enumerate(labels.tolist()):
+            m = _unit_max(features[b, list(model.class_channels(y))].clamp_min(0))
+            pad = max(model.groups) - len(m)  # uneven groups: the missing parts are empty maps (never active)
+            out.append(torch.cat((m, m.new_zeros(pad, *m.shape[1:]))) if pad else m)
+        return torch.stack(out)
     if hasattr(model, "zoom_squares"):  # RA-CNN: the two squares, each peaked at 1 at its centre
-        return low_res_maps(model, x, "racnn", torch.tensor([label]))[0].float().clamp_min(0)
-    return _unit_max(low_res_maps(model, x, "tasn", torch.tensor([label]))[0][:1].float().clamp_min(0))
+        return torch.stack(low_res_maps(model, x, "racnn", labels)).float().clamp_min(0)
+    return torch.stack([_unit_max(m[:1].float().clamp_min(0)) for m in low_res_maps(model, x, "tasn", labels)])
 
 
-def gradcam_map(model: nn.Module, x: torch.Tensor, label: int) -> torch.Tensor:
-    return _unit_max(low_res_maps(model, x, "gradcam", torch.tensor([label]))[0].float())
+def gradcam_maps(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The Grad-CAM baseline's maps (B, 1, h, w): the true class's Grad-CAM over each image's maximum."""
+    return other_maps(model, x, labels, "gradcam")
+
+
+@dataclass(frozen=True)
+class _Image:
+    split: str
+    index: int  # the image's place in its split's own order
+    label: int
+    size: tuple[int, int]  # (H, W) decoded
+    box: tuple[float, float, float, float]
+    keypoints: np.ndarray  # (P, 3) on the decoded image
+
+
+class _Side:
+    """One model of the pass (the run, or the Grad-CAM baseline): images wait in buckets of one resized shape until
+    ``batch`` of them are there, or until more than ``batch`` wait in all (then the oldest shape goes); the maps
+    are kept per image and handed to the accumulator in each split's own order (:meth:`feed`)."""
+
+    def __init__(self, model: nn.Module, pp: Preprocessing, maps_of, background: bool, batch: int):
+        self.model, self.pp, self.maps_of, self.background, self.batch = model, pp, maps_of, background, batch
+        self.waiting: dict[tuple[int, int], list[tuple[_Image, np.ndarray]]] = {}
+        self.done: dict[str, dict[int, tuple[_Image, np.ndarray, tuple[int, int], np.ndarray | None]]] = {
+            s: {} for s in SPLITS}
+
+    def add(self, image: _Image, img: np.ndarray) -> None:
+        resized = np.ascontiguousarray(resize_shorter(img, self.pp.img_size))
+        shape = tuple(resized.shape[:2])
+        self.waiting.setdefault(shape, []).append((image, resized))
+        if len(self.waiting[shape]) >= self.batch:
+            self._run(shape)
+        elif sum(len(v) for v in self.waiting.values()) > self.batch:
+            self._run(next(iter(self.waiting)))
+
+    def flush(self) -> None:
+        while self.waiting:
+            self._run(next(iter(self.waiting)))
+
+    def _run(self, shape: tuple[int, int]) -> None:
+        group = self.waiting.pop(shape)
+        x = normalize(torch.from_numpy(np.stack([r for _, r in group])).to(model_device(self.model)), self.pp)
+        maps = self.maps_of(self.model, x, torch.tensor([im.label for im, _ in group])).float().cpu()
+        test = [i for i, (im, _) in enumerate(group) if im.split == "test"]
+        labels: dict[int, np.ndarray] = {}
+        if test:  # the NMI / ARI labels of the test images, one upsampling for the batch
+            kp = np.stack([original_to_input(group[i][0].keypoints[:, :2], group[i][0].size, shape) for i in test])
+            labels = dict(zip(test, labels_at_keypoints_batch(maps[test], shape, kp)))
+        for i, (im, _) in enumerate(group):
+            self.done[im.split][im.index] = (im, maps[i].numpy(), shape, labels.get(i))
+
+    def feed(self, acc: ProtocolAccumulator) -> None:
+        self.flush()
+        for split in SPLITS:
+            for index in sorted(self.done[split]):
+                im, maps, shape, labels = self.done[split][index]
+                acc.add(split, maps, self.background, im.size, im.box, im.keypoints[:, :2], im.keypoints[:, 2],
+                        shape, labels=labels)
+            self.done[split].clear()
 
 
 class PublishedPass:
-    """Feeds one decoded image at a time to the run (and the Grad-CAM baseline run) and collects the protocol's
-    inputs; :meth:`result` scores them."""
+    """Feeds the decoded images to the run (and the Grad-CAM baseline run) in batches of photos of one resized
+    shape, at most ``batch_size`` (1: one image at a time, as they come), and collects the protocol's inputs;
+    :meth:`result` scores them, each split in its own order (``index``), whatever order the images came in."""
 
-    def __init__(self, run: LoadedRun, baseline: LoadedRun | None = None, maps: str = "own"):
+    def __init__(self, run: LoadedRun, baseline: LoadedRun | None = None, maps: str = "own", batch_size: int = 1):
         check_maps(run, maps)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r}: the published protocol's batch must be a whole number "
+                              ">= 1 (1: one image at a time)")
         self.run, self.baseline, self.maps = run, baseline, maps
-        self.pp = Preprocessing.from_dict(run.preprocessing)
-        what, self.background = describe_maps(run.model, maps)
+        what, background = describe_maps(run.model, maps)
         self.own = ProtocolAccumulator(what)
-        self.gradcam = ProtocolAccumulator("Grad-CAM of the true class (CE baseline run), one part") \
-            if baseline is not None else None
-        self.base_pp = Preprocessing.from_dict(baseline.preprocessing) if baseline is not None else None
+        self.sides = [_Side(run.model, Preprocessing.from_dict(run.preprocessing),
+                            lambda m, x, y: part_maps(m, x, y, maps), background, batch_size)]
+        self.gradcam = None
+        if baseline is not None:
+            self.gradcam = ProtocolAccumulator("Grad-CAM of the true class (CE baseline run), one part")
+            self.sides.append(_Side(baseline.model, Preprocessing.from_dict(baseline.preprocessing), gradcam_maps,
+                                    False, batch_size))
+        self._next = {s: 0 for s in SPLITS}
 
-    def _input(self, img: np.ndarray, pp: Preprocessing, model: nn.Module) -> tuple[torch.Tensor, tuple[int, int]]:
-        resized = resize_shorter(img, pp.img_size)
-        x = normalize(torch.from_numpy(np.ascontiguousarray(resized))[None].to(model_device(model)), pp)
-        return x, resized.shape[:2]
-
-    def add(self, split: str, sample: Sample, img: np.ndarray, info: ImageInfo) -> None:
-        """One decoded image; its keypoints and box move with the decoder's orientation and scale (``info``)."""
+    def add(self, split: str, sample: Sample, img: np.ndarray, info: ImageInfo, index: int | None = None) -> None:
+        """One decoded image; its keypoints and box move with the decoder's orientation and scale (``info``).
+        ``index``: its place in the split's own order (default: after the previous one)."""
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {SPLITS}; got {split!r}")
+        index = self._next[split] if index is None else int(index)
+        self._next[split] = index + 1
         if sample.parts is None or sample.label < 0:
             return
         kp = info.keypoints_to_image(sample.keypoints())
         h, w = img.shape[:2]
         box = info.xywh_to_image(sample.bbox) if sample.bbox is not None else (0.0, 0.0, float(w), float(h))
-        x, size = self._input(img, self.pp, self.run.model)
-        maps = part_maps(self.run.model, x, sample.label, self.maps).cpu().numpy()
-        self.own.add(split, maps, self.background, (h, w), box, kp[:, :2], kp[:, 2], size)
-        if self.gradcam is not None:
-            bx, bsize = self._input(img, self.base_pp, self.baseline.model)
-            cam = gradcam_map(self.baseline.model, bx, sample.label).cpu().numpy()
-            self.gradcam.add(split, cam, False, (h, w), box, kp[:, :2], kp[:, 2], bsize)
+        image = _Image(split, index, int(sample.label), (h, w), tuple(float(v) for v in box), kp)
+        for side in self.sides:
+            side.add(image, img)
 
     def result(self, seed: int = 0) -> dict[str, Any]:
         """``{"own": ..., "random": ..., "gradcam": ... or None}``, each the accumulator's figures."""
+        self.sides[0].feed(self.own)
+        if self.gradcam is not None:
+            self.sides[1].feed(self.gradcam)
         return {"own": self.own.result(), "random": self.own.random_baseline(seed),
                 "gradcam": self.gradcam.result() if self.gradcam is not None else None}
 
 
-__all__ = ["MAPS", "PublishedPass", "check_maps", "other_maps", "part_maps", "gradcam_map", "describe_maps"]
+__all__ = ["MAPS", "PublishedPass", "decoded_size", "shape_order", "check_maps", "other_maps", "part_maps", "gradcam_maps", "describe_maps"]
