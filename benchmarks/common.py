@@ -32,11 +32,14 @@ def row(name: str, seconds: float | None, ratio: float | None, goal: str | None,
     return out
 
 
-def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 1) -> list[list[float]]:
+def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int, warmup: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
     """Run ``fns`` in turn (A B A B ...) ``repeats`` times after ``warmup`` rounds; the seconds of each call.
 
     Interleaving keeps a load that comes and goes (other processes on a shared machine) from landing on one
-    side only; the ratio of the medians is then meaningful even when the absolute times are not.
+    side only; the ratio of the medians is then meaningful even when the absolute times are not. ``clock``:
+    ``time.process_time`` counts this process's CPU seconds instead of the wall clock's (on one thread, what a
+    call would take on an idle core, however loaded the machine).
     """
     for _ in range(warmup):
         for fn in fns:
@@ -44,9 +47,9 @@ def interleaved_medians(fns: Sequence[Callable[[], object]], repeats: int, warmu
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[i].append(time.perf_counter() - start)
+            times[i].append(clock() - start)
     return times
 
 
@@ -87,9 +90,10 @@ def machine_line() -> str:
             f"{torch.__version__} ({torch.get_num_threads()} threads), malloc: {malloc}, {omp}, {cuda}")
 
 
-def cli(run: Callable[..., list[dict]], doc: str, device: bool = False, count: bool = False) -> None:
-    """The ``python -m benchmarks.bench_X`` entry: ``--quick`` (and ``--device`` / ``--count`` where the
-    benchmark takes them), the machine line, then the table of ``run(...)``."""
+def cli(run: Callable[..., list[dict]], doc: str, device: bool = False, count: bool = False,
+        clock: bool = False) -> None:
+    """The ``python -m benchmarks.bench_X`` entry: ``--quick`` (and ``--device`` / ``--count`` / ``--clock`` where
+    the benchmark takes them), the machine line, then the table of ``run(...)``."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
@@ -98,6 +102,10 @@ def cli(run: Callable[..., list[dict]], doc: str, device: bool = False, count: b
         ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     if count:
         ap.add_argument("--count", type=int, default=None, help="how many images")
+    if clock:
+        ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: the wall clock (an idle machine); cpu: this process's CPU seconds (one thread of "
+                             "a loaded machine)")
     args = ap.parse_args()
     print(machine_line())
     print(format_table(run(**vars(args))))

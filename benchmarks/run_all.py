@@ -6,8 +6,9 @@
 Modules, in order: ``bench_train_step`` (MC-Loss step vs CE step), ``bench_loader`` (Fieldmark's fine-tuning path
 vs a plain torchvision loop), ``bench_sampler`` (TASN sampler), ``bench_explain`` (explanation maps),
 ``bench_export_rss`` (memory of ``fieldmark export`` over many images), ``bench_memory`` (peak memory of training
-against the image-cache setting and the memory plan), ``bench_evaluate`` (evaluate's published protocol in batches of
-one shape against one photo at a time). Each exposes ``run(...) -> list[dict]``
+against the image-cache setting and the memory plan), ``bench_speed`` (the training speed options side by side,
+and a step's GFLOP/s against the machine's matmul peak), ``bench_evaluate`` (evaluate's published protocol in
+batches of one shape against one photo at a time). Each exposes ``run(...) -> list[dict]``
 (rows of name, seconds, ratio, goal, met); a module that is missing or fails becomes a row saying so.
 
 Environment: like the ``./fm`` launcher, the process runs with ``MALLOC_MMAP_THRESHOLD_`` and
@@ -34,7 +35,7 @@ if __package__ in (None, ""):  # `python benchmarks/run_all.py`: make the reposi
 
 from benchmarks.common import format_table, machine_line, row  # noqa: E402
 
-MODULES = ("train_step", "loader", "sampler", "explain", "export_rss", "memory", "evaluate")
+MODULES = ("train_step", "loader", "sampler", "explain", "export_rss", "memory", "speed", "evaluate")
 TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000",
              "OMP_WAIT_POLICY": "PASSIVE"}
 _REEXEC_MARK = "FIELDMARK_BENCH_REEXEC"

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-sigma", type=float, default=None, metavar="S", help=h["gain_sigma"])
     p.add_argument("--gain-omega", type=float, default=None, metavar="W", help=h["gain_omega"])
     p.add_argument("--attention", default=None, choices=ATTENTIONS, help=h["attention"])
+    p.add_argument("--freeze-bn", action=argparse.BooleanOptionalAction, default=None, help=h["freeze_bn"])
+    p.add_argument("--freeze-stages", type=int, default=None, metavar="N", help=h["freeze_stages"])
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=h["compile"])
+    p.add_argument("--size-schedule", default=None, metavar="SHARE:SIZE[,...]", help=h["size_schedule"])
     p.add_argument("--apn-warmup", type=int, default=None, metavar="N",
                    help="racnn: criterion calls that teach the APNs the highest-response squares before the "
                         "alternation (default 20)")
@@ -81,9 +85,11 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("allow_data_change", "--allow-data-change"), ("json_events", "--json-events"), ("parts", "--parts"),
              ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate"),
              ("validation_fraction", "--validation-fraction"), ("zoom", "--zoom"), ("gain_alpha", "--gain-alpha"),
-             ("gain_sigma", "--gain-sigma"), ("gain_omega", "--gain-omega"), ("attention", "--attention")]
+             ("gain_sigma", "--gain-sigma"), ("gain_omega", "--gain-omega"), ("attention", "--attention"),
+             ("freeze_stages", "--freeze-stages"), ("size_schedule", "--size-schedule")]
 #: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
-TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop"), ("gain", "gain")]
+TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop"), ("gain", "gain"), ("freeze_bn", "freeze-bn"),
+             ("compile", "compile")]
 
 
 def worker_argv(args: argparse.Namespace) -> list[str]:
@@ -150,7 +156,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         kept = {k: (tuple(saved[k]) if k == "crop_scale" else saved[k]) for k in NO_FLAG_KEYS if k in saved}
         # flags left out on a resume keep the run's value, not the method's default
         for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop",
-                    "validation_fraction", "zoom", "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention"):
+                    "validation_fraction", "zoom", "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention",
+                    "freeze_bn", "freeze_stages", "compile", "size_schedule"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
@@ -160,6 +167,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        parts=args.parts, fine=args.fine, padding=args.padding, rotate=args.rotate,
                        equiv_backprop=args.equiv_backprop, zoom=args.zoom, gain=args.gain, gain_alpha=args.gain_alpha,
                        gain_sigma=args.gain_sigma, gain_omega=args.gain_omega, attention=args.attention,
+                       freeze_bn=args.freeze_bn, freeze_stages=args.freeze_stages, compile=args.compile,
+                       size_schedule=args.size_schedule,
                        validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss),
                                             **racnn_options(args)}})

@@ -3,6 +3,7 @@ more time decoding than computing otherwise), apply the seeded transforms, batch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Iterator, Sequence
 
@@ -77,18 +78,25 @@ class EpochSampler(Sampler[tuple[int, int]]):
 class ImageDataset(Dataset):
     """Items are (uint8 HWC tensor, label). Train mode draws its augmentation from a generator seeded by
     (seed, epoch, index): the same epoch gives the same batches after a resume, with or without workers. The
-    key is ``(index, epoch)`` (from :class:`EpochSampler`) or a plain index (epoch 0).
+    key is ``(index, epoch)`` (from :class:`EpochSampler`) or a plain index (epoch 0). ``sizes``: the training
+    image size of each epoch (``--size-schedule``; the cache's own size past its end), the crop and flip drawn the
+    same at any size.
 
     A file that fails to decode here (only when not cached) is never replaced by another image: the item is None,
     the file is named in the log once per process and in ``failed``, and :func:`collate_decoded` leaves it out of
     its batch."""
 
-    def __init__(self, cache: ImageCache, train: bool, seed: int = 0):
-        self.cache, self.train, self.seed = cache, train, seed
+    def __init__(self, cache: ImageCache, train: bool, seed: int = 0, sizes: Sequence[int] = ()):
+        self.cache, self.train, self.seed, self.sizes = cache, train, seed, tuple(sizes)
         self.failed: dict[str, Skipped] = {}  # path → why, of the files that failed in this process
 
     def __len__(self) -> int:
         return len(self.cache.samples)
+
+    def epoch_pp(self, epoch: int) -> Preprocessing:
+        """The preprocessing of training epoch ``epoch`` (0-based): the cache's at the epoch's size."""
+        size = self.sizes[epoch] if 0 <= epoch < len(self.sizes) else self.cache.pp.img_size
+        return self.cache.pp if size == self.cache.pp.img_size else dataclasses.replace(self.cache.pp, img_size=size)
 
     def __getitem__(self, key: int | tuple[int, int]):
         i, epoch = key if isinstance(key, tuple) else (key, 0)
@@ -101,7 +109,7 @@ class ImageDataset(Dataset):
             return None
         if self.train:
             rng = np.random.default_rng((self.seed, epoch, i))
-            out = train_transform(img, self.cache.pp, rng)
+            out = train_transform(img, self.epoch_pp(epoch), rng)
         else:
             out = test_transform(img, self.cache.pp, cached=True)
         return torch.from_numpy(out), int(self.cache.samples[i].label)

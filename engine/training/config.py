@@ -14,6 +14,7 @@ from engine.errors import ConfigError
 from engine.models.attention import ATTENTIONS
 from engine.models.backbones import PADDINGS
 from engine.training.config_help import FIELD_HELP
+from engine.training.speed import SPEED_HELP, speed_options
 
 METHODS = ("mcloss", "ce", "tasn", "parts", "racnn")
 #: the shared-parts losses (PDiscoNet, docs/METHODS.md#shared-parts) and their weights as the authors train CUB;
@@ -85,6 +86,12 @@ class TrainConfig:
     gain_sigma: float | None = None
     gain_omega: float | None = None
     attention: str | None = None  # cbam or residual blocks on a partnet backbone; None: "none"
+    # speed (engine.training.speed, each None: off): frozen BatchNorm, the first N stages frozen, torch.compile,
+    # the early epochs at smaller sizes ("0.5:320")
+    freeze_bn: bool | None = None
+    freeze_stages: int | None = None
+    compile: bool | None = None
+    size_schedule: str | None = None
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 448 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32
@@ -116,7 +123,7 @@ class TrainConfig:
         _check_model(self)
         _check_sizes(self)
         _check_training(self)
-        for k, v in {**_filled(self), **attention_options(self)}.items():
+        for k, v in {**_filled(self), **attention_options(self), **speed_options(self)}.items():
             object.__setattr__(self, k, v)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -171,7 +178,7 @@ class TrainConfig:
     @classmethod
     def field_help(cls) -> dict[str, str]:
         """One line per field, for forms and --help."""
-        return dict(FIELD_HELP)
+        return {**FIELD_HELP, **SPEED_HELP}
 
 
 def _bad(cfg: TrainConfig, name: str, why: str) -> NoReturn:

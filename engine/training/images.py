@@ -26,6 +26,7 @@ from engine.errors import Cancelled, ConfigError
 from engine.events import Message, Progress, relay
 from engine.training.config import TrainConfig
 from engine.training.resume import check_writable, data_changes, training_data
+from engine.training.speed import epoch_sizes
 
 
 @dataclass
@@ -86,7 +87,8 @@ def make_loaders(cfg: TrainConfig, caches: dict[str, ImageCache], rank_batch: in
                  ctx: ddp.Context) -> tuple[ImageDataset, ImageDataset, EpochSampler, DataLoader, DataLoader]:
     """The train and test datasets over their caches, the training sampler (this rank's share, reshuffled each
     epoch) and the two loaders: ``rank_batch`` training images a step, the memory plan's batch for testing."""
-    train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed)
+    train_ds = ImageDataset(caches["train"], train=True, seed=cfg.seed,
+                            sizes=epoch_sizes(cfg.size_schedule, cfg.img_size, cfg.epochs))  # --size-schedule
     test_ds = ImageDataset(caches["test"], train=False)
     drop_last = len(train_ds) > cfg.batch_size
     sampler = EpochSampler(ddp.train_sampler(train_ds, ctx, cfg.seed))  # the epoch reaches the workers' datasets

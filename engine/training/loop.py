@@ -44,6 +44,8 @@ from engine.events import BatchEnd, EpochEnd, Finished, Message, Started, drive
 from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
+from engine.models.freeze import apply_freezing, describe_frozen
+from engine.training.speed import compile_backbone
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def method_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
 def loss_model(cfg: TrainConfig, num_classes: int) -> "LossModel":
     """A randomly initialised model of ``cfg`` with its criterion (what the memory plan measures)."""
     model = create_model(cfg.model, num_classes, cfg.xi, pretrained=None, **model_kwargs(cfg))
+    apply_freezing(model, cfg.freeze_bn, cfg.freeze_stages)  # frozen layers keep no activations for backward
     return LossModel(model, build_criterion(cfg, model))
 
 
@@ -109,13 +112,16 @@ def parts_loss_weights(cfg: TrainConfig) -> dict[str, float]:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The method's optimizer over the trainable parameters (``--freeze-stages`` leaves the frozen ones out)."""
     if cfg.method == "parts":  # Adam as the authors: backbone + prototypes, classifier, modulation at 10x it
         backbone, head = model.param_groups(two_groups=True)
+        backbone = [p for p in backbone if p.requires_grad]
         groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
                   {"params": list(model.fc.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head},
                   {"params": [model.modulation], "lr": 10 * cfg.lr_head, "base_lr": 10 * cfg.lr_head}]
         return torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     backbone, head = model.param_groups()
+    backbone = [p for p in backbone if p.requires_grad]
     groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
               {"params": head, "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
     return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
@@ -205,6 +211,10 @@ def setup(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_c
         yield Message("warning", note)
     caches = yield from load_caches(cfg, report, pp, mem.cache_mb, stop)
     model, net, optimizer = build_model(cfg, report, state, ctx)
+    compiled, note = compile_backbone(model, device) if cfg.compile else (None, None)
+    for level, text in (("info", describe_frozen(model)), ("info" if compiled else "warning", note)):
+        if text:
+            yield Message(level, text)
     start_epoch, history = 0, []
     if state is not None:
         start_epoch = int(state["epoch"])
@@ -225,6 +235,7 @@ def setup(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_c
             "schedule": schedule.to_dict(), "data_changes": data.changes}
     t = Training(cfg, ctx, stop, run, report, pp, mem, model, net, optimizer, train_ds, test_ds, sampler,
                  train_loader, test_loader, schedule, amp, scaler, start_epoch, history, meta, data.split_doc)
+    t.compiled = compiled
     if state is not None and ctx.rank == 0 and published_epoch(run) != start_epoch:
         publish_resume_point(t)
     yield Started(str(run), ddp.describe(ctx, describe_device(device)), report.classes, len(train_ds),
@@ -243,6 +254,7 @@ def build_model(cfg: TrainConfig, report: DataReport, state: dict | None,
             raise CheckpointError(f"checkpoint has {len(state.get('classes', []))} classes, the dataset has "
                                   f"{len(report.classes)}: pick a matching checkpoint or retrain")
         model.load_state_dict(state["model"])
+    apply_freezing(model, cfg.freeze_bn, cfg.freeze_stages)  # after the weights: frozen layers copy what they hold
     model.to(ctx.device)
     if uses_channels_last(ctx.device):
         model.to(memory_format=torch.channels_last)
@@ -280,8 +292,15 @@ def train_one_epoch(t: Training, epoch: int) -> Generator[BatchEnd, None, EpochT
         y = y.to(device, non_blocking=True)
         if uses_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
-        loss, parts, bad = forward_backward(t.net, x, y, t.mem.micro_batch, t.scaler, t.amp, ctx)
+
+        def step_once(x: torch.Tensor = x, y: torch.Tensor = y) -> tuple[float, dict[str, float], list]:
+            optimizer.zero_grad(set_to_none=True)
+            return forward_backward(t.net, x, y, t.mem.micro_batch, t.scaler, t.amp, ctx)
+
+        loss, parts, bad = step_once() if t.compiled is None else t.compiled.step(step_once)  # --compile's fallback
+        if t.compiled is not None and t.compiled.notice:
+            yield Message("warning", t.compiled.notice)
+            t.compiled.notice = None
         if bad:  # the same on every rank: all stop at this step
             raise ConfigError(f"the loss became {ddp.describe_losses(bad, ctx)} in epoch {epoch + 1}, step "
                               f"{step + 1}: lower the learning rates (lr_backbone={cfg.lr_backbone}, "

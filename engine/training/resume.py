@@ -32,7 +32,7 @@ from engine.training.schedule import Schedule
 #: Settings a resume must share with the run: the model, its data and split, the loss and the schedule.
 RUN_KEYS = ("model", "method", "xi", "parts", "fine", "padding", "img_size", "part_channels", "seed", "batch_size",
             "lr_backbone", "lr_head", "mu", "lam", "mc_conc", "rotate", "equiv_backprop", "zoom", "momentum", "weight_decay",
-            "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention",
+            "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention", "freeze_bn", "freeze_stages", "size_schedule",
             "warmup_epochs", "test_fraction", "validation_fraction", "crop_scale", "per_sample_mask", "amp", "extra")
 #: Of those, the ones `fieldmark train` has no flag for: a CLI resume takes them from the run.
 NO_FLAG_KEYS = ("part_channels", "momentum", "weight_decay", "warmup_epochs", "test_fraction", "crop_scale",

@@ -49,6 +49,7 @@ class Training:
     meta: dict[str, Any] = field(default_factory=dict)  # model.json's entries, less the epoch and its metrics
     split_doc: dict[str, Any] | None = None  # the split to save with the next epoch, then None
     reported: set[str] = field(default_factory=set)  # the files already named as failed to decode
+    compiled: Any = None  # --compile's engine.training.speed.Compiled (None: eager)
 
     @property
     def steps(self) -> int:

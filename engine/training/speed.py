@@ -1,0 +1,183 @@
+"""The training options that trade nothing but time, or that only speed learning up (docs/METHODS.md#speed),
+checked and filled for :class:`~engine.training.config.TrainConfig`, and what the loop needs of them.
+
+* ``freeze_bn`` / ``freeze_stages``: the pretrained backbone's BatchNorm layers, or its first N stages, frozen
+  (:mod:`engine.models.freeze`; partnet models, fine-tuning only).
+* ``compile``: ``torch.compile`` (inductor) of the backbone's forward in the training passes (:class:`Compiled`);
+  where it is unavailable or fails, one warning and the run goes on eager.
+* ``size_schedule``: the early epochs at smaller images, ``"0.5:320"`` = the first half of the epochs at 320 px,
+  the rest at ``img_size`` (:func:`parse_size_schedule`); the test pass always runs at ``img_size``.
+
+All off by default: none changes a run until runs on three seeds say it keeps the parts as good.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import nn
+
+from engine.errors import Cancelled, ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: What the options are when left unset (None), and what a config saved before them had.
+SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compile": False, "size_schedule": None}
+
+SPEED_HELP = {
+    "freeze_bn": "freeze the pretrained backbone's BatchNorm layers: fixed statistics and affine (eval mode) "
+                 "folded into their convolutions, so a step skips their work and micro-batches change nothing "
+                 "(partnet models, fine-tuning; default off)",
+    "freeze_stages": "freeze the first N stages of the pretrained backbone (their weights and BatchNorm fixed, no "
+                     "backward through them; mobilenet_v2, resnet18/50 and vgg16_bn have 5, smallnet 3; "
+                     "docs/METHODS.md#freezing; default 0)",
+    "compile": "torch.compile (inductor) the backbone for the training passes; where it is unavailable or fails "
+               "(e.g. no C++ compiler) one warning, then eager (default off)",
+    "size_schedule": "train the early epochs on smaller images: SHARE:SIZE[,SHARE:SIZE...], e.g. 0.5:320 = the first "
+                     "half of the epochs at 320 px, the rest at --img-size; shares of --epochs, increasing, below 1; "
+                     "sizes from 32 px up to below --img-size, not shrinking (default none)",
+}
+
+
+def parse_size_schedule(text: str | None, img_size: int) -> tuple[tuple[float, int], ...]:
+    """``"0.3:256,0.6:352"`` → ``((0.3, 256), (0.6, 352))``: the epochs before 30 % of the run at 256 px, those
+    before 60 % at 352, the rest at ``img_size``. Empty or None: ``()``. A ConfigError names what is wrong."""
+    if text is None or not str(text).strip():
+        return ()
+    items = []
+    for item in str(text).replace(" ", "").split(","):
+        share, sep, size = item.partition(":")
+        try:
+            f, s = float(share), int(size) if size.isdigit() else 0
+        except ValueError:
+            f, s = math.nan, 0
+        if not sep or not math.isfinite(f) or not size.isdigit():
+            raise ConfigError(f"size_schedule={text!r}: write SHARE:SIZE[,SHARE:SIZE...], e.g. 0.5:320 (the first "
+                              f"half of the epochs at 320 px); {item!r} is not a share and a whole number of pixels")
+        if not 0 < f < 1 or (items and f <= items[-1][0]):
+            raise ConfigError(f"size_schedule={text!r}: the shares of the epochs must increase from above 0 to "
+                              f"below 1 ({f:g} in {item!r}); the epochs after the last share train at "
+                              f"--img-size {img_size}")
+        if not 32 <= s < img_size or (items and s < items[-1][1]):
+            raise ConfigError(f"size_schedule={text!r}: sizes go from 32 px up to below --img-size {img_size}, "
+                              f"without shrinking ({s} in {item!r})")
+        items.append((f, s))
+    return tuple(items)
+
+
+def format_size_schedule(items: tuple[tuple[float, int], ...]) -> str | None:
+    """The canonical text of a parsed schedule (None for none)."""
+    return ",".join(f"{f:g}:{s}" for f, s in items) or None
+
+
+def epoch_sizes(text: str | None, img_size: int, epochs: int) -> tuple[int, ...]:
+    """The training image size of each epoch (0-based): epoch e takes the first item whose share exceeds e /
+    epochs, else ``img_size``. ``"0.5:320"`` over 14 epochs: 7 at 320 px, 7 at ``img_size``."""
+    items = parse_size_schedule(text, img_size)
+    return tuple(next((s for f, s in items if e < f * epochs), img_size) for e in range(epochs))
+
+
+def speed_options(cfg: Any) -> dict[str, Any]:
+    """The speed fields of ``cfg`` checked and filled (ConfigError naming the field, the value and what to do)."""
+    from engine.models import get_spec
+    from engine.models.freeze import STAGES, stage_count
+
+    out = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in SPEED_DEFAULTS.items()}
+    family = get_spec(cfg.model).family
+    scratch = cfg.pretrained in (None, "", "none")
+    for name in ("freeze_bn", "compile"):
+        if not isinstance(out[name], bool):
+            raise ConfigError(f"{name}={out[name]!r}: give true or false")
+    stages = out["freeze_stages"]
+    if not isinstance(stages, int) or isinstance(stages, bool) or stages < 0:
+        raise ConfigError(f"freeze_stages={stages!r}: give a whole number of stages, 0 (none) or more")
+    for name, on in (("freeze_bn", out["freeze_bn"]), ("freeze_stages", stages > 0)):
+        if on and family != "partnet":
+            raise ConfigError(f"{name}={out[name]!r}: freezing is for the partnet backbones (methods ce, mcloss, "
+                              f"parts), and {cfg.model} is a {family} model: leave it out")
+        if on and scratch:
+            raise ConfigError(f"{name}={out[name]!r}: freezing keeps the pretrained weights and statistics, and this "
+                              "run trains from scratch: give --pretrained NAME|PATH, or leave it out")
+    if stages and stages > stage_count(cfg.model):
+        raise ConfigError(f"freeze_stages={stages}: {cfg.model} has {stage_count(cfg.model)} stages "
+                          f"({', '.join(f'[{a}:{b}]' for a, b in STAGES[cfg.model])} of its body): give 0 to "
+                          f"{stage_count(cfg.model)}")
+    out["size_schedule"] = format_size_schedule(parse_size_schedule(out["size_schedule"], cfg.img_size))
+    return out
+
+
+def compiler_missing(device: torch.device) -> str | None:
+    """Why inductor cannot compile for ``device`` here (no C++ compiler for the CPU), or None."""
+    if device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - whatever the search raises means: no compiler
+        return f"no C++ compiler for inductor ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    return None
+
+
+class Compiled:
+    """``torch.compile`` (inductor) of ``module``'s forward, used while the module is in training mode, eager in
+    eval mode (the test pass, maps). Installed as the module's own ``forward`` (its state dict, parameters and
+    hooks unchanged). :meth:`step` runs a training step and, when compiling or the compiled code fails (the
+    backward is compiled at its first use), goes back to eager for good and runs the step again: ``notice``
+    then holds the one line to show."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.eager = module, module.forward
+        self.compiled = torch.compile(self.eager, backend="inductor")
+        self.failed: str | None = None
+        self.notice: str | None = None
+        module.forward = self.forward
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failed is None and self.module.training:
+            return self.compiled(*args, **kwargs)
+        return self.eager(*args, **kwargs)
+
+    def fall_back(self, why: str) -> None:
+        """Eager from now on; ``notice`` says why."""
+        self.failed = why
+        self.module.__dict__.pop("forward", None)
+        self.notice = f"--compile: {why}; training goes on without it (eager)"
+        log.warning(self.notice)
+
+    def step(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (a whole training step, from zeroing the gradients on); run again eagerly when it fails while
+        compiled. A failure that is not the compiler's fails again eagerly and is raised then."""
+        if self.failed is not None:
+            return fn()
+        try:
+            return fn()
+        except (Cancelled, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the compiled code: try once without it
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.fall_back(f"compiling failed ({type(exc).__name__}: {first[:160]})")
+            return fn()
+
+
+def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled | None, str]:
+    """``--compile``: the model's backbone compiled for training (a :class:`Compiled`), or None and why not; and
+    the line to show either way."""
+    missing = compiler_missing(device)
+    if missing is not None:
+        log.warning("--compile: %s", missing)
+        return None, f"--compile: {missing}; training goes on without it (eager)"
+    try:
+        compiled = Compiled(model.backbone)
+    except Exception as exc:  # noqa: BLE001 - torch.compile itself unavailable (an old or stripped torch)
+        return None, f"--compile: torch.compile is unavailable ({type(exc).__name__}: {exc}); training goes on eager"
+    return compiled, "--compile: the backbone is compiled (inductor) at the first training step, which takes longer"
+
+
+__all__ = ["SPEED_DEFAULTS", "SPEED_HELP", "parse_size_schedule", "format_size_schedule", "epoch_sizes",
+           "speed_options", "compiler_missing", "Compiled", "compile_backbone"]

@@ -1,0 +1,202 @@
+"""The speed options of a training run (engine.training.speed): their checks and defaults, the size schedule,
+torch.compile's fallback to eager, the command line and a resume; a tiny run with them all."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import engine.training.speed as speed
+from engine import runs
+from engine.cli.train import config_from_args, register, worker_argv
+from engine.data.loader import ImageCache, ImageDataset
+from engine.data.transforms import Preprocessing
+from engine.errors import ConfigError
+from engine.events import Message, drive
+from engine.models.backbones import SmallNet
+from engine.toybirds.dataset import generate
+from engine.training.config import TrainConfig
+from engine.training.loop import train
+from engine.training.resume import RUN_KEYS
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy") / "birds"
+    generate(root, classes=3, per_class=8, size=64, seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """A smallnet's weights, as a file to fine-tune from (freezing needs pretrained weights)."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("w") / "smallnet.safetensors"
+    save_file({k: v.contiguous() for k, v in SmallNet().state_dict().items()}, str(path))
+    return path
+
+
+def cfg_of(**kw) -> TrainConfig:
+    return TrainConfig(**{"data": "d", "out": "o", "method": "parts", "pretrained": "x.pth", **kw})
+
+
+# -- the config ------------------------------------------------------------------------------------------------
+def test_all_off_by_default_and_older_configs_load_unchanged():
+    cfg = cfg_of()
+    assert (cfg.freeze_bn, cfg.freeze_stages, cfg.compile, cfg.size_schedule) == (False, 0, False, None)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in speed.SPEED_DEFAULTS}
+    assert TrainConfig.from_dict(old) == cfg
+    assert {"freeze_bn", "freeze_stages", "size_schedule"} <= set(RUN_KEYS) and "compile" not in RUN_KEYS
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(freeze_bn=True, pretrained=None), "freeze_bn=True: freezing keeps the pretrained weights"),
+    (dict(freeze_stages=2, pretrained="none"), "freeze_stages=2: freezing keeps the pretrained weights"),
+    (dict(freeze_stages=6), r"freeze_stages=6: mobilenet_v2 has 5 stages .*give 0 to 5"),
+    (dict(freeze_stages=-1), "freeze_stages=-1: give a whole number of stages"),
+    (dict(method="tasn", model="tasn_resnet18", freeze_bn=True), "freezing is for the partnet backbones"),
+    (dict(compile="yes"), "compile='yes': give true or false"),
+    (dict(size_schedule="0.5:448"), r"size_schedule='0.5:448': sizes go from 32 px up to below --img-size 448"),
+    (dict(size_schedule="0.5"), r"size_schedule='0.5': write SHARE:SIZE"),
+    (dict(size_schedule="1.5:320"), "the shares of the epochs must increase from above 0 to below 1"),
+    (dict(size_schedule="0.6:320,0.4:400"), "the shares of the epochs must increase"),
+    (dict(size_schedule="0.3:400,0.6:320"), "without shrinking"),
+])
+def test_bad_values_are_one_line_errors_naming_them(kw, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        cfg_of(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_size_schedule_canonical_text_and_sizes_per_epoch():
+    assert cfg_of(size_schedule=" 0.50:320 ").size_schedule == "0.5:320"
+    assert speed.epoch_sizes("0.5:320", 448, 14) == (320,) * 7 + (448,) * 7
+    assert speed.epoch_sizes("0.25:224,0.5:320", 448, 8) == (224, 224, 320, 320, 448, 448, 448, 448)
+    assert speed.epoch_sizes(None, 448, 3) == (448, 448, 448)
+
+
+def test_the_dataset_crops_an_epochs_images_at_its_size(toy):
+    from engine.data import scan
+
+    samples = scan(str(toy)).split("train")[:2]
+    cache = ImageCache(samples, Preprocessing.for_size(48), 64)
+    list(cache.iter_load())
+    ds = ImageDataset(cache, train=True, seed=0, sizes=(24, 48))
+    small, full = ds[(0, 0)][0], ds[(0, 1)][0]
+    assert small.shape == (24, 24, 3) and full.shape == (48, 48, 3)
+    assert ds[(0, 5)][0].shape == (48, 48, 3)  # past the schedule: the cache's size
+
+
+# -- torch.compile's fallback ----------------------------------------------------------------------------------
+class _Fails(torch.autograd.Function):
+    """The identity whose backward raises, as a backward compiled lazily at its first use can."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("C++ compile error: no compiler\nmore lines")
+
+
+@pytest.mark.parametrize("where", ["forward", "backward"])
+def test_a_failing_compile_falls_back_to_eager_with_one_line(monkeypatch, where):
+    def fake_compile(fn, **kw):
+        if where == "forward":
+            def compiled(*a, **k):
+                raise RuntimeError("InductorError: no C++ compiler found")
+            return compiled
+        return lambda *a, **k: _Fails.apply(fn(*a, **k))
+
+    monkeypatch.setattr(speed.torch, "compile", fake_compile)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).train()
+    eager_net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    eager_net.load_state_dict(net.state_dict())
+    compiled = speed.Compiled(net)
+    x = torch.randn(2, 3, 8, 8)
+
+    def step():
+        net.zero_grad()
+        loss = net(x).sum()
+        loss.backward()
+        return float(loss.detach())
+
+    assert compiled.step(step) == pytest.approx(float(eager_net(x).sum()))
+    assert compiled.failed and "forward" not in net.__dict__  # eager for good, its own forward back
+    assert compiled.notice.startswith("--compile: compiling failed (RuntimeError: ") and "\n" not in compiled.notice
+    eager_net(x).sum().backward()
+    assert torch.allclose(net[0].weight.grad, eager_net[0].weight.grad)
+
+
+def test_an_error_that_is_not_the_compilers_is_raised(monkeypatch):
+    monkeypatch.setattr(speed.torch, "compile", lambda fn, **kw: fn)
+    compiled = speed.Compiled(nn.Identity())
+
+    def step():
+        raise ValueError("a real bug")
+
+    with pytest.raises(ValueError, match="a real bug"):
+        compiled.step(step)
+
+
+def test_no_cpp_compiler_means_eager_and_a_warning(monkeypatch):
+    import torch._inductor.cpp_builder as builder
+
+    def missing():
+        raise RuntimeError("Failed to find a working C++ compiler")
+
+    monkeypatch.setattr(builder, "get_cpp_compiler", missing)
+    compiled, line = speed.compile_backbone(nn.Module(), torch.device("cpu"))
+    assert compiled is None and line.startswith("--compile: no C++ compiler for inductor (RuntimeError")
+
+
+# -- the command line and a run ---------------------------------------------------------------------------------
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser()
+    register(ap.add_subparsers())
+    return ap.parse_args(argv)
+
+
+def test_flags_reach_the_config_and_the_workers_of_nproc():
+    args = parse(["train", "d", "--out", "o", "--method", "parts", "--pretrained", "x.pth", "--freeze-bn",
+                  "--freeze-stages", "2", "--compile", "--size-schedule", "0.5:320", "--nproc", "2"])
+    cfg = config_from_args(args)
+    assert (cfg.freeze_bn, cfg.freeze_stages, cfg.compile, cfg.size_schedule) == (True, 2, True, "0.5:320")
+    argv = worker_argv(args)
+    for flag in (["--freeze-bn"], ["--freeze-stages", "2"], ["--compile"], ["--size-schedule", "0.5:320"]):
+        assert any(argv[i:i + len(flag)] == flag for i in range(len(argv))), flag
+
+
+def test_a_tiny_run_with_every_option_resumes_with_them_and_loads_plain(toy, weights, tmp_path, monkeypatch):
+    import engine.training.memory as memory
+
+    monkeypatch.setattr(speed, "compiler_missing", lambda device: "no C++ compiler for inductor (test)")
+    monkeypatch.setattr(memory, "available_mb", lambda: 8000)  # whatever else the machine runs: room for a tiny run
+    monkeypatch.setattr(memory, "total_mb", lambda: 16000)
+    out = tmp_path / "run"
+    base = ["train", str(toy), "--out", str(out), "--model", "smallnet", "--method", "parts", "--img-size", "48",
+            "--batch-size", "4", "--device", "cpu", "--pretrained", str(weights)]
+    cfg = config_from_args(parse(base + ["--epochs", "1", "--freeze-bn", "--freeze-stages", "1", "--compile",
+                                         "--size-schedule", "0.5:32"]))
+    events: list = []
+    drive(train(cfg), events.append)
+    lines = [e.text for e in events if isinstance(e, Message)]
+    assert any(t.startswith("frozen: ") for t in lines) and any(t.startswith("--compile: no C++") for t in lines)
+    resumed = config_from_args(parse(base + ["--epochs", "2", "--resume"]))  # the flags left out: the run's
+    assert (resumed.freeze_bn, resumed.freeze_stages, resumed.compile, resumed.size_schedule) == (True, 1, True,
+                                                                                                  "0.5:32")
+    drive(train(resumed, resume=True))
+    with pytest.raises(ConfigError, match="--resume with freeze_stages=2, but the run was started with "
+                                          "freeze_stages=1"):
+        drive(train(resumed.replace(freeze_stages=2), resume=True))
+    loaded = runs.load_run(out)
+    assert loaded.meta["config"]["size_schedule"] == "0.5:32" and loaded.meta["epoch"] == 2
+    assert not any("Frozen" in type(m).__name__ for m in loaded.model.modules())  # the plain model
