@@ -158,7 +158,8 @@ def parts_layer(model, image: np.ndarray, preprocessing, display_size: tuple[int
 @dataclass
 class MapResult:
     """Everything Explore shows for (run, image, method, class). ``image`` and ``maps`` are at display size
-    (``scale`` = display / original); parts, boxes and grids are in original pixels."""
+    (``scale`` = display / original); parts, boxes and grids are in original pixels. ``maps`` are scaled to [0, 1]
+    each; ``ranges`` keeps what 0 and 1 stand for (an attention block's gate: 1 leaves the features unchanged)."""
 
     run: str
     path: str
@@ -175,6 +176,7 @@ class MapResult:
     crops: list[np.ndarray]
     views: list[MapView]
     layer: PartsLayer | None = None  # a shared-parts run's part maps ("channels"): all parts at once
+    ranges: list[tuple[float, float]] = field(default_factory=list)  # each map's (min, max) in the model's units
 
     @property
     def predicted(self) -> int:
@@ -249,7 +251,8 @@ def compute_maps(req: MapRequest, models: ModelCache, token: TokenLike) -> MapRe
         token.check()
         layer = parts_layer(run.model, image, Preprocessing.from_dict(run.preprocessing), shown.shape[:2])
     return MapResult(req.run, req.path, req.method, cls, shown, (h, w), scale, probs, list(ms.names),
-                     maps.astype(np.float32, copy=False), thumbs.astype(np.float32), parts, crops, views, layer)
+                     maps.astype(np.float32, copy=False), thumbs.astype(np.float32), parts, crops, views, layer,
+                     [(float(lo), float(hi)) for lo, hi in ms.raw_ranges])
 
 
 def evaluate_job(run_path: str, report: DataReport, token: TokenLike) -> Generator[Progress | Message, None, dict]:

@@ -7,6 +7,7 @@ it with plain data.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -23,6 +24,19 @@ CACHE_SIZE = 48  # results kept per page, within CACHE_BYTES
 CACHE_BYTES = 384 * 2**20
 ALL_PARTS, ONE_MAP = "all", "one"
 PARTS_LABEL = "Shared parts"  # a parts run's "channels" maps: its K parts, the same for every class
+UNIFORM = 1e-12  # a map whose values spread no more is blank (engine.maps.explain scales it to zeros)
+
+
+def gate_text(lo: float, hi: float) -> str:
+    """What an attention block's map holds (CBAM's spatial gate, the residual block's mean 1 + M, both in (0, 2);
+    docs/METHODS.md#attention-blocks): the gate's range, in enough digits to tell its ends apart, since the colours
+    stretch that range, however narrow, over the whole colour map."""
+    if hi - lo <= UNIFORM:
+        return f"gate {lo:.3f} everywhere: the block weighs every position alike (a blank map)"
+    digits = min(6, max(2, 1 - math.floor(math.log10(hi - lo))))
+    note = ", nearly uniform" if hi - lo < 0.01 else ""
+    return (f"gate {lo:.{digits}f} to {hi:.{digits}f}{note} (1 leaves the features as they are; the colours stretch "
+            "this range)")
 
 
 @dataclass(frozen=True)
@@ -182,12 +196,26 @@ class ExploreState:
                 f"{s / layer.parts:+.2f} to the class logit {layer.logit(cls):.2f}){active}")
 
     def map_caption(self, index: int) -> str:
-        """The crop panel's line for map ``index`` (one-map view): its part's score, peak and crop."""
+        """The crop panel's line for map ``index`` (one-map view): its part's score, peak and crop; an attention
+        block's gate range instead of the score; a blank map's one value alone."""
         r = self.result
         part, crop = r.parts[index], r.crops[index]
+        if self.blank_map(index):  # no peak, no part: nothing to point at
+            lo = r.ranges[index][0]
+            return f"{self.map_name(index)} · " + (gate_text(lo, lo) if r.method == "attention" else
+                                                   f"{lo:.3g} everywhere: nothing stands out (a blank map)")
+        where = f"peak ({part.peak[0]:.0f}, {part.peak[1]:.0f}) · crop {crop.shape[1]}×{crop.shape[0]} px"
+        if r.method == "attention" and index < len(r.ranges):  # a block's gate: its values mean something
+            return f"{self.map_name(index)} · {gate_text(*r.ranges[index])} · {where}"
         dup = f" · repeats part {part.duplicate_of + 1}" if part.duplicate_of is not None else ""
         return (f"{self.map_name(index)} · score {part.score:.3g} ({100 * part.score_norm:.0f} % of the strongest) · "
-                f"peak ({part.peak[0]:.0f}, {part.peak[1]:.0f}) · crop {crop.shape[1]}×{crop.shape[0]} px{dup}")
+                f"{where}{dup}")
+
+    def blank_map(self, index: int) -> bool:
+        """Map ``index`` of the shown result is the same everywhere (an attention block still at its start, a
+        Grad-CAM the ReLU zeroed): drawn without overlay, peak or box."""
+        r = self.result
+        return r is not None and index < len(r.ranges) and r.ranges[index][1] - r.ranges[index][0] <= UNIFORM
 
     def computing_text(self, method: str) -> str:
         return f"Computing {map_method_label(method)} maps…"

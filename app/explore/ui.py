@@ -33,6 +33,14 @@ class CropLabel(QLabel):
         super().mouseDoubleClickEvent(event)
 
 
+class NoteLabel(QElidingLabel):
+    """A one-line note shown whole when there is room and elided in a narrow window (superqt's label asks for the
+    width of the text it last showed, so it would stay elided once it was)."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.fontMetrics().horizontalAdvance(self.text()) + 4, super().sizeHint().height())
+
+
 def section_title(text: str, parent: QWidget) -> QLabel:
     t = QLabel(text, parent)
     t.setObjectName("sectionTitle")
@@ -44,12 +52,16 @@ def build_bar(page: QWidget) -> QHBoxLayout:
     page.view_box = QComboBox(page)
     page.view_box.setObjectName("viewBox")
     page.view_box.setToolTip("All parts: a shared-parts run's parts as one coloured map; One map: a single map")
-    page.parts_note = QLabel(NEEDS_PARTS, page)
+    page.parts_note = NoteLabel(NEEDS_PARTS, page)
     page.parts_note.setObjectName("partsNote")
     page.parts_note.setToolTip("Train with the parts method (shared parts) to see all parts at once; MC-Loss "
                                "channels and TASN attention belong to one class each")
     page.parts_note.setVisible(False)
     page.method_box = QComboBox(page)
+    for box, short in ((page.view_box, "All parts"), (page.method_box, "Grad-CAM")):  # filled after the window is
+        box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)  # shown: as wide as the longest label
+        box.setMinimumWidth(page.fontMetrics().horizontalAdvance(short) + 36)  # when there is room, yet a 1024 px
+        # window still fits the longest ("Attention blocks (CBAM / residual)")
     page.class_box = QComboBox(page)
     page.class_box.setMinimumContentsLength(18)
     page.class_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)

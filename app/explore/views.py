@@ -76,8 +76,9 @@ class OneMapView:
         page, r, index = self.page, self.state.result, self.state.map_index
         if page.strip.currentRow() != index:
             set_strip_row(page, index)
-        page.image_view.set_overlay(r.maps[index])
-        page.image_view.set_part(r.parts[index])
+        blank = self.state.blank_map(index)  # a map the same everywhere has nothing to overlay or point at
+        page.image_view.set_overlay(None if blank else r.maps[index])
+        page.image_view.set_part(None if blank else r.parts[index])
         show_crop(page, r.crops[index])
         page.crop_caption.setText(self.state.map_caption(index))
         page.resampled.set_views(r.image, r.views[index])

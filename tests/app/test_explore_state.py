@@ -165,3 +165,21 @@ def test_an_unreadable_shares_file_is_not_computed_again():
     assert st.places_to_compute() == ""
     st.set_run(explore_run(3).run)
     assert st.places_for == "" and st.places is None
+
+
+def test_an_attention_blocks_caption_gives_its_gate_and_a_blank_map_says_so():
+    st = loaded()
+    r = result(method="attention", maps=2)
+    r.ranges = [(0.42, 1.32), (1.0004, 1.001)]
+    st.show(r)
+    assert st.map_caption(0) == ("map 0 · gate 0.42 to 1.32 (1 leaves the features as they are; the colours stretch "
+                                 "this range) · peak (10, 20) · crop 16×12 px")  # no score, no "repeats part"
+    assert st.map_caption(1).startswith("map 1 · gate 1.00040 to 1.00100, nearly uniform (") and not st.blank_map(1)
+    r.ranges[1] = (1.0, 1.0)  # blocks still at their start
+    assert st.blank_map(1) and st.map_caption(1) == \
+        "map 1 · gate 1.000 everywhere: the block weighs every position alike (a blank map)"
+    st.show(g := result(method="gradcam", maps=1))
+    g.ranges = [(0.0, 0.0)]  # a Grad-CAM the ReLU zeroed
+    assert st.blank_map(0) and st.map_caption(0) == "map 0 · 0 everywhere: nothing stands out (a blank map)"
+    g.ranges = [(0.0, 0.5)]
+    assert not st.blank_map(0) and st.map_caption(0).startswith("map 0 · score 2 (50 % of the strongest) · peak")

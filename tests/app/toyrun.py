@@ -2,7 +2,8 @@
 session.
 
 :func:`toy_run`: 4 classes × 8 images of 96 px (CUB layout with keypoints), smallnet with MC-Loss at 96 px for 2
-epochs: a few seconds on a loaded 2-core machine. :func:`toy_parts_run`: a ``parts`` run (shared parts) on 8 classes
+epochs: a few seconds on a loaded 2-core machine. :func:`toy_small_run`: one epoch of a smaller set, with options
+(attention blocks, GAIN). :func:`toy_parts_run`: a ``parts`` run (shared parts) on 8 classes
 (4 confusable pairs, each differing in one known mark) whose separating-part ranking finds the differing mark.
 Every test module's session fixture calls them; they build into pytest's base temporary folder once and reuse it
 after.
@@ -36,6 +37,26 @@ def toy_run(base: Path) -> ToyRun:
     if not is_run(run):
         cfg = TrainConfig(data=str(data), out=str(run), model="smallnet", method="mcloss", xi=3, epochs=2,
                           img_size=96, batch_size=8, device="cpu", cache_mb=64, seed=0)
+        drive(train(cfg))
+    return ToyRun(data, run)
+
+
+def toy_small_run(base: Path, name: str, **options) -> ToyRun:
+    """A tiny smallnet MC-Loss run named ``name`` with the TrainConfig ``options`` (``attention="cbam"``,
+    ``gain=True``, ...) on 4 classes × 6 toy photos of 64 px (one set for every such run), one epoch: a few seconds
+    of training. Built under ``base`` (pytest's basetemp) once per session."""
+    from engine.toybirds import dataset as toybirds
+    from engine.training.config import TrainConfig
+    from engine.events import drive
+    from engine.training.loop import train
+
+    root = base / "toysmall"
+    data, run = root / "birds", root / name
+    if not (data / "toybirds.json").is_file():
+        toybirds.generate(data, classes=4, per_class=6, size=64)
+    if not is_run(run):
+        cfg = TrainConfig(data=str(data), out=str(run), model="smallnet", method="mcloss", xi=3, epochs=1,
+                          img_size=64, batch_size=8, device="cpu", cache_mb=32, seed=0, **options)
         drive(train(cfg))
     return ToyRun(data, run)
 
