@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import train_and_evaluate  # noqa: E402  (tools/ is not a package)
+from seeds import split_train_args, train_and_evaluate  # noqa: E402  (tools/ is not a package)
 
 #: (folder, row label, its train arguments, what evaluate reads as parts (--maps), what that is)
 ROWS = (
@@ -69,11 +69,7 @@ def random_row(doc: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    common: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, common = argv[:i], argv[i + 1:]
+    argv, common = split_train_args(argv)
     names = [r[0] for r in ROWS]
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data")

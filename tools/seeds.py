@@ -110,12 +110,17 @@ def row(docs: list[dict]) -> list[tuple[str, float | None, float | None, float |
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def split_train_args(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """(the tool's own arguments, the training arguments after ``--``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    train_args: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, train_args = argv[:i], argv[i + 1:]
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv, train_args = split_train_args(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data")
     p.add_argument("--out", required=True, help="folder of the runs, one s<seed> sub-folder each")
