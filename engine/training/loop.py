@@ -256,7 +256,7 @@ def build_model(cfg: TrainConfig, report: DataReport, state: dict | None,
         model.load_state_dict(state["model"])
     apply_freezing(model, cfg.freeze_bn, cfg.freeze_stages)  # after the weights: frozen layers copy what they hold
     model.to(ctx.device)
-    if uses_channels_last(ctx.device):
+    if uses_channels_last(ctx.device, cfg.model):
         model.to(memory_format=torch.channels_last)
     criterion = build_criterion(cfg, model).to(ctx.device)
     net = ddp.wrap(LossModel(model, criterion), ctx)  # DDP (and SyncBatchNorm on CUDA) when distributed
@@ -290,7 +290,7 @@ def train_one_epoch(t: Training, epoch: int) -> Generator[BatchEnd, None, EpochT
             group["lr"] = group["base_lr"] * t.schedule.factor(epoch * steps + step)
         x = normalize(x.to(device, non_blocking=True), t.pp)
         y = y.to(device, non_blocking=True)
-        if uses_channels_last(device):
+        if uses_channels_last(device, cfg.model):
             x = x.contiguous(memory_format=torch.channels_last)
 
         def step_once(x: torch.Tensor = x, y: torch.Tensor = y) -> tuple[float, dict[str, float], list]:

@@ -148,3 +148,18 @@ def test_stage_counts_out_of_range_are_refused():
     with pytest.raises(ConfigError, match=r"freeze_stages=4: smallnet has 3 stages; give 0 to 3"):
         freeze_stages(model, 4)
     assert describe_frozen(model) is None
+
+
+def test_channels_last_on_the_cpu_for_mobilenet_v2_only_and_folding_works_in_it():
+    from engine.device import uses_channels_last
+
+    cpu = torch.device("cpu")
+    assert uses_channels_last(cpu, "mobilenet_v2") and not uses_channels_last(cpu, "resnet18")
+    assert not uses_channels_last(cpu, "tasn_mobilenet_v2") and not uses_channels_last(cpu)
+    model = trained_stats(create_model("mobilenet_v2", 3, head="parts", fine=True))
+    apply_freezing(model, freeze_bn=True, stages=1)
+    twin = copy.deepcopy(model).to(memory_format=torch.channels_last).eval()  # eval: no part dropout
+    model.eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.allclose(twin(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-5)
