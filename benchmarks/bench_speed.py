@@ -12,9 +12,9 @@ training step uses (docs/RESULTS.md#speed).
   backward), against the machine's peak measured in the same run by a large fp32 matrix product on the same
   threads, as a share. Goal: ≥ 45 % of that peak, for the plain step and for the fastest levers.
 
-``python -m benchmarks.bench_speed [--quick] [--batch B] [--size S] [--repeats N] [--clock wall|cpu]`` prints the
-table (``--quick``: batch 4, fewer repeats); ``run()`` returns the rows. Set the threads with ``OMP_NUM_THREADS``
-(the machine line shows them). ``--clock cpu`` times by the process's CPU seconds: on one thread of a loaded
+``python -m benchmarks.bench_speed [--quick] [--batch B] [--size S] [--repeats N] [--clock wall|cpu]
+[--no-compile]`` prints the table (``--quick``: batch 4, 2 repeats, 224 / 160 px, nothing compiled); ``run()``
+returns the rows. Set the threads with ``OMP_NUM_THREADS`` (the machine line shows them). ``--clock cpu`` times by the process's CPU seconds: on one thread of a loaded
 machine, what each step would take on an idle core (the wall clock there mostly measures the other processes).
 """
 
@@ -179,7 +179,9 @@ def run(quick: bool = False, batch: int | None = None, size: int = 448, repeats:
     leaves the compiled rows out (their compilation takes minutes)."""
     batch = batch or (4 if quick else 16)
     repeats = repeats or (2 if quick else 5)
-    why = compiler_missing(torch.device("cpu")) if compile_ else "left out (--no-compile)"
+    if quick:  # a smoke run: smaller images, nothing to compile
+        size, small, compile_ = min(size, 224), min(small, 160), False
+    why = compiler_missing(torch.device("cpu")) if compile_ else "left out (--no-compile or --quick)"
     rows = lever_rows(size, batch, repeats, small, why is None, CLOCKS[clock])
     rows += efficiency_rows(batch, repeats, 1024 if quick else 2048, why is None, CLOCKS[clock])
     if why:
@@ -191,7 +193,8 @@ def run(quick: bool = False, batch: int | None = None, size: int = 448, repeats:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="batch 4 and 2 repeats (a smoke run; noisier)")
+    ap.add_argument("--quick", action="store_true",
+                    help="batch 4, 2 repeats, 224 and 160 px, no compiling (a smoke run; noisier)")
     ap.add_argument("--batch", type=int, default=None, help="images per step (default 16; --quick 4)")
     ap.add_argument("--size", type=int, default=448, help="the levers' image size (default 448, the parts default)")
     ap.add_argument("--small", type=int, default=320, help="the smaller size row (default 320)")
