@@ -42,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freeze-stages", type=int, default=None, metavar="N", help=h["freeze_stages"])
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help=h["compile"])
     p.add_argument("--size-schedule", default=None, metavar="SHARE:SIZE[,...]", help=h["size_schedule"])
+    p.add_argument("--test-every", type=int, default=None, metavar="N", help=h["test_every"])
     p.add_argument("--apn-warmup", type=int, default=None, metavar="N",
                    help="racnn: criterion calls that teach the APNs the highest-response squares before the "
                         "alternation (default 20)")
@@ -86,7 +87,7 @@ FORWARDED = [("out", "--out"), ("model", "--model"), ("method", "--method"), ("x
              ("padding", "--padding"), ("mc_conc", "--mc-conc"), ("rotate", "--rotate"),
              ("validation_fraction", "--validation-fraction"), ("zoom", "--zoom"), ("gain_alpha", "--gain-alpha"),
              ("gain_sigma", "--gain-sigma"), ("gain_omega", "--gain-omega"), ("attention", "--attention"),
-             ("freeze_stages", "--freeze-stages"), ("size_schedule", "--size-schedule")]
+             ("freeze_stages", "--freeze-stages"), ("size_schedule", "--size-schedule"), ("test_every", "--test-every")]
 #: --flag / --no-flag options (BooleanOptionalAction) whose default is "unset": forwarded only when given
 TRI_STATE = [("fine", "fine"), ("equiv_backprop", "equiv-backprop"), ("gain", "gain"), ("freeze_bn", "freeze-bn"),
              ("compile", "compile")]
@@ -157,7 +158,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         # flags left out on a resume keep the run's value, not the method's default
         for key in ("epochs", "img_size", "batch_size", "fine", "padding", "mu", "mc_conc", "rotate", "equiv_backprop",
                     "validation_fraction", "zoom", "gain", "gain_alpha", "gain_sigma", "gain_omega", "attention",
-                    "freeze_bn", "freeze_stages", "compile", "size_schedule"):
+                    "freeze_bn", "freeze_stages", "compile", "size_schedule", "test_every"):
             if getattr(args, key) is None and saved.get(key) is not None:
                 setattr(args, key, saved[key])
     return TrainConfig(data=args.data, out=args.out, model=args.model, method=args.method, xi=args.xi,
@@ -168,7 +169,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        equiv_backprop=args.equiv_backprop, zoom=args.zoom, gain=args.gain, gain_alpha=args.gain_alpha,
                        gain_sigma=args.gain_sigma, gain_omega=args.gain_omega, attention=args.attention,
                        freeze_bn=args.freeze_bn, freeze_stages=args.freeze_stages, compile=args.compile,
-                       size_schedule=args.size_schedule,
+                       size_schedule=args.size_schedule, test_every=args.test_every,
                        validation_fraction=args.validation_fraction if args.validation_fraction is not None else 0.0,
                        **{**kept, "extra": {**kept.get("extra", {}), **part_loss_weights(args.part_loss),
                                             **racnn_options(args)}})
@@ -223,7 +224,9 @@ def run(args: argparse.Namespace) -> int:
         elif isinstance(ev, EpochEnd):
             bars.close()
             parts = " ".join(f"{k}={v:.4f}" for k, v in ev.train.items())
-            print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={fmt_pct(ev.test_top1)}  "
+            tested = fmt_pct(ev.test_top1) if ev.test_top1 is not None or cfg.test_every == 1 else (
+                f"- (tested every {cfg.test_every} epochs and after the last)")
+            print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={tested}  "
                   f"{ev.images_per_s:.1f} img/s  {ev.seconds:.0f}s  eta {ev.eta_s / 60:.1f} min", file=sys.stderr)
 
     with bars:

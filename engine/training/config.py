@@ -87,11 +87,12 @@ class TrainConfig:
     gain_omega: float | None = None
     attention: str | None = None  # cbam or residual blocks on a partnet backbone; None: "none"
     # speed (engine.training.speed, each None: off): frozen BatchNorm, the first N stages frozen, torch.compile,
-    # the early epochs at smaller sizes ("0.5:320")
+    # the early epochs at smaller sizes ("0.5:320"), the test pass after every N-th epoch
     freeze_bn: bool | None = None
     freeze_stages: int | None = None
     compile: bool | None = None
     size_schedule: str | None = None
+    test_every: int | None = None
     epochs: int | None = None  # None: 14 for parts, else 10 (PARTS_SIZE_EPOCHS_BATCH)
     img_size: int | None = None  # None: 448 for parts, else 224
     batch_size: int | None = None  # None: 16 for parts, else 32

@@ -45,7 +45,7 @@ from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 from engine.models.freeze import apply_freezing, describe_frozen
-from engine.training.speed import compile_backbone
+from engine.training.speed import compile_backbone, tests_after
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
     t_run = time.perf_counter()
     for epoch in range(t.start_epoch, cfg.epochs):
         trained = yield from train_one_epoch(t, epoch)
-        top1, test_loss = evaluate_epoch(t)
+        top1, test_loss = evaluate_epoch(t) if tests_after(epoch, cfg.epochs, cfg.test_every) else (None, None)
         yield from failed_files([t.train_ds, t.test_ds], t.reported)
         seconds = time.perf_counter() - trained.started
         eta = (time.perf_counter() - t_run) / (epoch + 1 - t.start_epoch) * (cfg.epochs - epoch - 1)
@@ -215,6 +215,7 @@ def setup(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_c
     for level, text in (("info", describe_frozen(model)), ("info" if compiled else "warning", note)):
         if text:
             yield Message(level, text)
+    memory.apply(mem, model)  # checkpointing of the backbone's stages when the plan chose it
     start_epoch, history = 0, []
     if state is not None:
         start_epoch = int(state["epoch"])

@@ -1,46 +1,87 @@
 """Memory that follows the machine: how much a training run takes, measured before it starts, and what it may
 take of the memory this machine has free.
 
-Where a run's memory goes (mobilenet_v2, CE, 224 px, batch 32 on the CPU; 1,487 CUB photos, measured with the
-launcher's malloc settings; docs/RESULTS.md#memory):
+Where a run's memory goes on the CPU (docs/RESULTS.md#memory):
 
-* the interpreter with torch and the engine imported: about 0.9 GB, before anything else;
-* the image cache: decoded photos at the resize side (256 px for 224), about 0.26 MB a photo (0.38 GB here);
-* one training step: the tensors autograd saves for the backward pass, 75 MB an image (2.4 GB at batch 32), plus
-  gradients and temporaries while it runs, and what the allocator keeps of them: the heap grew to 1.36× the saved
-  tensors after the first step (:data:`STEP_FACTOR` covers it);
-* the test pass: no autograd, so a fraction of a training step at the same batch (it reuses the step's memory);
-* weights, gradients and optimizer state: 3× the parameters (small next to the rest: 40 MB for mobilenet_v2).
+* the interpreter with torch and the engine imported: about 0.7-0.9 GB, before anything else;
+* the image cache: decoded photos at the resize side (256 px for 224), about 0.26 MB a photo at 224 px;
+* one training step: the peak of the tensors alive during its forward and backward passes (the tensors autograd
+  saves, the gradients and temporaries of the backward pass, a shared-parts step's equivariance pass, GAIN's
+  passes), and what the allocator keeps besides them (:data:`STEP_FACTOR`, :data:`CHECKPOINT_FACTOR`);
+* the test pass: no autograd, a fraction of a training step at the same batch (it reuses the step's memory);
+* weights, gradients and optimizer state: 4× the parameters (small next to the rest: 36 MB for mobilenet_v2).
 
-So it peaked at 5.2 GB, whatever the machine had. :func:`plan` bounds the step and the cache by the memory actually available
-(``psutil.virtual_memory().available``) less a reserve for the window and the rest of the machine: when the step
-does not fit, the batch is run in micro-batches whose gradients add up (each normalised by BatchNorm on its own,
-as each process's share is under DistributedDataParallel on the CPU); the cache takes what is left, and a split
-that does not fit is decoded from disk at each use instead. On CUDA the step lives on the GPU, and only the cache
-is planned here.
+:func:`measure_step` runs one real training pass (forward and backward, the run's own model and loss) and one test
+pass of random images at two batch sizes, counting the bytes of every tensor alive after each operation
+(:class:`LiveTensors`): a fixed part and a part per image. The plan counted the tensors saved for backward before,
+from a forward pass alone; that missed what is alive besides them at the step's peak (a shared-parts step's
+equivariance pass runs while all of them are kept: 345 MB an image at 448 px against 302 saved) and it could not
+see into a checkpointed backbone. :func:`plan` bounds the step and the cache by the memory actually available
+(``psutil.virtual_memory().available``) less a reserve for the window and the rest of the machine. When a step of
+the batch does not fit, it checkpoints the backbone's stages (:mod:`engine.models.checkpoint`: only each stage's
+input is kept for the backward pass, which computes the rest again; the same gradients, one more forward pass of
+the backbone) and runs the batch in the largest micro-batches that fit, checkpointed or not, whichever allows
+larger ones; their gradients add up (each micro-batch normalised by BatchNorm on its own, as each process's share
+is under DistributedDataParallel on the CPU). The cache takes what is left, and a split that does not fit is
+decoded from disk at each use instead. On CUDA the step lives on the GPU, and only the cache is planned here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import weakref
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
+import engine.training.allocator as allocator
 from engine.errors import ConfigError
+from engine.models.checkpoint import set_checkpointing
 
 log = logging.getLogger(__name__)
 
 MB = 2 ** 20
-#: A training step's peak host memory, as a multiple of the tensors saved for backward: gradients and temporaries
-#: during the backward pass, and the heap the allocator keeps. Measured over a whole epoch with its test pass on
-#: cub-parts-dev (mobilenet_v2, 224 px): 1.34× at batch 32, 1.53× in micro-batches of 16 (docs/RESULTS.md#memory).
-STEP_FACTOR = 1.8
+#: A training step's peak resident memory, as a multiple of the peak of its live tensors (:func:`measure_step`):
+#: the allocator's free blocks that it keeps (the launcher's malloc settings keep every freed block in the process)
+#: and temporaries inside operations. Measured 1.22-1.43× on the 2-core machine: mobilenet_v2 CE 224 px batch 16,
+#: shared parts 224 and 448 px batch 16 (docs/RESULTS.md#memory).
+STEP_FACTOR = 1.5
+#: The same for a step with the backbone's stages checkpointed, its big blocks on pages of their own
+#: (:func:`engine.training.allocator.own_pages`): measured 1.51-1.56× (shared parts 224 and 448 px batch 16). With
+#: the launcher's heap it would be 2.4-3.3×: the recomputed stages do not fit in the blocks that others freed.
+CHECKPOINT_FACTOR = 1.7
+#: BatchNorm over fewer images than this is too noisy: the plan checkpoints the backbone rather than run
+#: micro-batches smaller than this (when checkpointing lets larger ones fit).
+MIN_MICRO_BATCH = 8
 #: Memory left to the rest of the machine (the window, the desktop): this or a tenth of the RAM, the larger.
 RESERVE_MB = 1024
+#: The two batch sizes :func:`measure_step` runs: the cost of a step is a fixed part and a part per image.
+PROBE_BATCHES = (2, 3)
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """What one pass costs at the peak of its live tensors, measured (MB): a training pass (forward and backward)
+    of ``n`` images takes ``fixed_mb + n * per_image_mb``, a test pass (no autograd) ``n * eval_per_image_mb``;
+    ``checkpointed``: with the backbone's stages checkpointed."""
+
+    per_image_mb: float
+    fixed_mb: float
+    eval_per_image_mb: float
+    param_mb: int
+    checkpointed: bool = False
+    largest_mb: float = 0.0  # the largest single tensor of a training pass, per image
+
+    def step_mb(self, n: int) -> int:
+        """The planned peak of a training step of ``n`` images: the live tensors times :data:`STEP_FACTOR`, or
+        :data:`CHECKPOINT_FACTOR` checkpointed."""
+        factor = CHECKPOINT_FACTOR if self.checkpointed else STEP_FACTOR
+        return int(round(factor * (self.fixed_mb + self.per_image_mb * n)))
 
 
 @dataclass(frozen=True)
@@ -55,28 +96,75 @@ class MemoryPlan:
     state_mb: int  # weights, gradients, optimizer state
     cache_mb: int  # what the image cache may take
     eval_batch: int  # images per test batch
+    checkpoint: bool = False  # the backbone's stages are checkpointed (recomputed in the backward pass)
+    full_step_mb: int = 0  # a step of the whole batch without checkpointing (what did not fit), when it did not
+    own_pages_mb: int = 0  # checkpointed: blocks of this size and more get pages of their own (0: the allocator's)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def notes(self) -> list[str]:
-        """What the plan changed to fit (for the user): micro-batches."""
-        if self.micro_batch == self.batch:
+        """What the plan changed to fit (for the user and the run log): checkpointing, micro-batches."""
+        if self.micro_batch == self.batch and not self.checkpoint:
             return []
-        return [f"memory: a step of {self.batch} images would need about "
-                f"{self.step_mb * self.batch // self.micro_batch + self.state_mb} MB, {self.budget_mb} MB are free "
-                f"for this run: it runs in micro-batches of {self.micro_batch} (their gradients add up to the "
-                f"batch's; BatchNorm normalises {self.micro_batch} images at a time)"]
+        text = (f"memory: a step of {self.batch} images would need about {self.full_step_mb + self.state_mb} MB, "
+                f"{self.budget_mb} MB are free for this run: ")
+        if self.checkpoint:
+            text += (f"the backbone's activations are recomputed in the backward pass (activation checkpointing, "
+                     f"a step of about {self.step_mb + self.state_mb} MB; the same gradients) and blocks of "
+                     f"{self.own_pages_mb} MB and more get pages of their own: about twice the computation of a "
+                     "plain step")
+        if self.micro_batch < self.batch:
+            text += (" and " if self.checkpoint else "") + (
+                f"it runs in micro-batches of {self.micro_batch} (their gradients add up to the batch's; BatchNorm "
+                f"normalises {self.micro_batch} images at a time)")
+        return [text]
 
     def describe(self) -> str:
         def gb(v: int) -> str:
             return f"{v / 1024:.1f} GB"
 
         step = (f"a training step takes about {gb(self.step_mb)}" if self.step_mb else "training steps run on the GPU")
+        if self.checkpoint:
+            step += " with the backbone's stages checkpointed"
         if self.micro_batch < self.batch:
             step += f" in micro-batches of {self.micro_batch} images (of {self.batch} a step)"
         return (f"memory: {gb(self.available_mb)} available, {gb(self.budget_mb)} for this run; {step}; the image "
                 f"cache may take {gb(self.cache_mb)}")
+
+
+class LiveTensors(TorchDispatchMode):
+    """While on, the bytes of the tensors alive (``live``), their peak (``peak``) and the largest tensor
+    (``largest``): every operation's outputs are counted once per storage, from the operation that made it until
+    the storage is freed (autograd's saved tensors included, whichever thread frees them). Tensors made before it
+    was on are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = self.largest = 0
+        self._refs: dict[int, weakref.ref] = {}
+
+    def _freed(self, key: int, nbytes: int) -> None:
+        if self._refs.pop(key, None) is not None:
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            try:
+                storage = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # opaque layouts (MKL-DNN) have no storage to count
+                continue
+            key = id(storage)
+            if key not in self._refs:
+                nbytes = storage.nbytes()
+                self.live += nbytes
+                self.largest = max(self.largest, nbytes)
+                self._refs[key] = weakref.ref(storage, lambda _ref, k=key, n=nbytes: self._freed(k, n))
+        self.peak = max(self.peak, self.live)
+        return out
 
 
 def available_mb() -> int:
@@ -100,62 +188,109 @@ def local_processes() -> int:
         return 1
 
 
-def measure_step(build: Callable[[], nn.Module], img_size: int, batch: int = 2) -> tuple[float, int]:
-    """(MB saved for backward per image, MB of parameters) of one training forward pass of ``build()`` (a module
-    whose ``forward(x, y)`` returns ``(loss, parts)``) at ``batch`` random images of ``img_size`` px. The torch
-    random state is restored afterwards: planning does not change the run's initialisation."""
+def _pass_peaks(net: nn.Module, img_size: int, batch: int) -> tuple[int, int, int]:
+    """(bytes, bytes, bytes): the peak of the live tensors of one training pass of ``net`` (``forward(x, y) ->
+    (loss, parts)``, then backward) on ``batch`` random images, its largest tensor, and the peak of one test pass of
+    its ``model`` (0 without one)."""
+    with LiveTensors() as live:
+        x = torch.randn(batch, 3, img_size, img_size)
+        loss, _ = net(x, torch.arange(batch) % 2)
+        loss.backward()
+    train_peak, largest = live.peak, live.largest
+    del x, loss
+    net.zero_grad(set_to_none=True)
+    model = getattr(net, "model", None)
+    if model is None:
+        return train_peak, largest, 0
+    model.eval()
+    with torch.no_grad(), LiveTensors() as live:
+        model(torch.randn(batch, 3, img_size, img_size))
+    model.train()
+    return train_peak, largest, live.peak
+
+
+def measure_step(build: Callable[[], nn.Module], img_size: int, checkpoint: bool = False) -> StepCost | None:
+    """The :class:`StepCost` of ``build()`` (a module whose ``forward(x, y)`` returns ``(loss, parts)``, with the
+    model as its ``model`` for the test pass) at ``img_size`` px, from passes of :data:`PROBE_BATCHES` random
+    images; ``checkpoint``: with its backbone's stages checkpointed (None when it has none to checkpoint). The
+    torch random state is restored afterwards: planning does not change the run's initialisation."""
     with torch.random.fork_rng(devices=[]):
         net = build().train()
-        params = {p.untyped_storage().data_ptr() for p in net.parameters()}
-        saved: dict[int, int] = {}
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in params:
-                saved[storage.data_ptr()] = storage.nbytes()
-            return t
-
-        x = torch.randn(batch, 3, img_size, img_size)
-        y = torch.arange(batch) % 2
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            net(x, y)
+        if checkpoint and not set_checkpointing(net, True):
+            return None
+        (small, _, eval_small), (large, largest, eval_large) = (_pass_peaks(net, img_size, n)
+                                                                for n in PROBE_BATCHES)
         param_mb = sum(p.numel() * p.element_size() for p in net.parameters()) / MB
-    return sum(saved.values()) / MB / batch, int(round(param_mb))
+    span = PROBE_BATCHES[1] - PROBE_BATCHES[0]
+    per_image = max(large - small, 0) / span / MB
+    fixed = max(small / MB - per_image * PROBE_BATCHES[0], 0.0)
+    return StepCost(per_image, fixed, max(eval_large, eval_small) / PROBE_BATCHES[1] / MB, int(round(param_mb)),
+                    checkpoint, largest / PROBE_BATCHES[1] / MB)
 
 
 def plan(batch: int, img_size: int, device: torch.device, build: Callable[[], nn.Module],
          cache_cap_mb: int | None = None, available: int | None = None, total: int | None = None) -> MemoryPlan:
-    """The memory plan of a run whose processes take ``batch`` images a step (see the module docstring).
-    ``cache_cap_mb``: the user's own limit for the cache (None: as much as fits). ``available`` / ``total`` (MB)
-    default to this machine's. Raises ConfigError when not even one image a step fits."""
+    """The memory plan of a run whose processes take ``batch`` images a step (see the module docstring): the whole
+    batch as it is when it fits, else the largest micro-batches that fit; when those would hold fewer than
+    :data:`MIN_MICRO_BATCH` images, the backbone checkpointed if that lets larger ones fit (the whole batch when it
+    can). ``cache_cap_mb``: the user's own limit for the cache (None: as much as fits). ``available`` / ``total``
+    (MB) default to this machine's. Raises ConfigError when not even one image a step fits."""
     available = available_mb() if available is None else available
     total = total_mb() if total is None else total
     share = available // local_processes()
     budget = max(0, share - max(RESERVE_MB, total // 10) // local_processes())
-    host_step = device.type != "cuda"
-    per_image, param_mb = measure_step(build, img_size) if host_step else (0.0, 0)
-    state = 3 * param_mb  # weights, gradients, momentum
-    micro = batch
-
-    def step_mb(n: int) -> int:
-        return int(round(STEP_FACTOR * per_image * n))
-
-    if host_step:
-        fits = [d for d in range(batch, 0, -1) if batch % d == 0 and step_mb(d) + state <= budget]
-        if not fits:
-            raise ConfigError(f"a training step of one {img_size} px image needs about {step_mb(1) + state} MB and "
-                              f"{budget} MB are free for this run ({available} MB available, less "
-                              f"{available - budget} MB kept for the rest of the machine): close other programs, "
-                              "or train a smaller model or a smaller --img-size")
-        micro = fits[0]
-    cache = max(0, budget - step_mb(micro) - state)
+    if device.type == "cuda":  # the step lives on the GPU: the host keeps everything for the cache
+        cache = budget if cache_cap_mb is None else min(budget, int(cache_cap_mb))
+        return _logged(MemoryPlan(available, budget, batch, batch, 0, 0, cache, max(batch, 32)))
+    with allocator.probing():
+        plain = measure_step(build, img_size)
+        assert plain is not None
+        state = 4 * plain.param_mb  # weights, gradients, two moments (Adam; SGD's momentum is one)
+        cost, micro, full = plain, batch, 0
+        if plain.step_mb(batch) + state > budget:
+            full = plain.step_mb(batch)
+            options = [(_largest_fit(plain, batch, budget - state), plain)]
+            if options[0][0] < min(MIN_MICRO_BATCH, batch):
+                checkpointed = measure_step(build, img_size, checkpoint=True)
+                if checkpointed is not None:
+                    options.append((_largest_fit(checkpointed, batch, budget - state), checkpointed))
+            micro, cost = max(options, key=lambda o: (o[0], o[1] is plain))  # a tie: no recomputation
+            if not micro:
+                least = min(o[1].step_mb(1) for o in options) + state
+                raise ConfigError(f"a training step of one {img_size} px image needs about {least} MB and "
+                                  f"{budget} MB are free for this run ({available} MB available, less "
+                                  f"{available - budget} MB kept for the rest of the machine): close other "
+                                  "programs, or train a smaller model or a smaller --img-size")
+    step = cost.step_mb(micro)
+    cache = max(0, budget - step - state)
     if cache_cap_mb is not None:
         cache = min(cache, int(cache_cap_mb))
     eval_batch = max(batch, 32) if micro == batch else micro
-    result = MemoryPlan(available, budget, batch, micro, step_mb(micro) if host_step else 0, state, cache,
-                        eval_batch)
+    if plain.eval_per_image_mb > 0:  # the test pass reuses the step's memory: at most as many images as fit there
+        eval_batch = max(1, min(eval_batch, int(step / (STEP_FACTOR * plain.eval_per_image_mb))))
+    # a checkpointed run's big blocks get pages of their own: those of a sixteenth of its largest tensor and more
+    own = min(32, max(1, int(round(cost.largest_mb * micro / 16)))) if cost.checkpointed else 0
+    return _logged(MemoryPlan(available, budget, batch, micro, step, state, cache, eval_batch, cost.checkpointed,
+                              full, own))
+
+
+def apply(mem: MemoryPlan, model: nn.Module) -> None:
+    """What the plan chose for the model it planned: its backbone's stages checkpointed and the big blocks on pages
+    of their own (:mod:`engine.training.allocator`) when ``mem.checkpoint``; nothing otherwise."""
+    if mem.checkpoint:
+        set_checkpointing(model, True)
+        allocator.own_pages(mem.own_pages_mb)
+
+
+def _largest_fit(cost: StepCost, batch: int, room: int) -> int:
+    """The largest divisor of ``batch`` whose step fits in ``room`` MB (0: none)."""
+    return next((d for d in range(batch, 0, -1) if batch % d == 0 and cost.step_mb(d) <= room), 0)
+
+
+def _logged(result: MemoryPlan) -> MemoryPlan:
     log.info("%s", result.describe())
     return result
 
 
-__all__ = ["MemoryPlan", "STEP_FACTOR", "RESERVE_MB", "available_mb", "local_processes", "measure_step", "plan"]
+__all__ = ["MemoryPlan", "StepCost", "LiveTensors", "STEP_FACTOR", "CHECKPOINT_FACTOR", "MIN_MICRO_BATCH",
+           "RESERVE_MB", "PROBE_BATCHES", "available_mb", "local_processes", "measure_step", "plan", "apply"]

@@ -7,6 +7,8 @@ checked and filled for :class:`~engine.training.config.TrainConfig`, and what th
   where it is unavailable or fails, one warning and the run goes on eager.
 * ``size_schedule``: the early epochs at smaller images, ``"0.5:320"`` = the first half of the epochs at 320 px,
   the rest at ``img_size`` (:func:`parse_size_schedule`); the test pass always runs at ``img_size``.
+* ``test_every``: the test pass after every N-th epoch and after the last (:func:`tests_after`), instead of after
+  each; the training is the same (the test pass draws nothing from the random streams).
 
 All off by default: none changes a run until runs on three seeds say it keeps the parts as good.
 """
@@ -27,7 +29,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: What the options are when left unset (None), and what a config saved before them had.
-SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compile": False, "size_schedule": None}
+SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compile": False, "size_schedule": None,
+                                   "test_every": 1}
 
 SPEED_HELP = {
     "freeze_bn": "freeze the pretrained backbone's BatchNorm layers: fixed statistics and affine (eval mode) "
@@ -41,6 +44,9 @@ SPEED_HELP = {
     "size_schedule": "train the early epochs on smaller images: SHARE:SIZE[,SHARE:SIZE...], e.g. 0.5:320 = the first "
                      "half of the epochs at 320 px, the rest at --img-size; shares of --epochs, increasing, below 1; "
                      "sizes from 32 px up to below --img-size, not shrinking (default none)",
+    "test_every": "test the held-out split after every N-th epoch and after the last one, instead of after each: the "
+                  "same training, without the test passes between (each costs about a third of a parts epoch); "
+                  "the epochs between show no test top-1 (default 1: after each)",
 }
 
 
@@ -108,7 +114,17 @@ def speed_options(cfg: Any) -> dict[str, Any]:
                           f"({', '.join(f'[{a}:{b}]' for a, b in STAGES[cfg.model])} of its body): give 0 to "
                           f"{stage_count(cfg.model)}")
     out["size_schedule"] = format_size_schedule(parse_size_schedule(out["size_schedule"], cfg.img_size))
+    every = out["test_every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ConfigError(f"test_every={every!r}: give a whole number of epochs, 1 (a test pass after each epoch) "
+                          "or more")
     return out
+
+
+def tests_after(epoch: int, epochs: int, every: int) -> bool:
+    """Whether the test pass runs after epoch ``epoch`` (0-based) of ``epochs``: after every ``every``-th epoch
+    and after the last."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def compiler_missing(device: torch.device) -> str | None:
@@ -179,5 +195,5 @@ def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled |
     return compiled, "--compile: the backbone is compiled (inductor) at the first training step, which takes longer"
 
 
-__all__ = ["SPEED_DEFAULTS", "SPEED_HELP", "parse_size_schedule", "format_size_schedule", "epoch_sizes",
+__all__ = ["SPEED_DEFAULTS", "SPEED_HELP", "parse_size_schedule", "format_size_schedule", "epoch_sizes", "tests_after",
            "speed_options", "compiler_missing", "Compiled", "compile_backbone"]

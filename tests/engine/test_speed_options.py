@@ -50,6 +50,7 @@ def cfg_of(**kw) -> TrainConfig:
 def test_all_off_by_default_and_older_configs_load_unchanged():
     cfg = cfg_of()
     assert (cfg.freeze_bn, cfg.freeze_stages, cfg.compile, cfg.size_schedule) == (False, 0, False, None)
+    assert cfg.test_every == 1 and "test_every" not in RUN_KEYS  # a resume may test more or less often
     old = {k: v for k, v in cfg.to_dict().items() if k not in speed.SPEED_DEFAULTS}
     assert TrainConfig.from_dict(old) == cfg
     assert {"freeze_bn", "freeze_stages", "size_schedule"} <= set(RUN_KEYS) and "compile" not in RUN_KEYS
@@ -67,6 +68,8 @@ def test_all_off_by_default_and_older_configs_load_unchanged():
     (dict(size_schedule="1.5:320"), "the shares of the epochs must increase from above 0 to below 1"),
     (dict(size_schedule="0.6:320,0.4:400"), "the shares of the epochs must increase"),
     (dict(size_schedule="0.3:400,0.6:320"), "without shrinking"),
+    (dict(test_every=0), r"test_every=0: give a whole number of epochs, 1 \(a test pass after each epoch\) or more"),
+    (dict(test_every=2.5), r"test_every=2.5: give a whole number of epochs"),
 ])
 def test_bad_values_are_one_line_errors_naming_them(kw, message):
     with pytest.raises(ConfigError, match=message) as info:
@@ -200,3 +203,33 @@ def test_a_tiny_run_with_every_option_resumes_with_them_and_loads_plain(toy, wei
     loaded = runs.load_run(out)
     assert loaded.meta["config"]["size_schedule"] == "0.5:32" and loaded.meta["epoch"] == 2
     assert not any("Frozen" in type(m).__name__ for m in loaded.model.modules())  # the plain model
+
+
+def test_tests_after_every_nth_epoch_and_the_last():
+    assert [e for e in range(7) if speed.tests_after(e, 7, 3)] == [2, 5, 6]
+    assert [e for e in range(4) if speed.tests_after(e, 4, 1)] == [0, 1, 2, 3]
+    assert [e for e in range(4) if speed.tests_after(e, 4, 9)] == [3]
+
+
+def test_testing_less_often_trains_the_same_weights(toy, tmp_path, monkeypatch):
+    # the test pass draws from no random stream the training uses: the same run with --test-every 2 ends with the
+    # same weights, and its history has no test figures after epoch 1 (only after 2 and 3, the last)
+    import engine.training.memory as memory
+
+    monkeypatch.setattr(memory, "available_mb", lambda: 8000)
+    monkeypatch.setattr(memory, "total_mb", lambda: 16000)
+    histories, weights = [], []
+    for every in (1, 2):
+        out = tmp_path / f"every{every}"
+        cfg = config_from_args(parse(["train", str(toy), "--out", str(out), "--model", "smallnet", "--method",
+                                      "parts", "--img-size", "48", "--batch-size", "4", "--device", "cpu",
+                                      "--epochs", "3", "--test-every", str(every)]))
+        assert cfg.test_every == every
+        drive(train(cfg))
+        histories.append([r["test_top1"] for r in runs.read_history(out)])
+        weights.append(runs.load_run(out).model.state_dict())
+    assert all(v is not None for v in histories[0])
+    assert histories[1][0] is None and histories[1][1] == histories[0][1] and histories[1][2] == histories[0][2]
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
