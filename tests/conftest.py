@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# every test's memory plan counts on the same machine, whatever else this one runs (a test that plans for other
+# memory sets available_mb / total_mb itself); the child processes of a test inherit it
+os.environ.setdefault("FIELDMARK_MEMORY_MB", "8000")
 SHARED = Path(os.environ.get("FIELDMARK_SHARED", ROOT.parent / "shared"))
 BIRDS_DEV = SHARED / "data" / "birds-dev"
 MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet1k.pth"

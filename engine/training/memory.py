@@ -167,17 +167,62 @@ class LiveTensors(TorchDispatchMode):
         return out
 
 
+#: The environment variable that tells the plan how much memory (MB) to count as this machine's, instead of what
+#: the machine says: a share of a machine that other jobs use too, or the same plan on every machine (the tests).
+MEMORY_ENV = "FIELDMARK_MEMORY_MB"
+
+
+def memory_override() -> int | None:
+    """``FIELDMARK_MEMORY_MB`` as a whole number of MB, or None when unset; a ConfigError names a bad value."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 256:
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: give the memory the run may count on in MB, a whole number of at "
+                          f"least 256 (e.g. 6000), or unset it to use what this machine has free")
+    return int(text)
+
+
+def _cgroup_mb(root: str = "/sys/fs/cgroup") -> tuple[int, int] | None:
+    """(limit, used) in MB of this process's memory cgroup when it has a limit (a container, a batch job), or None.
+    psutil sees the whole host's memory there, not the share this process may use."""
+    for limit_file, used_file in (("memory.max", "memory.current"),  # cgroup v2
+                                  ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):  # v1
+        try:
+            with open(os.path.join(root, limit_file)) as f:
+                limit = f.read().strip()
+            with open(os.path.join(root, used_file)) as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2 ** 60:  # "max" or v1's huge number: no limit
+            return int(limit) // MB, used // MB
+    return None
+
+
 def available_mb() -> int:
-    """Memory the machine can give without swapping (psutil's ``available``: free + reclaimable caches)."""
+    """Memory the machine can give without swapping: psutil's ``available`` (free + reclaimable caches), at most
+    what the process's memory cgroup has left; ``FIELDMARK_MEMORY_MB`` when set."""
     import psutil
 
-    return int(psutil.virtual_memory().available // MB)
+    override = memory_override()
+    if override is not None:
+        return override
+    free = int(psutil.virtual_memory().available // MB)
+    cgroup = _cgroup_mb()
+    return free if cgroup is None else max(0, min(free, cgroup[0] - cgroup[1]))
 
 
 def total_mb() -> int:
+    """The machine's memory (its memory cgroup's limit when lower; ``FIELDMARK_MEMORY_MB`` when set)."""
     import psutil
 
-    return int(psutil.virtual_memory().total // MB)
+    override = memory_override()
+    if override is not None:
+        return override
+    total = int(psutil.virtual_memory().total // MB)
+    cgroup = _cgroup_mb()
+    return total if cgroup is None else min(total, cgroup[0])
 
 
 def local_processes() -> int:
@@ -293,4 +338,5 @@ def _logged(result: MemoryPlan) -> MemoryPlan:
 
 
 __all__ = ["MemoryPlan", "StepCost", "LiveTensors", "STEP_FACTOR", "CHECKPOINT_FACTOR", "MIN_MICRO_BATCH",
-           "RESERVE_MB", "PROBE_BATCHES", "available_mb", "local_processes", "measure_step", "plan", "apply"]
+           "RESERVE_MB", "PROBE_BATCHES", "MEMORY_ENV", "memory_override", "available_mb", "total_mb",
+           "local_processes", "measure_step", "plan", "apply"]

@@ -277,3 +277,35 @@ def test_big_blocks_get_pages_of_their_own_while_probing_and_checkpointed(tmp_pa
     assert got["launcher"] == 0 and got["after"] == 0  # the heap, as the launcher wants it
     assert got["probing"] >= 64 * mb and got["own_pages"] >= 64 * mb
     assert got["small"] == 0
+
+
+def test_fieldmark_memory_mb_sets_the_plans_machine_and_bad_values_are_named(monkeypatch):
+    monkeypatch.setenv("FIELDMARK_MEMORY_MB", "6000")
+    assert memory.available_mb() == 6000 and memory.total_mb() == 6000
+    for bad in ("6 GB", "-1", "100"):
+        monkeypatch.setenv("FIELDMARK_MEMORY_MB", bad)
+        with pytest.raises(memory.ConfigError, match=r"FIELDMARK_MEMORY_MB=.*give the memory the run may count on "
+                                                     r"in MB, a whole number of at least 256") as info:
+            memory.available_mb()
+        assert repr(bad) in str(info.value)
+    monkeypatch.delenv("FIELDMARK_MEMORY_MB")
+    assert 0 < memory.available_mb() <= memory.total_mb()
+
+
+def test_a_memory_cgroup_limits_what_is_available(tmp_path):
+    # cgroup v2: a limit of 4 GiB with 1 GiB used leaves 3 GiB; "max" is no limit; v1's huge number is none either
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text(f"{4 * 2 ** 30}\n")
+    (v2 / "memory.current").write_text(f"{2 ** 30}\n")
+    assert memory._cgroup_mb(str(v2)) == (4096, 1024)
+    (v2 / "memory.max").write_text("max\n")
+    assert memory._cgroup_mb(str(v2)) is None
+    v1 = tmp_path / "v1" / "memory"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(str(2 ** 63 - 4096))
+    (v1 / "memory.usage_in_bytes").write_text("5")
+    assert memory._cgroup_mb(str(tmp_path / "v1")) is None
+    (v1 / "memory.limit_in_bytes").write_text(str(3 * 2 ** 30))
+    assert memory._cgroup_mb(str(tmp_path / "v1")) == (3072, 0)
+    assert memory._cgroup_mb(str(tmp_path / "nowhere")) is None
