@@ -33,24 +33,13 @@ from typing import Any
 if __package__ in (None, ""):  # `python benchmarks/run_all.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import format_table, machine_line, row  # noqa: E402
+from benchmarks.common import TUNED_ENV, format_table, machine_line, reexec_tuned, row  # noqa: E402,F401
 
 MODULES = ("train_step", "loader", "sampler", "explain", "export_rss", "memory", "speed", "evaluate")
-TUNED_ENV = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000",
-             "OMP_WAIT_POLICY": "PASSIVE"}
-_REEXEC_MARK = "FIELDMARK_BENCH_REEXEC"
-
-
 def ensure_env(argv: list[str]) -> None:
-    """Re-execute with :data:`TUNED_ENV` filled in when some of it is missing (glibc reads it at start-up)."""
-    missing = {k: v for k, v in TUNED_ENV.items() if k not in os.environ}
-    if not missing or os.environ.get(_REEXEC_MARK):
-        return
-    env = {**os.environ, **missing, _REEXEC_MARK: "1"}
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "benchmarks.run_all", *argv], env)
+    """Re-execute with :data:`~benchmarks.common.TUNED_ENV` filled in when some of it is missing (glibc reads it
+    at start-up)."""
+    reexec_tuned("benchmarks.run_all", argv)
 
 
 def _call_run(module: Any, quick: bool, device: str) -> list[dict]:
