@@ -225,6 +225,7 @@ def run(args: argparse.Namespace) -> int:
             bars.close()
             parts = " ".join(f"{k}={v:.4f}" for k, v in ev.train.items())
             tested = fmt_pct(ev.test_top1) if ev.test_top1 is not None or cfg.test_every == 1 else (
+                "- (tested after the last epoch)" if cfg.test_every >= cfg.epochs else
                 f"- (tested every {cfg.test_every} epochs and after the last)")
             print(f"epoch {ev.epoch}/{ev.epochs}: {parts}  test_top1={tested}  "
                   f"{ev.images_per_s:.1f} img/s  {ev.seconds:.0f}s  eta {ev.eta_s / 60:.1f} min", file=sys.stderr)

@@ -233,3 +233,22 @@ def test_testing_less_often_trains_the_same_weights(toy, tmp_path, monkeypatch):
     assert weights[0].keys() == weights[1].keys()
     for k in weights[0]:
         assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_the_command_line_says_when_the_test_pass_comes(toy, tmp_path, capsys):
+    from engine.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", str(toy), "--out", str(out), "--model", "smallnet", "--method", "ce", "--img-size", "48",
+                 "--batch-size", "4", "--device", "cpu", "--epochs", "3", "--test-every", "2"]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("epoch ")]
+    assert len(lines) == 3
+    assert "test_top1=- (tested every 2 epochs and after the last)" in lines[0]
+    assert "test_top1=-" not in lines[1] and "test_top1=-" not in lines[2] and "%" in lines[2]
+    assert main(["train", str(toy), "--out", str(out), "--model", "smallnet", "--method", "ce", "--device", "cpu",
+                 "--epochs", "4", "--resume", "--test-every", "9"]) == 0
+    assert "test_top1=" in capsys.readouterr().err  # the resumed epoch 4 is the last: tested
+    assert runs.read_meta(out)["config"]["test_every"] == 9
+    assert main(["train", str(toy), "--out", str(tmp_path / "bad"), "--test-every", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "test_every=0: give a whole number of epochs" in err and len(err.strip().splitlines()) == 1
