@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
             bars.open(ev.epochs - ev.start_epoch, "training", "epoch")
         elif isinstance(ev, EpochEnd) and bars.stage == "training" and bars.bar is not None:
             bars.bar.update(1)
-            bars.bar.set_postfix(top1="-" if ev.test_top1 is None else f"{ev.test_top1:.3f}", loss=f"{ev.train.get('loss', 0):.3f}")
+            top1 = "-" if ev.test_top1 is None else f"{ev.test_top1:.3f}"  # an epoch without a test pass: -
+            bars.bar.set_postfix(top1=top1, loss=f"{ev.train.get('loss', 0):.3f}")
         elif isinstance(ev, Progress) and not ev.stage.startswith("decoding"):
             bars.progress(ev.stage, ev.done, ev.total)
         elif isinstance(ev, Message):
