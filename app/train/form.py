@@ -230,8 +230,10 @@ class TrainForm(QWidget):
         self._kept = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items()
                       if k in KEPT_FIELDS}
         try:  # settings that are the automatic ones stay automatic (they follow Pretrained and Method)
-            auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"))
-            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop", "zoom"):
+            auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"),
+                               img_size=d.get("img_size"), epochs=d.get("epochs"))
+            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop", "zoom", "freeze_bn", "freeze_stages",
+                      "compile", "size_schedule"):
                 if self._kept.get(k) == getattr(auto, k):
                     del self._kept[k]
         except (ConfigError, KeyError):

@@ -14,7 +14,7 @@ from engine.errors import ConfigError
 from engine.models.attention import ATTENTIONS
 from engine.models.backbones import PADDINGS
 from engine.training.config_help import FIELD_HELP
-from engine.training.speed import SPEED_HELP, speed_options
+from engine.training.speed import SPEED_DEFAULTS, SPEED_HELP, speed_options
 
 METHODS = ("mcloss", "ce", "tasn", "parts", "racnn")
 #: the shared-parts losses (PDiscoNet, docs/METHODS.md#shared-parts) and their weights as the authors train CUB;
@@ -141,7 +141,8 @@ class TrainConfig:
         retired ones (``label_smoothing``, which no loss read) dropped, ``padding`` "zeros" when it predates
         the option, ``fine`` what the defaults gave before MC-Loss's default changed (on for parts only),
         ``mc_conc`` 0 (no concentration term), ``rotate`` 0, ``gain`` off, ``attention`` none and, for parts,
-        ``equiv_backprop`` true (the authors' way) when they predate those options."""
+        ``equiv_backprop`` true (the authors' way) when they predate those options; the speed options off where a
+        config predates them or holds None for one (written before parts had defaults of its own)."""
         d = {k: v for k, v in d.items() if k not in RETIRED}
         for old, new in RENAMED.items():
             if old in d:
@@ -163,6 +164,10 @@ class TrainConfig:
             d["attention"] = "none"
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
+        if d:  # saved before the speed options, or before parts had defaults of its own: all off then
+            for k, v in SPEED_DEFAULTS.items():
+                if d.get(k) is None:
+                    d[k] = v
         return d
 
     @classmethod

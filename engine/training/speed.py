@@ -10,7 +10,10 @@ checked and filled for :class:`~engine.training.config.TrainConfig`, and what th
 * ``test_every``: the test pass after every N-th epoch and after the last (:func:`tests_after`), instead of after
   each; the training is the same (the test pass draws nothing from the random streams).
 
-All off by default: none changes a run until runs on three seeds say it keeps the parts as good.
+Off by default, except for the ``parts`` method fine-tuning a pretrained partnet backbone (:func:`defaults_for`):
+the first two stages frozen, the first half of the epochs at 320 px, a test pass halfway and after the last epoch
+(PARTS_SPEED; chosen on three seeds of the validation split, docs/RESULTS.md#speed-default). ``--freeze-stages 0
+--size-schedule none --test-every 1`` gives the run of before.
 """
 
 from __future__ import annotations
@@ -29,8 +32,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: What the options are when left unset (None), and what a config saved before them had.
-SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compile": False, "size_schedule": None,
+SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compile": False, "size_schedule": "none",
                                    "test_every": 1}
+#: The parts method's defaults when it fine-tunes a pretrained partnet backbone: 2.0x faster than all off on the
+#: 2-core machine, with the parts as good over three seeds of cub-parts-dev's validation split
+#: (docs/RESULTS.md#speed-default). The size schedule only where --img-size is above its 320 px; the test pass
+#: after half the epochs (rounded up) and after the last ("half").
+PARTS_SPEED: dict[str, Any] = {"freeze_stages": 2, "size_schedule": "0.5:320", "test_every": "half"}
 
 SPEED_HELP = {
     "freeze_bn": "freeze the pretrained backbone's BatchNorm layers: fixed statistics and affine (eval mode) "
@@ -38,22 +46,24 @@ SPEED_HELP = {
                  "(partnet models, fine-tuning; default off)",
     "freeze_stages": "freeze the first N stages of the pretrained backbone (their weights and BatchNorm fixed, no "
                      "backward through them; mobilenet_v2, resnet18/50 and vgg16_bn have 5, smallnet 3; "
-                     "docs/METHODS.md#freezing; default 0)",
+                     "docs/METHODS.md#freezing; default 2 for parts fine-tuned from pretrained weights, else 0)",
     "compile": "torch.compile (inductor) the backbone for the training passes; where it is unavailable or fails "
                "(e.g. no C++ compiler) one warning, then eager (default off)",
     "size_schedule": "train the early epochs on smaller images: SHARE:SIZE[,SHARE:SIZE...], e.g. 0.5:320 = the first "
                      "half of the epochs at 320 px, the rest at --img-size; shares of --epochs, increasing, below 1; "
-                     "sizes from 32 px up to below --img-size, not shrinking (default none)",
+                     "sizes from 32 px up to below --img-size, not shrinking; none: every epoch at --img-size "
+                     "(default 0.5:320 for parts fine-tuned above 320 px, else none)",
     "test_every": "test the held-out split after every N-th epoch and after the last one, instead of after each: the "
                   "same training, without the test passes between (each costs about a third of a parts epoch); "
-                  "the epochs between show no test top-1 (default 1: after each)",
+                  "the epochs between show no test top-1 (default: parts halfway and after the last, "
+                  "others 1: after each)",
 }
 
 
 def parse_size_schedule(text: str | None, img_size: int) -> tuple[tuple[float, int], ...]:
     """``"0.3:256,0.6:352"`` → ``((0.3, 256), (0.6, 352))``: the epochs before 30 % of the run at 256 px, those
     before 60 % at 352, the rest at ``img_size``. Empty or None: ``()``. A ConfigError names what is wrong."""
-    if text is None or not str(text).strip():
+    if text is None or not str(text).strip() or str(text).strip().lower() == "none":
         return ()
     items = []
     for item in str(text).replace(" ", "").split(","):
@@ -76,9 +86,9 @@ def parse_size_schedule(text: str | None, img_size: int) -> tuple[tuple[float, i
     return tuple(items)
 
 
-def format_size_schedule(items: tuple[tuple[float, int], ...]) -> str | None:
-    """The canonical text of a parsed schedule (None for none)."""
-    return ",".join(f"{f:g}:{s}" for f, s in items) or None
+def format_size_schedule(items: tuple[tuple[float, int], ...]) -> str:
+    """The canonical text of a parsed schedule ("none" for none)."""
+    return ",".join(f"{f:g}:{s}" for f, s in items) or "none"
 
 
 def epoch_sizes(text: str | None, img_size: int, epochs: int) -> tuple[int, ...]:
@@ -88,12 +98,29 @@ def epoch_sizes(text: str | None, img_size: int, epochs: int) -> tuple[int, ...]
     return tuple(next((s for f, s in items if e < f * epochs), img_size) for e in range(epochs))
 
 
+def defaults_for(cfg: Any) -> dict[str, Any]:
+    """What the speed options are when left unset for ``cfg``: SPEED_DEFAULTS, and PARTS_SPEED for the parts
+    method fine-tuning a pretrained partnet backbone (the size schedule only above its size, the freezing only
+    where the backbone has the stages)."""
+    from engine.models import get_spec
+    from engine.models.freeze import stage_count
+
+    out = dict(SPEED_DEFAULTS)
+    if cfg.method == "parts":
+        out["test_every"] = max(1, math.ceil(cfg.epochs / 2))
+        if get_spec(cfg.model).family == "partnet" and cfg.pretrained not in (None, "", "none"):
+            out["freeze_stages"] = min(PARTS_SPEED["freeze_stages"], stage_count(cfg.model) - 1)
+            if cfg.img_size > parse_size_schedule(PARTS_SPEED["size_schedule"], 10 ** 6)[-1][1]:
+                out["size_schedule"] = PARTS_SPEED["size_schedule"]
+    return out
+
+
 def speed_options(cfg: Any) -> dict[str, Any]:
     """The speed fields of ``cfg`` checked and filled (ConfigError naming the field, the value and what to do)."""
     from engine.models import get_spec
     from engine.models.freeze import STAGES, stage_count
 
-    out = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in SPEED_DEFAULTS.items()}
+    out = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in defaults_for(cfg).items()}
     family = get_spec(cfg.model).family
     scratch = cfg.pretrained in (None, "", "none")
     for name in ("freeze_bn", "compile"):
@@ -195,5 +222,5 @@ def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled |
     return compiled, "--compile: the backbone is compiled (inductor) at the first training step, which takes longer"
 
 
-__all__ = ["SPEED_DEFAULTS", "SPEED_HELP", "parse_size_schedule", "format_size_schedule", "epoch_sizes", "tests_after",
+__all__ = ["SPEED_DEFAULTS", "PARTS_SPEED", "SPEED_HELP", "defaults_for", "parse_size_schedule", "format_size_schedule", "epoch_sizes", "tests_after",
            "speed_options", "compiler_missing", "Compiled", "compile_backbone"]

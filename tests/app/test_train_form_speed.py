@@ -17,6 +17,25 @@ def test_a_runs_speed_options_stay_in_the_forms_config(qtbot, data_dir, tmp_path
     form.set_config(cfg.to_dict())
     built = form.build_config()
     assert (built.freeze_bn, built.freeze_stages, built.compile, built.size_schedule) == (True, 2, True, "0.5:320")
-    form.set_config(cfg.replace(freeze_bn=False, freeze_stages=0, compile=False, size_schedule=None).to_dict())
+    form.set_config(cfg.replace(freeze_bn=False, freeze_stages=0, compile=False, size_schedule="none").to_dict())
     built = form.build_config()
-    assert (built.freeze_bn, built.freeze_stages, built.compile, built.size_schedule) == (False, 0, False, None)
+    assert (built.freeze_bn, built.freeze_stages, built.compile, built.size_schedule) == (False, 0, False, "none")
+
+
+def test_a_run_at_the_parts_defaults_keeps_them_automatic(qtbot, data_dir, tmp_path):
+    """A parts run trained at its speed defaults opens with them automatic: they follow Method and the size, so
+    switching the opened run's form to CE at 224 px builds a valid config with the speed options off."""
+    form = TrainForm()
+    qtbot.addWidget(form)
+    form.set_data(str(data_dir))
+    form.set_out(str(tmp_path / "runs" / "new"))
+    cfg = form.build_config().replace(method="parts", pretrained="DEFAULT", img_size=448, epochs=14,
+                                      freeze_stages=None, size_schedule=None, test_every=None)
+    assert (cfg.freeze_stages, cfg.size_schedule, cfg.test_every) == (2, "0.5:320", 7)
+    form.set_config(cfg.to_dict())
+    built = form.build_config()
+    assert (built.method, built.freeze_stages, built.size_schedule) == ("parts", 2, "0.5:320")
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    form.img_size.setValue(224)
+    built = form.build_config()
+    assert (built.method, built.freeze_stages, built.size_schedule, built.test_every) == ("ce", 0, "none", 1)

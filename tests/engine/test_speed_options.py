@@ -47,13 +47,34 @@ def cfg_of(**kw) -> TrainConfig:
 
 
 # -- the config ------------------------------------------------------------------------------------------------
-def test_all_off_by_default_and_older_configs_load_unchanged():
-    cfg = cfg_of()
-    assert (cfg.freeze_bn, cfg.freeze_stages, cfg.compile, cfg.size_schedule) == (False, 0, False, None)
-    assert cfg.test_every == 1 and "test_every" not in RUN_KEYS  # a resume may test more or less often
-    old = {k: v for k, v in cfg.to_dict().items() if k not in speed.SPEED_DEFAULTS}
-    assert TrainConfig.from_dict(old) == cfg
+def test_parts_fine_tuning_defaults_and_older_configs_load_unchanged():
+    cfg = cfg_of()  # parts, 448 px, 14 epochs, pretrained
+    assert (cfg.freeze_bn, cfg.freeze_stages, cfg.compile, cfg.size_schedule, cfg.test_every) == \
+        (False, 2, False, "0.5:320", 7)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert "test_every" not in RUN_KEYS  # a resume may test more or less often
     assert {"freeze_bn", "freeze_stages", "size_schedule"} <= set(RUN_KEYS) and "compile" not in RUN_KEYS
+    off = cfg_of(freeze_stages=0, size_schedule="none", test_every=1)
+    assert (off.freeze_stages, off.size_schedule, off.test_every) == (0, "none", 1)
+    # saved before the options, or with None for one (before parts had defaults of its own): all off, as trained
+    older = {k: v for k, v in cfg.to_dict().items() if k not in speed.SPEED_DEFAULTS}
+    assert TrainConfig.from_dict(older) == off
+    assert TrainConfig.from_dict({**older, "freeze_stages": 0, "size_schedule": None, "test_every": 1}) == off
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(img_size=320), (2, "none", 7)),  # the schedule only above its 320 px
+    (dict(epochs=5), (2, "0.5:320", 3)),  # the test pass after half the epochs, rounded up, and the last
+    (dict(pretrained=None), (0, "none", 7)),  # from scratch: nothing frozen, no schedule (not measured)
+    (dict(method="ce"), (0, "none", 1)),  # other methods: all off
+    (dict(method="mcloss"), (0, "none", 1)),
+    (dict(size_schedule="0.3:256,0.6:352", freeze_stages=1, test_every=2), (1, "0.3:256,0.6:352", 2)),
+    (dict(size_schedule=" NONE "), (2, "none", 7)),
+])
+def test_defaults_depend_on_method_weights_and_size(kw, expected):
+    cfg = cfg_of(**kw)
+    assert (cfg.freeze_stages, cfg.size_schedule, cfg.test_every) == expected
+    assert not cfg.freeze_bn and not cfg.compile
 
 
 @pytest.mark.parametrize("kw, message", [
