@@ -234,12 +234,13 @@ class RACNN(nn.Module):
             logits.append(self.fcs[s](z))
             if s == SCALES - 1:
                 break
-            raw = self.apns[s](f if mode == "rank" else f.detach())
+            raw = self.apns[s](f.detach())  # an APN's gradient reaches its own weights only
             proposed.append(raw)
             targets.append(response_square(f))
             sq = targets[-1] if mode == "warmup" else self.guard(raw, s, min(cur.shape[-2:]))
             used.append(sq if mode == "rank" else sq.detach())
-            cur = zoom(cur, used[-1], self.steepness)
+            # rank: the next scale depends on this scale's APN only, not on the squares before it (ranking_loss)
+            cur = zoom(cur.detach() if mode == "rank" else cur, used[-1], self.steepness)
             inputs.append(cur)
         fused = self.fc_cat(torch.cat(pooled, dim=1).detach())  # the fusion layer learns on the scales' features
         return RACNNOutputs(logits, fused, torch.stack(used, 1), torch.stack(proposed, 1), torch.stack(targets, 1),
@@ -289,9 +290,11 @@ def apns_only(model: RACNN) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------ the loss
 def ranking_loss(logits: list[torch.Tensor], targets: torch.Tensor, margin: float = MARGIN) -> torch.Tensor:
     """Σ_s max(0, p_t(s) − p_t(s+1) + margin) over consecutive scales, p_t the softmax probability of the true
-    class, averaged over the batch (the paper's eq. 5)."""
+    class, averaged over the batch (the paper's eq. 5). Each pair's gradient raises the finer scale's p_t(s+1)
+    only (p_t(s) a constant in it): otherwise the pair of scales 2 and 3 rewards the first APN for lowering
+    p_t(2), which is what a run on cub-parts-dev did (docs/METHODS.md#racnn)."""
     p = [torch.softmax(lg.float(), dim=1).gather(1, targets.view(-1, 1))[:, 0] for lg in logits]
-    return sum((p[s] - p[s + 1] + margin).clamp_min(0) for s in range(len(p) - 1)).mean()
+    return sum((p[s].detach() - p[s + 1] + margin).clamp_min(0) for s in range(len(p) - 1)).mean()
 
 
 APN_WARMUP = 20  # criterion calls that teach the APNs the highest-response squares before the alternation

@@ -13,8 +13,8 @@ import torch
 
 from engine.errors import ConfigError
 from engine.models import create_model, list_models
-from engine.models.racnn import (INIT_HALF, MIN_HALF, RACNN, RACNNCriterion, SquareGuard, boxcar_mask, compose,
-                                 crop_grid, ranking_loss, response_square, zoom)
+from engine.models.racnn import (INIT_HALF, MIN_HALF, RACNN, RACNNCriterion, SquareGuard, apns_only, boxcar_mask,
+                                 compose, crop_grid, ranking_loss, response_square, zoom)
 
 
 def _sig(z: float) -> float:
@@ -127,6 +127,26 @@ def test_the_criterion_alternates_and_freezes_the_other_side():
     assert rank and rank <= apn  # ranking: the APNs only
     assert all(p.requires_grad for p in m.parameters())  # the freeze is undone
     assert int(m.train_calls) == 3
+
+
+def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale():
+    """The pair (scale 2, scale 3) reaches the second APN only: the first APN could otherwise lower the pair's loss
+    by making scale 2 worse. The pair (1, 2) reaches the first APN only, and the loss's value is the paper's."""
+    m = _tiny().train()
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
+    grads = []
+    for pair in (slice(0, 2), slice(1, 3)):
+        with apns_only(m):
+            out = m.racnn_outputs(x, "rank")
+            loss = ranking_loss(out.logits[pair], y, margin=1.0)  # a margin of 1: every photo's hinge is active
+            loss.backward()
+        grads.append({n.split(".")[1] for n, p in m.named_parameters()
+                      if n.startswith("apns.") and p.grad is not None and p.grad.abs().sum() > 0})
+        m.zero_grad(set_to_none=True)
+    assert grads == [{"0"}, {"1"}]
+    p = [torch.softmax(lg, 1).gather(1, y.view(-1, 1))[:, 0] for lg in out.logits]
+    want = sum((p[s] - p[s + 1] + 0.05).clamp_min(0) for s in range(2)).mean()
+    assert torch.allclose(ranking_loss(out.logits, y), want)
 
 
 def test_every_parameter_learns_over_a_cycle_and_a_batch_can_be_fitted():
