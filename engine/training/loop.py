@@ -45,7 +45,7 @@ from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 from engine.models.freeze import apply_freezing, describe_frozen
-from engine.training.speed import compile_backbone, tests_after
+from engine.training.speed import EpochClock, compile_backbone, epoch_sizes, tests_after
 
 log = logging.getLogger(__name__)
 
@@ -177,13 +177,17 @@ def _train(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_
            ) -> Generator[Event, None, Finished]:
     """The run: its setup, then for each epoch left the training pass, the evaluation and the save."""
     t = yield from setup(cfg, stop, resume, allow_data_change, ctx)
-    t_run = time.perf_counter()
+    tests = tuple(tests_after(e, cfg.epochs, cfg.test_every) for e in range(cfg.epochs))
+    clock = EpochClock(epoch_sizes(cfg.size_schedule, cfg.img_size, cfg.epochs), tests, len(t.train_ds),
+                       len(t.test_ds))
     for epoch in range(t.start_epoch, cfg.epochs):
         trained = yield from train_one_epoch(t, epoch)
-        top1, test_loss = evaluate_epoch(t) if tests_after(epoch, cfg.epochs, cfg.test_every) else (None, None)
+        t_test = time.perf_counter()
+        top1, test_loss = evaluate_epoch(t) if tests[epoch] else (None, None)
+        clock.record(epoch, t_test - trained.started, time.perf_counter() - t_test if tests[epoch] else None)
         yield from failed_files([t.train_ds, t.test_ds], t.reported)
         seconds = time.perf_counter() - trained.started
-        eta = (time.perf_counter() - t_run) / (epoch + 1 - t.start_epoch) * (cfg.epochs - epoch - 1)
+        eta = clock.eta(epoch)
         row = save_epoch(t, epoch, trained, top1, test_loss, seconds)
         yield EpochEnd(epoch + 1, cfg.epochs, trained.means(), top1, test_loss, row["images_per_s"], seconds,
                        row["lr"], eta)

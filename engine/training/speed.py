@@ -154,6 +154,43 @@ def tests_after(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
+class EpochClock:
+    """The time left in a run whose epochs differ: the early ones at smaller images (``size_schedule``) and only
+    some followed by a test pass (``test_every``). A training pass is estimated from the epochs timed at the same
+    size, else from all timed epochs scaled by the image area; a test pass from the timed ones, else as a fifth of
+    a full-size training pass per photo (about what a parts or CE test pass measured against its training pass
+    on the CPU; the estimate is replaced by the first test pass timed)."""
+
+    TEST_SHARE = 0.2
+
+    def __init__(self, sizes: tuple[int, ...], tests: tuple[bool, ...], train_images: int, test_images: int):
+        self.sizes, self.tests = sizes, tests
+        self.train_images, self.test_images = max(1, train_images), test_images
+        self.trained: dict[int, list[float]] = {}
+        self.tested: list[float] = []
+
+    def record(self, epoch: int, train_s: float, test_s: float | None) -> None:
+        self.trained.setdefault(self.sizes[epoch], []).append(train_s)
+        if test_s is not None:
+            self.tested.append(test_s)
+
+    def _train_s(self, size: int) -> float:
+        if size in self.trained:
+            return sum(self.trained[size]) / len(self.trained[size])
+        area = sum(s * s * len(v) for s, v in self.trained.items())
+        return sum(map(sum, self.trained.values())) / area * size * size if area else 0.0
+
+    def _test_s(self) -> float:
+        if self.tested:
+            return sum(self.tested) / len(self.tested)
+        return self.TEST_SHARE * self._train_s(max(self.sizes)) / self.train_images * self.test_images
+
+    def eta(self, epoch: int) -> float:
+        """Seconds left after epoch ``epoch`` (0-based)."""
+        rest = range(epoch + 1, len(self.sizes))
+        return sum(self._train_s(self.sizes[e]) for e in rest) + self._test_s() * sum(self.tests[e] for e in rest)
+
+
 def compiler_missing(device: torch.device) -> str | None:
     """Why inductor cannot compile for ``device`` here (no C++ compiler for the CPU), or None."""
     if device.type != "cpu":
@@ -223,4 +260,4 @@ def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled |
 
 
 __all__ = ["SPEED_DEFAULTS", "PARTS_SPEED", "SPEED_HELP", "defaults_for", "parse_size_schedule", "format_size_schedule", "epoch_sizes", "tests_after",
-           "speed_options", "compiler_missing", "Compiled", "compile_backbone"]
+           "speed_options", "EpochClock", "compiler_missing", "Compiled", "compile_backbone"]

@@ -273,3 +273,19 @@ def test_the_command_line_says_when_the_test_pass_comes(toy, tmp_path, capsys):
     assert main(["train", str(toy), "--out", str(tmp_path / "bad"), "--test-every", "0"]) == 2
     err = capsys.readouterr().err
     assert "test_every=0: give a whole number of epochs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_eta_follows_the_size_schedule_and_the_test_passes():
+    """A default parts run's shape (7 epochs at 320 px, 7 at 448, tests after the 7th and 14th): after the first
+    epoch the time left counts the larger epochs by their area and an estimated test pass, then what was timed."""
+    sizes = speed.epoch_sizes("0.5:320", 448, 14)
+    tests = tuple(speed.tests_after(e, 14, 7) for e in range(14))
+    clock = speed.EpochClock(sizes, tests, train_images=750, test_images=737)
+    clock.record(0, 80.0, None)
+    big = 80.0 * 448 ** 2 / 320 ** 2  # 156.8 s
+    assert clock.eta(0) == pytest.approx(6 * 80 + 7 * big + 2 * 0.2 * big / 750 * 737)
+    for e in range(1, 7):
+        clock.record(e, 80.0, 45.0 if tests[e] else None)
+    clock.record(7, 150.0, None)
+    assert clock.eta(7) == pytest.approx(6 * 150 + 45)  # the 448 px epochs as timed, the test pass as timed
+    assert clock.eta(13) == 0
