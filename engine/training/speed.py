@@ -36,9 +36,9 @@ SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compi
                                    "test_every": 1}
 #: The parts method's defaults when it fine-tunes a pretrained partnet backbone: 2.0x faster than all off on the
 #: 2-core machine, with the parts as good over three seeds of cub-parts-dev's validation split
-#: (docs/RESULTS.md#speed-default). The size schedule only where --img-size is above its 320 px; the test pass
-#: after half the epochs (rounded up) and after the last ("half").
-PARTS_SPEED: dict[str, Any] = {"freeze_stages": 2, "size_schedule": "0.5:320", "test_every": "half"}
+#: (docs/RESULTS.md#speed-default). The size schedule only where --img-size is above its 320 px. Every parts run
+#: also tests after half its epochs (rounded up) and after the last (:func:`defaults_for`).
+PARTS_SPEED: dict[str, Any] = {"freeze_stages": 2, "size_schedule": "0.5:320"}
 
 SPEED_HELP = {
     "freeze_bn": "freeze the pretrained backbone's BatchNorm layers: fixed statistics and affine (eval mode) "
