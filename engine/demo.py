@@ -108,8 +108,10 @@ def build_demo(out: str | os.PathLike | None = None, should_stop: Callable[[], b
         yield Message("info", f"toy birds found in {data}")
     cfg = demo_config(data, run, s)
     meta = runs.read_meta(run) if runs.is_run(run) else None
-    if meta is None or meta.get("epoch", 0) < s.epochs or meta.get("config") != cfg.to_dict():
-        resume = meta is not None and meta.get("config") == cfg.to_dict() and (run / runs.RESUME).is_file()
+    # a demo saved by an older version: its config as this version reads it (e.g. an unset size schedule)
+    same = meta is not None and TrainConfig.upgrade_dict(dict(meta.get("config") or {})) == cfg.to_dict()
+    if meta is None or meta.get("epoch", 0) < s.epochs or not same:
+        resume = same and (run / runs.RESUME).is_file()
         if not resume and run.exists():
             _clear_run(run)
         yield from train(cfg, should_stop=stop, resume=resume)

@@ -42,6 +42,26 @@ def test_demo_rerun_reuses_what_is_complete(demo):
     assert again.metrics == first.metrics
 
 
+def test_a_demo_saved_by_an_older_version_is_reused(demo):
+    """model.json of a version before the parts speed defaults held ``size_schedule: null``; this version reads
+    it as "none" and trains nothing again."""
+    root, first, _ = demo
+    _, run = demo_paths(root)
+    meta_file = run / "model.json"
+    text = meta_file.read_text()
+    meta = json.loads(text)
+    assert meta["config"]["size_schedule"] == "none"
+    meta["config"]["size_schedule"] = None
+    meta_file.write_text(json.dumps(meta))
+    try:
+        events = []
+        again = drive(build_demo(root, settings=TINY), events.append)
+        assert not any(isinstance(e, EpochEnd) for e in events)
+        assert again.metrics == first.metrics
+    finally:
+        meta_file.write_text(text)
+
+
 def test_cli_on_the_demo_run(demo, tmp_path, capsys):
     root, _, _ = demo
     data, run = demo_paths(root)
