@@ -32,6 +32,8 @@ WEIGHT_NAMES = (SCRATCH, "DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2")
 KEPT_FIELDS = ("lr_backbone", "lr_head", "weight_decay", "momentum", "warmup_epochs", "test_fraction", "workers",
                "amp", "per_sample_mask", "part_channels", "crop_scale", "cache_mb", "extra", "rotate", "equiv_backprop",
                "zoom", "freeze_bn", "freeze_stages", "compile", "size_schedule")  # speed: `fieldmark train` only
+#: Kept fields that follow Pretrained, Method, size and epochs: at their automatic value they stay automatic.
+AUTOMATIC = ("lr_backbone", "lr_head", "rotate", "equiv_backprop", "zoom") + KEPT_FIELDS[-4:]
 
 
 @dataclass(frozen=True)
@@ -227,15 +229,11 @@ class TrainForm(QWidget):
         """Fill the form from a config (e.g. the one saved with a run)."""
         d = TrainConfig.upgrade_dict(cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg))
         # the settings this form has no field for stay the config's, so Resume continues the same run
-        self._kept = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items()
-                      if k in KEPT_FIELDS}
-        try:  # settings that are the automatic ones stay automatic (they follow Pretrained and Method)
-            auto = TrainConfig(data="-", out="-", model=d["model"], method=d["method"], pretrained=d.get("pretrained"),
-                               img_size=d.get("img_size"), epochs=d.get("epochs"))
-            for k in ("lr_backbone", "lr_head", "rotate", "equiv_backprop", "zoom", "freeze_bn", "freeze_stages",
-                      "compile", "size_schedule"):
-                if self._kept.get(k) == getattr(auto, k):
-                    del self._kept[k]
+        self._kept = {k: (tuple(v) if k == "crop_scale" else v) for k, v in d.items() if k in KEPT_FIELDS}
+        try:  # settings that are the automatic ones stay automatic (they follow Pretrained, Method, size, epochs)
+            auto = TrainConfig(data="-", out="-", **{k: d[k] for k in ("model", "method", "pretrained", "img_size",
+                                                                        "epochs")})
+            self._kept = {k: v for k, v in self._kept.items() if k not in AUTOMATIC or v != getattr(auto, k)}
         except (ConfigError, KeyError):
             pass
         self.blockSignals(True)
