@@ -45,7 +45,7 @@ from engine.losses.gain import GAINCriterion
 from engine.losses.mcloss import CECriterion, MCLossCriterion
 from engine.models import create_model
 from engine.models.freeze import apply_freezing, describe_frozen
-from engine.training.speed import EpochClock, compile_backbone, epoch_sizes, tests_after
+from engine.training.speed import EpochClock, compile_backbone, describe_schedule, epoch_sizes, tests_after
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ def setup(cfg: TrainConfig, stop: Callable[[], bool], resume: bool, allow_data_c
     caches = yield from load_caches(cfg, report, pp, mem.cache_mb, stop)
     model, net, optimizer = build_model(cfg, report, state, ctx)
     compiled, note = compile_backbone(model, device) if cfg.compile else (None, None)
-    for level, text in (("info", describe_frozen(model)), ("info" if compiled else "warning", note)):
+    for level, text in (("info", describe_frozen(model)), ("info", describe_schedule(cfg)),
+                        ("info" if compiled else "warning", note)):
         if text:
             yield Message(level, text)
     memory.apply(mem, model)  # checkpointing of the backbone's stages when the plan chose it

@@ -154,6 +154,22 @@ def tests_after(epoch: int, epochs: int, every: int) -> bool:
     return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
+def describe_schedule(cfg: Any) -> str | None:
+    """A line saying which epochs train at which size and after which the test pass runs (``--size-schedule``,
+    ``--test-every``), or None when every epoch trains at ``img_size`` and is tested."""
+    sizes = epoch_sizes(cfg.size_schedule, cfg.img_size, cfg.epochs)
+    said = []
+    if any(s != cfg.img_size for s in sizes):
+        starts = [e for e in range(len(sizes)) if e == 0 or sizes[e] != sizes[e - 1]] + [len(sizes)]
+        said.append("epochs " + ", ".join(f"{a + 1}-{b} at {sizes[a]} px" if b - a > 1 else f"{a + 1} at {sizes[a]} px"
+                                          for a, b in zip(starts, starts[1:])))
+    tested = [e + 1 for e in range(cfg.epochs) if tests_after(e, cfg.epochs, cfg.test_every)]
+    if len(tested) < cfg.epochs:
+        said.append(f"a test pass after epoch{'s' if len(tested) > 1 else ''} {' and '.join(map(str, tested))}"
+                    if len(tested) <= 4 else f"a test pass after every {cfg.test_every} epochs and after the last")
+    return "; ".join(said) or None
+
+
 class EpochClock:
     """The time left in a run whose epochs differ: the early ones at smaller images (``size_schedule``) and only
     some followed by a test pass (``test_every``). A training pass is estimated from the epochs timed at the same
@@ -259,5 +275,6 @@ def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled |
     return compiled, "--compile: the backbone is compiled (inductor) at the first training step, which takes longer"
 
 
-__all__ = ["SPEED_DEFAULTS", "PARTS_SPEED", "SPEED_HELP", "defaults_for", "parse_size_schedule", "format_size_schedule", "epoch_sizes", "tests_after",
-           "speed_options", "EpochClock", "compiler_missing", "Compiled", "compile_backbone"]
+__all__ = ["SPEED_DEFAULTS", "PARTS_SPEED", "SPEED_HELP", "defaults_for", "parse_size_schedule",
+           "format_size_schedule", "epoch_sizes", "tests_after", "speed_options", "describe_schedule", "EpochClock",
+           "compiler_missing", "Compiled", "compile_backbone"]

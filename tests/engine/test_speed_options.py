@@ -289,3 +289,13 @@ def test_the_eta_follows_the_size_schedule_and_the_test_passes():
     clock.record(7, 150.0, None)
     assert clock.eta(7) == pytest.approx(6 * 150 + 45)  # the 448 px epochs as timed, the test pass as timed
     assert clock.eta(13) == 0
+
+
+def test_the_run_log_says_which_epochs_are_smaller_and_tested():
+    assert speed.describe_schedule(cfg_of()) == \
+        "epochs 1-7 at 320 px, 8-14 at 448 px; a test pass after epochs 7 and 14"
+    assert speed.describe_schedule(cfg_of(epochs=3, size_schedule="0.3:256,0.6:352", test_every=1)) == \
+        "epochs 1 at 256 px, 2 at 352 px, 3 at 448 px"
+    assert speed.describe_schedule(cfg_of(epochs=30, size_schedule="none", test_every=3)) == \
+        "a test pass after every 3 epochs and after the last"
+    assert speed.describe_schedule(cfg_of(method="ce")) is None
