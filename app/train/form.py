@@ -21,6 +21,7 @@ from engine.errors import ConfigError
 from engine.models.fine import FINE_BACKBONES
 from engine.models import get_spec, list_models
 from engine.runs import MODEL_JSON, RESUME
+from engine.training.speed import describe_speed
 
 from ..common.text import TRAINING_METHOD_LABELS
 
@@ -56,24 +57,14 @@ def _optional_number(edit: QLineEdit, name: str, empty: str) -> float | None:
         raise ConfigError(f"{name}={text!r}: not a number (leave it empty for {empty})") from None
 
 
-def _path_row(edit: QWidget, button: QPushButton) -> QWidget:
+def _row(first: QWidget, *rest: QWidget) -> QWidget:
+    """``first`` stretched, then ``rest``, in one row (a path and its button; GAIN's check box, then α, σ, ω)."""
     w = QWidget()
     lay = QHBoxLayout(w)
     lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(edit, 1)
-    lay.addWidget(button)
-    return w
-
-
-def _gain_row(check: QCheckBox, spins: dict[str, QDoubleSpinBox]) -> QWidget:
-    """GAIN's check box, then α, σ and ω."""
-    w = QWidget()
-    lay = QHBoxLayout(w)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(check, 1)
-    for label, spin in zip(("α", "σ", "ω"), spins.values()):
-        lay.addWidget(QLabel(label, w))
-        lay.addWidget(spin)
+    lay.addWidget(first, 1)
+    for widget in rest:
+        lay.addWidget(widget)
     return w
 
 
@@ -119,7 +110,7 @@ class TrainForm(QWidget):
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        rows = [("Data", _path_row(self.data, data_btn), h["data"]),
+        rows = [("Data", _row(self.data, data_btn), h["data"]),
                 ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
                 ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
                 ("Concentration", self.mc_conc, h["mc_conc"]),
@@ -127,9 +118,9 @@ class TrainForm(QWidget):
                 ("Padding", self.padding, h["padding"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
                 ("Batch size", self.batch_size, h["batch_size"]),
-                ("Pretrained", _path_row(self.pretrained, weights_btn), h["pretrained"]),
+                ("Pretrained", _row(self.pretrained, weights_btn), h["pretrained"]),
                 ("Device", self.device, h["device"]), ("Seed", self.seed, h["seed"]),
-                ("Output folder", _path_row(self.out, out_btn), h["out"])]
+                ("Output folder", _row(self.out, out_btn), h["out"])]
         for label, widget, tip in rows:
             widget.setToolTip(tip)
             form.addRow(label, widget)
@@ -199,8 +190,10 @@ class TrainForm(QWidget):
             spin.setToolTip(h[key])
             spin.valueChanged.connect(self.revalidate)
         row = form.getWidgetPosition(self.padding)[0] + 1
+        gain_row = _row(self.gain, *(w for name, spin in zip(("α", "σ", "ω"), self.gain_terms.values())
+                                     for w in (QLabel(name), spin)))
         for i, (label, widget, tip) in enumerate((("Attention blocks", self.attention, h["attention"]),
-                                                  ("GAIN", _gain_row(self.gain, self.gain_terms), h["gain"]))):
+                                                  ("GAIN", gain_row, h["gain"]))):
             widget.setToolTip(tip)
             form.insertRow(row + i, label, widget)
         self.attention.currentIndexChanged.connect(self.revalidate)
@@ -306,7 +299,9 @@ class TrainForm(QWidget):
         else:
             spec = get_spec(cfg.model)
             what = FINE_BACKBONES.get(cfg.model, spec.description) if cfg.fine else spec.description
-            self._publish(ConfigState(cfg, note=f"{what}. Ready.", can_start=True))
+            speed = describe_speed(cfg)  # the parts defaults, or what an opened run had (METHODS.md#speed)
+            self._publish(ConfigState(cfg, note=f"{what}. {speed[0].upper() + speed[1:] + '. ' if speed else ''}Ready.",
+                                      can_start=True))
 
     def _publish(self, state: ConfigState) -> None:
         self.state = state

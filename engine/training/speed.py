@@ -170,6 +170,14 @@ def describe_schedule(cfg: Any) -> str | None:
     return "; ".join(said) or None
 
 
+def describe_speed(cfg: Any) -> str | None:
+    """The speed options of ``cfg`` that are on, in a line (what the Train form shows), or None when none is."""
+    said = [("BatchNorm frozen" if cfg.freeze_bn else ""),
+            (f"the first {cfg.freeze_stages} backbone stage{'s' if cfg.freeze_stages > 1 else ''} frozen"
+             if cfg.freeze_stages else ""), ("compiled" if cfg.compile else ""), describe_schedule(cfg) or ""]
+    return "; ".join(filter(None, said)) or None
+
+
 class EpochClock:
     """The time left in a run whose epochs differ: the early ones at smaller images (``size_schedule``) and only
     some followed by a test pass (``test_every``). A training pass is estimated from the epochs timed at the same
@@ -276,5 +284,5 @@ def compile_backbone(model: nn.Module, device: torch.device) -> tuple[Compiled |
 
 
 __all__ = ["SPEED_DEFAULTS", "PARTS_SPEED", "SPEED_HELP", "defaults_for", "parse_size_schedule",
-           "format_size_schedule", "epoch_sizes", "tests_after", "speed_options", "describe_schedule", "EpochClock",
+           "format_size_schedule", "epoch_sizes", "tests_after", "speed_options", "describe_schedule", "describe_speed", "EpochClock",
            "compiler_missing", "Compiled", "compile_backbone"]

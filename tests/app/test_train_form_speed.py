@@ -35,7 +35,14 @@ def test_a_run_at_the_parts_defaults_keeps_them_automatic(qtbot, data_dir, tmp_p
     form.set_config(cfg.to_dict())
     built = form.build_config()
     assert (built.method, built.freeze_stages, built.size_schedule) == ("parts", 2, "0.5:320")
+    form.revalidate()
+    assert form.state.can_start and form.state.note.endswith(
+        ". The first 2 backbone stages frozen; epochs 1-7 at 320 px, 8-14 at 448 px; a test pass after epochs 7 and "
+        "14. Ready.")
+    assert form.message.text() == form.state.note
     form.method.setCurrentIndex(form.method.findData("ce"))
     form.img_size.setValue(224)
     built = form.build_config()
     assert (built.method, built.freeze_stages, built.size_schedule, built.test_every) == ("ce", 0, "none", 1)
+    form.revalidate()
+    assert form.state.note.endswith("Ready.") and "frozen" not in form.state.note
