@@ -38,7 +38,7 @@ SPEED_DEFAULTS: dict[str, Any] = {"freeze_bn": False, "freeze_stages": 0, "compi
 #: 2-core machine, with the parts as good over three seeds of cub-parts-dev's validation split
 #: (docs/RESULTS.md#speed-default). The size schedule only where --img-size is above its 320 px. Every parts run
 #: also tests after half its epochs (rounded up) and after the last (:func:`defaults_for`).
-PARTS_SPEED: dict[str, Any] = {"freeze_stages": 2, "size_schedule": "0.5:320"}
+PARTS_SPEED: dict[str, Any] = {"freeze_stages": 2, "size_schedule": ((0.5, 320),)}
 
 SPEED_HELP = {
     "freeze_bn": "freeze the pretrained backbone's BatchNorm layers: fixed statistics and affine (eval mode) "
@@ -110,8 +110,8 @@ def defaults_for(cfg: Any) -> dict[str, Any]:
         out["test_every"] = max(1, math.ceil(cfg.epochs / 2))
         if get_spec(cfg.model).family == "partnet" and cfg.pretrained not in (None, "", "none"):
             out["freeze_stages"] = min(PARTS_SPEED["freeze_stages"], stage_count(cfg.model) - 1)
-            if cfg.img_size > parse_size_schedule(PARTS_SPEED["size_schedule"], 10 ** 6)[-1][1]:
-                out["size_schedule"] = PARTS_SPEED["size_schedule"]
+            if cfg.img_size > PARTS_SPEED["size_schedule"][-1][1]:
+                out["size_schedule"] = format_size_schedule(PARTS_SPEED["size_schedule"])
     return out
 
 
