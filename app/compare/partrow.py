@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLay
 from engine.fieldmarks.onbird import PartPlace
 
 from ..common.pixmaps import part_colour, to_pixmap
-from .separation import PartCrop, PartRow
+from .separation import CROP_SIZE, PartCrop, PartRow
 from .state import place_tip, share_text, species
 
 THUMB = 64  # crops in the rows
@@ -78,28 +78,45 @@ class SeparationBar(QWidget):
                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{self.value:.2f}")
 
 
-def crop_label(c: PartCrop, side: int, parent: QWidget) -> QLabel:
+def crop_label(side: int, parent: QWidget) -> QLabel:
     lab = QLabel(parent)
     lab.setFixedSize(side, side)
+    return lab
+
+
+def set_crop(lab: QLabel, c: PartCrop, side: int) -> None:
+    """Show crop ``c`` in ``lab``, ``side`` px, its path and margin as the tooltip."""
     lab.setPixmap(to_pixmap(c.image).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
                                             Qt.TransformationMode.SmoothTransformation))
     lab.setToolTip(f"{c.path}\nmargin {c.margin:+.2f} (part score A − B)"
                    + ("" if c.present else "\nthe part is not active on this image"))
-    return lab
 
 
-def crop_strip(crops: list[PartCrop], slots: int, side: int, parent: QWidget) -> tuple[QWidget, list[QLabel]]:
-    """``crops`` side by side in ``slots`` places of ``side`` px (a fixed width, so the rows line up)."""
-    w = QWidget(parent)
-    lay = QHBoxLayout(w)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.setSpacing(3)
-    labels = [crop_label(c, side, w) for c in crops[:slots]]
-    for lab in labels:
-        lay.addWidget(lab)
-    lay.addStretch(1)
-    w.setFixedWidth(slots * (side + 3))
-    return w, labels
+class CropStrip(QWidget):
+    """Crops side by side in ``slots`` places of ``side`` px (a fixed width, so the rows line up); ``labels``: the
+    ones shown. Its labels are kept when it shows other crops (:meth:`show_crops`)."""
+
+    def __init__(self, side: int, parent: QWidget) -> None:
+        super().__init__(parent)
+        self.side, self.labels, self._all = side, [], []
+        self.lay = QHBoxLayout(self)
+        self.lay.setContentsMargins(0, 0, 0, 0)
+        self.lay.setSpacing(3)
+        self.lay.addStretch(1)
+
+    def show_crops(self, crops: list[PartCrop], slots: int) -> None:
+        shown = crops[:slots]
+        while len(self._all) < len(shown):
+            lab = crop_label(self.side, self)
+            self.lay.insertWidget(len(self._all), lab)
+            self._all.append(lab)
+        for lab, c in zip(self._all, shown):
+            set_crop(lab, c, self.side)
+            lab.setVisible(True)
+        for lab in self._all[len(shown):]:
+            lab.setVisible(False)
+        self.labels = self._all[:len(shown)]
+        self.setFixedWidth(slots * (self.side + 3))
 
 
 class PartRowWidget(QFrame):
@@ -111,8 +128,7 @@ class PartRowWidget(QFrame):
     def __init__(self, index: int, row: PartRow, scale: float, slots: int, parent: QWidget | None = None,
                  place: PartPlace | None = None, shares: bool = False) -> None:
         super().__init__(parent)
-        self.index, self.row, self.selected, self.place = index, row, False, place
-        self.colour = part_colour(row.part)
+        self.index, self.selected, self.place = index, False, place
         self.setObjectName("separationRow")
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
         lay = QHBoxLayout(self)
@@ -123,15 +139,14 @@ class PartRowWidget(QFrame):
         self.name = QLabel(self)
         self.name.setFixedWidth(NAME_WIDTH)
         self.name.setWordWrap(True)
-        self.set_label(row.label)
-        self.bar = SeparationBar(row.separation, scale, self.colour, self)
+        self.swatch = Swatch(QColor(), parent=self)
+        self.bar = SeparationBar(row.separation, scale, QColor(), self)
         self.share = QLabel(self)  # the on-bird share (shown when the run's are known)
         self.share.setFixedWidth(SHARE_WIDTH)
         self.share.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        self.strip_a, self.labels_a = crop_strip(row.crops_a, slots, THUMB, self)
-        self.strip_b, self.labels_b = crop_strip(row.crops_b, slots, THUMB, self)
+        self.strip_a, self.strip_b = CropStrip(THUMB, self), CropStrip(THUMB, self)
         lay.addWidget(self.key)
-        lay.addWidget(Swatch(self.colour, parent=self))
+        lay.addWidget(self.swatch)
         lay.addWidget(self.name)
         lay.addWidget(self.bar)
         lay.addWidget(self.share)
@@ -139,8 +154,29 @@ class PartRowWidget(QFrame):
         lay.addSpacing(GAP)
         lay.addWidget(self.strip_b)
         lay.addStretch(1)
+        self.set_row(row, scale, slots)
         self.set_index(index)
         self.set_place(place, shares)
+
+    def set_row(self, row: PartRow, scale: float, slots: int) -> None:
+        """Show another part (the view reuses its rows from pair to pair: building them anew stalled the window)."""
+        self.row, self.colour = row, part_colour(row.part)
+        self.swatch.colour = self.colour
+        self.bar.value, self.bar.scale, self.bar.colour = row.separation, max(scale, 1e-9), self.colour
+        self.set_label(row.label)
+        self.strip_a.show_crops(row.crops_a, slots)
+        self.strip_b.show_crops(row.crops_b, slots)
+        self.set_selected(False)
+        self.swatch.update()
+        self.bar.update()
+
+    @property
+    def labels_a(self) -> list[QLabel]:
+        return self.strip_a.labels
+
+    @property
+    def labels_b(self) -> list[QLabel]:
+        return self.strip_b.labels
 
     def set_index(self, index: int) -> None:
         """The row's place in the list (its key, 1-9)."""
@@ -193,37 +229,43 @@ class SelectedPart(QFrame):
         self.title.setWordWrap(True)
         self.lay.addWidget(self.title)
         self.body = QWidget(self)
-        self.body_lay = QHBoxLayout(self.body)
-        self.body_lay.setContentsMargins(0, 0, 0, 0)
+        body_lay = QHBoxLayout(self.body)
+        body_lay.setContentsMargins(0, 0, 0, 0)
         self.lay.addWidget(self.body)
-        self.labels: list[QLabel] = []
-        self.row: PartRow | None = None
-
-    def show_row(self, row: PartRow | None, names: tuple[str, str], side: int,
-                 place: PartPlace | None = None) -> None:
-        while self.body_lay.count():
-            w = self.body_lay.takeAt(0).widget()
-            if w is not None:
-                w.deleteLater()
-        self.labels = []
-        self.row = row
-        if row is None:
-            self.title.setText("")
-            return
-        self.set_title(row, names, place)
-        for name, crops in ((names[0], row.crops_a), (names[1], row.crops_b)):
+        self.captions: list[QLabel] = []
+        self.strips: list[CropStrip] = []
+        for _ in range(2):  # A's crops, B's crops: built once, refilled for each selected part
             col = QWidget(self.body)
             cl = QVBoxLayout(col)
             cl.setContentsMargins(0, 0, 0, 0)
-            cap = QLabel(html.escape(species(name)), col)
+            cap = QLabel("", col)
             cap.setObjectName("sectionTitle")
             cl.addWidget(cap)
-            strip, labels = crop_strip(crops, max(1, len(crops)), side, col)
+            strip = CropStrip(CROP_SIZE, col)
             cl.addWidget(strip)
-            self.labels.extend(labels)
-            self.body_lay.addWidget(col)
-            self.body_lay.addSpacing(GAP)
-        self.body_lay.addStretch(1)
+            body_lay.addWidget(col)
+            body_lay.addSpacing(GAP)
+            self.captions.append(cap)
+            self.strips.append(strip)
+        body_lay.addStretch(1)
+        self.body.setVisible(False)
+        self.labels: list[QLabel] = []
+        self.row: PartRow | None = None
+
+    def show_row(self, row: PartRow | None, names: tuple[str, str], place: PartPlace | None = None) -> None:
+        """Part ``row``'s crops at full crop size under its figures (None: nothing)."""
+        self.row = row
+        self.body.setVisible(row is not None)
+        if row is None:
+            self.labels = []
+            self.title.setText("")
+            return
+        self.set_title(row, names, place)
+        self.labels = []
+        for name, crops, cap, strip in zip(names, (row.crops_a, row.crops_b), self.captions, self.strips):
+            cap.setText(html.escape(species(name)))
+            strip.show_crops(crops, max(1, len(crops)))
+            self.labels.extend(strip.labels)
 
     def set_title(self, row: PartRow, names: tuple[str, str], place: PartPlace | None) -> None:
         """The selected part's figures (its crops stay)."""

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLay
 from engine.fieldmarks.onbird import PartPlace
 
 from .partrow import BAR_WIDTH, FULL_BAR, GAP, NAME_WIDTH, SHARE_WIDTH, THUMB, PartRowWidget, SelectedPart
-from .separation import CROP_SIZE, PairSeparation
+from .separation import PairSeparation
 from .state import BACKGROUND, NO_PART_ON_BIRD, RowPlan, RowSelection, place_tip, plan_rows, share_text, species
 
 class SeparationView(QWidget):
@@ -27,8 +27,8 @@ class SeparationView(QWidget):
 
     With the run's on-bird shares (``places``) and not ``together``, the parts on the bird come first
     (``bird_rows``), then under ``background_header`` the background / habitat parts (``background_rows``); ``rows``
-    is every row in the order shown (the keys 1-9 count through both groups). The rows of a pair are built once:
-    :meth:`arrange` (new shares, the toggle) only moves them."""
+    is every row in the order shown (the keys 1-9 count through both groups). The rows of a pair are filled once:
+    :meth:`arrange` (new shares, the toggle) only moves them; a new pair refills the rows of the last."""
 
     row_selected = Signal(object)  # RowSelection
 
@@ -41,7 +41,8 @@ class SeparationView(QWidget):
         self.background_rows: list[PartRowWidget] = []
         self.grouped = False  # the rows are split into on the bird / background
         self.current = -1
-        self._widgets: dict[int, PartRowWidget] = {}  # part -> its row, built for the pair shown
+        self._widgets: dict[int, PartRowWidget] = {}  # part -> its row, for the pair shown
+        self._spare: list[PartRowWidget] = []  # rows of earlier pairs, hidden, refilled by the next pair
         self._header_for: tuple = ()
         self.title = QLabel("", self)
         self.title.setObjectName("sectionTitle")
@@ -82,9 +83,7 @@ class SeparationView(QWidget):
     def show_pair(self, separation: PairSeparation | None, names: tuple[str, str], text: str = "",
                   places: Sequence[PartPlace] | None = None, together: bool = False, note: str = "") -> None:
         """Rows for ``separation`` (None: ``text`` instead, e.g. "computing…"), laid out by :meth:`arrange`."""
-        for w in self._widgets.values():
-            w.hide()
-            w.deleteLater()
+        self._spare.extend(self._widgets.values())  # kept for the next pair's rows
         self._widgets, self._header_for = {}, ()
         self.separation, self.names = separation, names
         self.current = -1
@@ -95,7 +94,7 @@ class SeparationView(QWidget):
             self.note.setVisible(False)
             self.header.setVisible(False)
             self.grouped = False
-            self.detail.show_row(None, names, 0)
+            self.detail.show_row(None, names)
             return
         self.arrange(places, together, note)
 
@@ -127,7 +126,7 @@ class SeparationView(QWidget):
 
     def _lay_rows(self, plan: RowPlan, scale: float, slots: int) -> None:
         """Put the plan's rows in the list, on the bird first, then the background under its header (each part's
-        row built once per pair); hide the rest."""
+        row filled once per pair); hide the rest."""
         self._take_rows()
         self.rows, self.bird_rows, self.background_rows = [], [], []
         for group, out in ((plan.bird, self.bird_rows), (plan.background, self.background_rows)):
@@ -136,7 +135,11 @@ class SeparationView(QWidget):
                 self.background_header.setVisible(True)
             for row in group:
                 w = self._widgets.get(row.part)
-                if w is None:
+                if w is None and self._spare:  # a row of an earlier pair, refilled: cheaper than a new one
+                    w = self._spare.pop()
+                    w.set_row(row, scale, slots)
+                    self._widgets[row.part] = w
+                elif w is None:
                     w = PartRowWidget(len(self.rows), row, scale, slots, self.list)
                     w.clicked.connect(self.select)
                     self._widgets[row.part] = w
@@ -147,7 +150,7 @@ class SeparationView(QWidget):
                 self.rows.append(w)
                 out.append(w)
         self.list_lay.addStretch(1)
-        for w in set(self._widgets.values()) - set(self.rows):
+        for w in (set(self._widgets.values()) | set(self._spare)) - set(self.rows):
             w.setVisible(False)
 
     def _take_rows(self) -> None:
@@ -189,7 +192,7 @@ class SeparationView(QWidget):
         for i, w in enumerate(self.rows):
             w.set_selected(i == index)
         row = self.rows[index].row if index >= 0 else None
-        self.detail.show_row(row, self.names, CROP_SIZE, self.rows[index].place if index >= 0 else None)
+        self.detail.show_row(row, self.names, self.rows[index].place if index >= 0 else None)
         if index >= 0:
             self.scroll.ensureWidgetVisible(self.rows[index])
         self.row_selected.emit(RowSelection(index, row.part if row is not None else -1))
