@@ -89,6 +89,8 @@ class SeparationView(QWidget):
         self.current = -1
         if separation is None:
             self._take_rows()
+            for w in self._spare:
+                w.setVisible(False)
             self.rows, self.bird_rows, self.background_rows = [], [], []
             self.title.setText(text)
             self.note.setVisible(False)
