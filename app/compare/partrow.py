@@ -46,10 +46,14 @@ class SeparationBar(QWidget):
 
     def __init__(self, value: float, scale: float, colour: QColor, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.value, self.scale, self.colour = value, max(scale, 1e-9), colour
+        self.set_value(value, scale, colour)
         self.setFixedSize(BAR_WIDTH, 20)
         self.setToolTip("Separation: how far apart this part's scores put the two species' test images "
                         "(Cohen's d of the score margin A − B)")
+
+    def set_value(self, value: float, scale: float, colour: QColor) -> None:
+        self.value, self.scale, self.colour = value, max(scale, 1e-9), colour
+        self.update()
 
     def fraction(self) -> float:
         return min(max(self.value / self.scale, 0.0), 1.0)
@@ -78,12 +82,6 @@ class SeparationBar(QWidget):
                    Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, f"{self.value:.2f}")
 
 
-def crop_label(side: int, parent: QWidget) -> QLabel:
-    lab = QLabel(parent)
-    lab.setFixedSize(side, side)
-    return lab
-
-
 def set_crop(lab: QLabel, c: PartCrop, side: int) -> None:
     """Show crop ``c`` in ``lab``, ``side`` px, its path and margin as the tooltip."""
     lab.setPixmap(to_pixmap(c.image).scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
@@ -107,7 +105,8 @@ class CropStrip(QWidget):
     def show_crops(self, crops: list[PartCrop], slots: int) -> None:
         shown = crops[:slots]
         while len(self._all) < len(shown):
-            lab = crop_label(self.side, self)
+            lab = QLabel(self)
+            lab.setFixedSize(self.side, self.side)
             self.lay.insertWidget(len(self._all), lab)
             self._all.append(lab)
         for lab, c in zip(self._all, shown):
@@ -162,13 +161,12 @@ class PartRowWidget(QFrame):
         """Show another part (the view reuses its rows from pair to pair: building them anew stalled the window)."""
         self.row, self.colour = row, part_colour(row.part)
         self.swatch.colour = self.colour
-        self.bar.value, self.bar.scale, self.bar.colour = row.separation, max(scale, 1e-9), self.colour
+        self.swatch.update()
+        self.bar.set_value(row.separation, scale, self.colour)
         self.set_label(row.label)
         self.strip_a.show_crops(row.crops_a, slots)
         self.strip_b.show_crops(row.crops_b, slots)
         self.set_selected(False)
-        self.swatch.update()
-        self.bar.update()
 
     @property
     def labels_a(self) -> list[QLabel]:

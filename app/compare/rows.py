@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLay
 from engine.fieldmarks.onbird import PartPlace
 
 from .partrow import BAR_WIDTH, FULL_BAR, GAP, NAME_WIDTH, SHARE_WIDTH, THUMB, PartRowWidget, SelectedPart
-from .separation import PairSeparation
+from .separation import PairSeparation, PartRow
 from .state import BACKGROUND, NO_PART_ON_BIRD, RowPlan, RowSelection, place_tip, plan_rows, share_text, species
 
 class SeparationView(QWidget):
@@ -136,15 +136,7 @@ class SeparationView(QWidget):
                 self.list_lay.addWidget(self.background_header)
                 self.background_header.setVisible(True)
             for row in group:
-                w = self._widgets.get(row.part)
-                if w is None and self._spare:  # a row of an earlier pair, refilled: cheaper than a new one
-                    w = self._spare.pop()
-                    w.set_row(row, scale, slots)
-                    self._widgets[row.part] = w
-                elif w is None:
-                    w = PartRowWidget(len(self.rows), row, scale, slots, self.list)
-                    w.clicked.connect(self.select)
-                    self._widgets[row.part] = w
+                w = self._widgets.get(row.part) or self._row_widget(row, scale, slots)
                 w.set_index(len(self.rows))
                 w.set_place(plan.where.get(row.part), plan.shares)
                 self.list_lay.addWidget(w)
@@ -154,6 +146,17 @@ class SeparationView(QWidget):
         self.list_lay.addStretch(1)
         for w in (set(self._widgets.values()) | set(self._spare)) - set(self.rows):
             w.setVisible(False)
+
+    def _row_widget(self, row: PartRow, scale: float, slots: int) -> PartRowWidget:
+        """Part ``row``'s widget for the pair shown: a row of an earlier pair refilled (cheaper), else a new one."""
+        if self._spare:
+            w = self._spare.pop()
+            w.set_row(row, scale, slots)
+        else:
+            w = PartRowWidget(len(self.rows), row, scale, slots, self.list)
+            w.clicked.connect(self.select)
+        self._widgets[row.part] = w
+        return w
 
     def _take_rows(self) -> None:
         """Empty the list's layout (the rows are kept for :meth:`arrange`)."""
