@@ -2,7 +2,7 @@
 a CUB-layout folder's keypoints by :mod:`app.explore.names_dialog`) and their on-bird shares (read from the run
 folder, else computed once over the open data's training photos on a lane of their own), marked in the legend.
 What they are lives in the page's :class:`~app.explore.state.ExploreState`; this object runs the work and tells
-the page (``status`` lines, ``failed`` errors, ``names_changed``)."""
+the page (``places_status`` lines, ``failed`` errors, ``names_changed``)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class PartNaming(QObject):
     """The names and on-bird shares of the explored run's parts; ``legend`` shows both."""
 
-    status = Signal(str)  # a line for the page's status
+    places_status = Signal(str)  # the shares' pass: its progress, then which parts lie off the bird ("": none)
     failed = Signal(str, object)  # (what failed, the exception)
     names_changed = Signal(object)  # dict[int, str]: the names were saved (here or by the dialog)
 
@@ -94,6 +94,7 @@ class PartNaming(QObject):
 
         st = self.state
         st.places = None
+        self.places_status.emit("")
         if st.info is None or not st.info.parts:
             return
         try:
@@ -115,7 +116,7 @@ class PartNaming(QObject):
     def _on_lane_yielded(self, event) -> None:
         text = self.state.places_progress(event)
         if text:
-            self.status.emit(text)
+            self.places_status.emit(text)
         elif isinstance(event, Message):
             (log.warning if event.level == "warning" else log.info)("explore (on-bird shares): %s", event.text)
 
@@ -123,7 +124,7 @@ class PartNaming(QObject):
         text = self.state.places_found(run, places)
         if text is not None:
             self.legend.set_places(places)
-            self.status.emit(text)
+            self.places_status.emit(text)
 
     def _on_lane_errored(self, run: str, exc: BaseException) -> None:
         if self.state.info is not None and self.state.info.run.path == run:

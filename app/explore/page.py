@@ -84,7 +84,7 @@ class ExplorePage(QWidget):
         self.legend.hovered.connect(self._on_legend_hovered)
         self.legend.toggled.connect(self._on_legend_toggled)
         self.legend.rename_requested.connect(self.rename_part)
-        self.naming.status.connect(self._set_status)
+        self.naming.places_status.connect(self.places_status.setText)
         self.naming.failed.connect(self._show_error)
         self.naming.names_changed.connect(self.set_part_names)
         self.propose_button.clicked.connect(self._on_propose_button_clicked)

@@ -76,6 +76,11 @@ def build_bar(page: QWidget) -> QHBoxLayout:
     page.status = QElidingLabel("", page)  # long messages are elided (full text in the tooltip), so the
     page.status.setObjectName("exploreStatus")  # window can be narrower than the longest one
     page.status.setElideMode(Qt.TextElideMode.ElideRight)
+    page.places_status = QElidingLabel("", page)  # the on-bird shares' pass has a line of its own, so its
+    page.places_status.setObjectName("explorePlaces")  # progress never overwrites what the user just did
+    page.places_status.setElideMode(Qt.TextElideMode.ElideRight)
+    page.places_status.setToolTip("The on-bird shares: a pass over the training photos that finds the parts lying "
+                                  "off the bird (background / habitat)")
     bar = QHBoxLayout()
     bar.setContentsMargins(6, 6, 6, 0)
     for text, w in (("View", page.view_box), ("Method", page.method_box), ("Class", page.class_box),
@@ -86,6 +91,7 @@ def build_bar(page: QWidget) -> QHBoxLayout:
             bar.addWidget(page.parts_note)
     bar.addWidget(page.keypoints_box)
     bar.addWidget(page.status, 1)
+    bar.addWidget(page.places_status)
     return bar
 
 

@@ -20,9 +20,9 @@ from app.explore.partmap import DIM, palette_rgb, part_colour, render_parts, swa
 from engine.data import scan
 from engine.data.imageio import read_image
 from engine.data.transforms import Preprocessing
-from engine.events import drive
+from engine.events import Progress, drive
 from engine.export.crops import export_parts
-from engine.fieldmarks import read_part_names
+from engine.fieldmarks import part_label, read_part_names
 from engine.fieldmarks.palette import PART_COLOURS
 from engine.fieldmarks.onbird import PartPlace, places_doc, saved_places
 from engine.runs import PART_NAMES, PART_PLACES, load_run, write_part_places
@@ -175,6 +175,9 @@ def test_naming_a_part_survives_reopening_and_reaches_the_export(window, qtbot, 
     assert json.loads((run_copy.run / PART_NAMES).read_text())  # the file beside model.json
     assert legend.item(1).text() == "crown" and page.strip.item(1).text() == "crown"
     assert "crown" in page.status.text()
+    page.naming._on_lane_yielded(Progress("places", 3, 8))  # the shares' pass reports on a line of its own:
+    assert "crown" in page.status.text()  # it never overwrites what the user just did
+    assert page.places_status.text() == "On-bird shares (training photos): 3/8"
     page.set_hovered(1)
     assert page.crop_caption.text().startswith("crown · score ")
 
@@ -315,6 +318,10 @@ def test_the_legend_marks_appear_once_the_shares_are_computed(window, qtbot, run
     legend = page.legend
     assert [legend.is_background(i) for i in range(legend.count())] == [not p.on_bird for p in page.places]
     assert all(legend.shown_text(i).endswith("· background") == (not p.on_bird) for i, p in enumerate(page.places))
+    off = [part_label(p.part, page.part_names) for p in page.places if not p.on_bird]
+    assert page.places_status.text() == (f"Background / habitat parts: {', '.join(off)}." if off
+                                         else "Every part lies on the bird.")
+    assert "shares" not in page.status.text() and "habitat" not in page.status.text()
 
 
 def test_arrow_keys_move_through_images(window, qtbot, run_copy):
