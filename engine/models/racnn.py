@@ -21,6 +21,7 @@ The file reads top to bottom: the square's geometry, the APN, the model, the los
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -147,20 +148,37 @@ class SquareGuard:
 # ------------------------------------------------------------------------------------------------ the APN
 class APN(nn.Module):
     """Attention proposal network: the last conv map average-pooled to a 4 × 4 grid, flattened, then two fully
-    connected layers (tanh between them, the paper's); sigmoids give (tx, ty) in (0, 1) and tl in (0, ½). The
-    second layer starts at zero, so every APN starts at the centred square of half side ¼."""
+    connected layers (tanh between them, the paper's); sigmoids give (tx, ty) in (0, 1) and the half side
+    tl = floor + (½ − floor)·σ(z) in (floor, ½), floor = :data:`MIN_HALF`: the paper's least square holds by
+    construction. Clamping ½·σ(z) with a straight-through gradient instead let the ranking loss drive z into
+    σ's flat tail, where no gradient brings it back (half sides of 0.001 px on cub-parts-dev, docs/METHODS.md#racnn).
+    The second layer starts at zero (its tl bias at σ⁻¹ of the share that gives :data:`INIT_HALF`), so every APN
+    starts at the centred square of half side ¼.
 
-    def __init__(self, width: int, hidden: int = APN_HIDDEN, grid: int = APN_GRID):
+    ``floor`` is a buffer saved with the weights. A run saved before it had none: its APNs load with floor 0
+    (tl = ½·σ(z), clamped below by :class:`SquareGuard`), so its squares stay what they were."""
+
+    def __init__(self, width: int, hidden: int = APN_HIDDEN, grid: int = APN_GRID, floor: float = MIN_HALF):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.fc1 = nn.Linear(width * grid * grid, hidden)
         self.fc2 = nn.Linear(hidden, 3)
+        self.register_buffer("floor", torch.tensor(float(floor)))
         nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        with torch.no_grad():
+            self.fc2.bias.copy_(torch.tensor([0.0, 0.0, math.log(self._init_share() / (1 - self._init_share()))]))
+
+    def _init_share(self) -> float:
+        return (INIT_HALF - float(self.floor)) / (0.5 - float(self.floor))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = self.fc2(torch.tanh(self.fc1(self.pool(features).flatten(1)))).float()
-        return torch.sigmoid(z) * z.new_tensor([1.0, 1.0, 0.5])
+        s = torch.sigmoid(z)
+        return torch.cat((s[:, :2], self.floor + (0.5 - self.floor) * s[:, 2:]), dim=1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        state_dict.setdefault(prefix + "floor", torch.tensor(0.0))  # saved before the floor: tl = ½·σ(z)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ the model

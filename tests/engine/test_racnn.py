@@ -92,10 +92,41 @@ def _tiny(classes: int = 3) -> RACNN:
     return create_model("racnn_smallnet", classes)
 
 
-def test_a_diverged_apn_still_predicts(caplog):
+def test_the_apn_half_side_never_falls_below_the_least_square(caplog):
+    """tl = ⅙ + ⅓·σ(z): the first square has half side ¼, a saturated APN gives the least square itself (nothing to
+    clamp, nothing logged), and tl keeps a gradient everywhere in between."""
     m = _tiny().eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(m.zoom_squares(x)[:, 0], torch.tensor([[0.5, 0.5, INIT_HALF]] * 2))
+    apn = m.apns[0]
+    f = torch.randn(2, m.width, 4, 4)
+    for bias, want in ((-1e4, MIN_HALF), (0.0, MIN_HALF + 1 / 6), (1e4, 0.5)):
+        with torch.no_grad():
+            apn.fc2.bias[2] = bias
+        assert torch.allclose(apn(f)[:, 2], torch.full((2,), want)), bias
     with torch.no_grad():
-        m.apns[0].fc2.bias[2] = -1e4  # tl = ½·sigmoid(−10⁴) = 0
+        apn.fc2.bias[2] = -3.0
+    apn.fc2.bias.grad = None
+    apn(f)[:, 2].sum().backward()
+    assert abs(float(apn.fc2.bias.grad[2]) - 2 * (1 / 3) * torch.sigmoid(torch.tensor(-3.0)) *
+               (1 - torch.sigmoid(torch.tensor(-3.0)))) < 1e-6  # d tl / dz = ⅓·σ'(z), for each of the 2 images
+    with torch.no_grad(), caplog.at_level(logging.WARNING, logger="engine.models.racnn"):
+        apn.fc2.bias[2] = -1e4
+        assert torch.isfinite(m(x)).all()
+    assert not caplog.records
+
+
+def test_a_run_saved_before_the_floor_loads_its_squares_unchanged(caplog):
+    """A state dict without the APNs' ``floor`` (runs saved before it): tl = ½·σ(z) as it was, and a diverged APN's
+    zero-sized square is clamped to the least square and said in the log."""
+    m = _tiny().eval()
+    old = {k: v for k, v in m.state_dict().items() if not k.endswith(".floor")}
+    old["apns.0.fc2.bias"] = torch.tensor([0.0, 0.0, -1e4])  # tl = ½·σ(−10⁴) = 0: a diverged APN
+    old["apns.1.fc2.bias"] = torch.tensor([0.0, 0.0, 0.0])  # tl = ½·σ(0) = ¼
+    m.load_state_dict(old)
+    assert [float(a.floor) for a in m.apns] == [0.0, 0.0]
+    f = torch.randn(2, m.width, 4, 4)
+    assert torch.allclose(m.apns[1](f)[:, 2], torch.full((2,), 0.25))
     x = torch.randn(2, 3, 64, 64)
     with caplog.at_level(logging.WARNING, logger="engine.models.racnn"):
         logits = m(x)
