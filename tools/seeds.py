@@ -31,6 +31,8 @@ COLUMNS = [
     ("NMI", lambda d: d["protocol"]["own"]["nmi"], 1),
     ("ARI", lambda d: d["protocol"]["own"]["ari"], 1),
     ("top-1 %", lambda d: 100 * d["top1"], 1),
+    ("peaks in box %", lambda d: _pct(d.get("peaks_in_box")), 1),
+    ("box share above half max %", lambda d: _pct(d.get("box_share_above_half")), 1),
     ("Grad-CAM keypoint error", lambda d: d["protocol"]["gradcam"]["keypoint_error"], 2),
     ("random points keypoint error", lambda d: d["protocol"]["random"]["keypoint_error"], 2),
     ("agreement %", lambda d: _pct(d["field_marks"]["agreement"].get("agreement")), 0),

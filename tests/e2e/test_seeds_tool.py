@@ -28,6 +28,8 @@ def test_two_seeds_are_trained_evaluated_and_tabulated(tmp_path):
     kp = [e["protocol"]["own"]["keypoint_error"] for e in evals]
     assert row["keypoint error"]["mean"] == sum(kp) / 2
     assert row["keypoint error"]["min"] == min(kp) and row["keypoint error"]["max"] == max(kp)
+    share = [100 * e["box_share_above_half"] for e in evals]  # the maps' spread over the box (GAIN's claim)
+    assert row["box share above half max %"]["mean"] == sum(share) / 2
     line = next(x for x in done.stdout.splitlines() if x.strip().startswith("keypoint error"))
     assert f"{sum(kp) / 2:.2f} ({min(kp):.2f}..{max(kp):.2f})" in line
     # a second call reuses the finished runs and their evaluations: nothing is trained again
