@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "alternation (default 20)")
     p.add_argument("--rank-margin", type=float, default=None, metavar="M",
                    help="racnn: the ranking loss's margin (default 0.05, the paper's)")
+    p.add_argument("--apn-lr", type=float, default=None, metavar="LR",
+                   help="racnn: the APNs' learning rate (default 0.0001; at the head's 0.01 they ran to the edge of "
+                        "the photo, docs/METHODS.md#racnn)")
     p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
@@ -176,9 +179,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def racnn_options(args: argparse.Namespace) -> dict[str, float]:
-    """``--apn-warmup`` and ``--rank-margin`` as ``extra``'s ``apn_warmup`` and ``margin`` (only those given;
-    TrainConfig checks them)."""
-    given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None)}
+    """``--apn-warmup``, ``--rank-margin`` and ``--apn-lr`` as ``extra``'s ``apn_warmup``, ``margin`` and
+    ``apn_lr`` (only those given; TrainConfig checks them)."""
+    given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None),
+             "apn_lr": getattr(args, "apn_lr", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -39,6 +39,7 @@ MARGIN = 0.05  # the ranking loss's margin (the paper's)
 MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
 INIT_HALF = 0.25  # the APN's first square: half the input's side (the paper's initialisation)
 APN_GRID, APN_HIDDEN = 4, 512
+APN_LR = 1e-4  # the APNs' learning rate (--apn-lr): at the head's 0.01 they ran to the photo's edge in 2 epochs
 SCALES = 3
 
 
@@ -374,4 +375,4 @@ def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepn
 
 __all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "SquareGuard", "APN",
            "RACNN", "RACNNOutputs", "RACNNCriterion", "ranking_loss", "apns_only", "racnn", "STEEPNESS", "MARGIN",
-           "MIN_HALF", "INIT_HALF", "APN_WARMUP"]
+           "MIN_HALF", "INIT_HALF", "APN_WARMUP", "APN_LR"]

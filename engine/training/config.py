@@ -243,6 +243,10 @@ def _check_racnn(cfg: TrainConfig, family: str) -> None:
     if not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
         raise ConfigError(f"margin={margin!r}: the ranking loss's margin is a probability gap from 0 to 1 (the "
                           "paper's 0.05)")
+    apn_lr = cfg.extra.get("apn_lr", 1e-4)
+    if isinstance(apn_lr, bool) or not isinstance(apn_lr, (int, float)) or not 0 <= apn_lr <= 1:
+        raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
+                          "0.0001)")
 
 
 def _check_sizes(cfg: TrainConfig) -> None:

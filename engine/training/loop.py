@@ -124,6 +124,13 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
     backbone = [p for p in backbone if p.requires_grad]
     groups = [{"params": backbone, "lr": cfg.lr_backbone, "base_lr": cfg.lr_backbone},
               {"params": head, "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
+    if cfg.method == "racnn":  # the APNs at their own rate (at the head's they ran to the photo's edge)
+        from engine.models.racnn import APN_LR
+
+        apns = {id(p) for p in model.apns.parameters()}
+        groups[1]["params"] = [p for p in head if id(p) not in apns]
+        rate = float(cfg.extra.get("apn_lr", APN_LR))
+        groups.append({"params": list(model.apns.parameters()), "lr": rate, "base_lr": rate})
     return torch.optim.SGD(groups, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
 
 

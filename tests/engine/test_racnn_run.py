@@ -16,6 +16,7 @@ from engine.data.imageio import read_image
 from engine.errors import ConfigError
 from engine.events import BatchEnd, EpochEnd, drive
 from engine.maps.zoom import views_of
+from engine.models import create_model
 from engine.runs import load_run
 from engine.training.config import TrainConfig
 from engine.training.loop import train
@@ -115,12 +116,15 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_warmup": -1})
     with pytest.raises(ConfigError, match=r"margin"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"margin": -0.1})
+    with pytest.raises(ConfigError, match=r"apn_lr=2: .*from 0 to 1"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_lr": 2})
     with pytest.raises(ConfigError, match=r"gain=True: .*RA-CNN has attention of its own"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", gain=True)
     with pytest.raises(ConfigError, match=r"attention='cbam': .*racnn_smallnet is an RA-CNN model"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", attention="cbam")
     for argv, expect in ((["--method", "racnn"], "racnn_mobilenet_v2"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--apn-warmup", "-3"], "apn_warmup=-3"),
+                         (["--method", "racnn", "--model", "racnn_smallnet", "--apn-lr", "-1"], "apn_lr=-1.0"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--nproc", "2"], "use --nproc 1")):
         assert cli(["train", str(data), "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -140,3 +144,21 @@ def test_a_resumed_run_goes_on_alternating(racnn_run, tmp_path):
     drive(train(cfg, resume=True), resumed.append)
     steps = sum(isinstance(e, BatchEnd) for e in resumed)
     assert int(load_run(copy).model.train_calls) == before + steps and steps > 0
+
+
+def test_the_apns_learn_at_their_own_rate(racnn_run):
+    """At the head's rate the APNs ran to the photo's edge (docs/METHODS.md#racnn): an optimizer group of their own,
+    at --apn-lr (default APN_LR), every other new layer at the head's rate."""
+    from engine.models.racnn import APN_LR
+    from engine.training.loop import make_optimizer
+
+    data, _run, _events = racnn_run
+    model = create_model("racnn_smallnet", 3)
+    for extra, rate in (({}, APN_LR), ({"apn_lr": 0.002}, 0.002)):
+        cfg = TrainConfig(data=str(data), out="unused", model="racnn_smallnet", method="racnn", device="cpu",
+                          extra=extra)
+        groups = make_optimizer(cfg, model).param_groups
+        apns = {id(p) for p in model.apns.parameters()}
+        assert [g["lr"] for g in groups] == [cfg.lr_backbone, cfg.lr_head, rate]
+        assert {id(p) for p in groups[2]["params"]} == apns and not apns & {id(p) for p in groups[1]["params"]}
+        assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
