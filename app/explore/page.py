@@ -84,7 +84,7 @@ class ExplorePage(QWidget):
         self.legend.hovered.connect(self._on_legend_hovered)
         self.legend.toggled.connect(self._on_legend_toggled)
         self.legend.rename_requested.connect(self.rename_part)
-        self.naming.places_status.connect(self.places_status.setText)
+        self.naming.places_status.connect(self._set_places_status)
         self.naming.failed.connect(self._show_error)
         self.naming.names_changed.connect(self.set_part_names)
         self.propose_button.clicked.connect(self._on_propose_button_clicked)
@@ -285,6 +285,11 @@ class ExplorePage(QWidget):
     def _set_status(self, text: str) -> None:
         self.status.setText(text)
         self.status.setToolTip(text)
+
+    def _set_places_status(self, text: str) -> None:
+        """The on-bird shares' line under the legend (hidden when empty)."""
+        self.places_status.setText(text)
+        self.places_status.setVisible(bool(text))
 
     def _set_controls_enabled(self, on: bool) -> None:
         for w in (self.method_box, self.class_box, self.view_box):

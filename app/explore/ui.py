@@ -47,6 +47,10 @@ def section_title(text: str, parent: QWidget) -> QLabel:
     return t
 
 
+PLACES_TIP = ("The on-bird shares: a pass over the training photos that finds the parts lying off the bird "
+              "(background / habitat)")
+
+
 def build_bar(page: QWidget) -> QHBoxLayout:
     """The row of choices above the maps: view, method, class, colours, opacity, keypoints, the status line."""
     page.view_box = QComboBox(page)
@@ -76,11 +80,6 @@ def build_bar(page: QWidget) -> QHBoxLayout:
     page.status = QElidingLabel("", page)  # long messages are elided (full text in the tooltip), so the
     page.status.setObjectName("exploreStatus")  # window can be narrower than the longest one
     page.status.setElideMode(Qt.TextElideMode.ElideRight)
-    page.places_status = QElidingLabel("", page)  # the on-bird shares' pass has a line of its own, so its
-    page.places_status.setObjectName("explorePlaces")  # progress never overwrites what the user just did
-    page.places_status.setElideMode(Qt.TextElideMode.ElideRight)
-    page.places_status.setToolTip("The on-bird shares: a pass over the training photos that finds the parts lying "
-                                  "off the bird (background / habitat)")
     bar = QHBoxLayout()
     bar.setContentsMargins(6, 6, 6, 0)
     for text, w in (("View", page.view_box), ("Method", page.method_box), ("Class", page.class_box),
@@ -91,7 +90,6 @@ def build_bar(page: QWidget) -> QHBoxLayout:
             bar.addWidget(page.parts_note)
     bar.addWidget(page.keypoints_box)
     bar.addWidget(page.status, 1)
-    bar.addWidget(page.places_status)
     return bar
 
 
@@ -103,6 +101,11 @@ def build_side(page: QWidget) -> QScrollArea:
     page.predictions.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     page.predictions.setTextElideMode(Qt.TextElideMode.ElideMiddle)
     page.legend = PartLegend(page)
+    page.places_status = QLabel("", page)  # under the legend it marks: the on-bird shares' pass has a line of its
+    page.places_status.setObjectName("explorePlaces")  # own, so it never overwrites what the user just did
+    page.places_status.setWordWrap(True)
+    page.places_status.setToolTip(PLACES_TIP)
+    page.places_status.setVisible(False)
     page.propose_button = QPushButton("Propose names…", page)
     page.propose_button.setToolTip("Name the parts after the CUB keypoints nearest them (a CUB-layout folder)")
     page.crop_label = CropLabel(page)
@@ -119,6 +122,7 @@ def build_side(page: QWidget) -> QScrollArea:
     pl.setContentsMargins(0, 0, 0, 0)
     pl.addWidget(section_title("Parts", page.parts_box))
     pl.addWidget(page.legend)
+    pl.addWidget(page.places_status)
     pl.addWidget(page.propose_button, 0, Qt.AlignmentFlag.AlignLeft)
     page.parts_box.setVisible(False)
     for title, w in (("Predictions", page.predictions), (None, page.parts_box), ("Part crop", page.crop_label)):
