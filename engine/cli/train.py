@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apn-lr", type=float, default=None, metavar="LR",
                    help="racnn: the APNs' learning rate (default 0.0001; at the head's 0.01 they ran to the edge of "
                         "the photo, docs/METHODS.md#racnn)")
+    p.add_argument("--scale-size", type=int, default=None, metavar="PX",
+                   help="racnn: the side each scale's network sees; the photo is read at --img-size and each "
+                        "square is cut from it (the paper's 448 -> 224; default: --img-size)")
     p.add_argument("--rotate", type=float, default=None, metavar="DEG", help=h["rotate"])
     p.add_argument("--mu", type=float, default=None, help=h["mu"])
     p.add_argument("--lam", type=float, default=10.0, help=h["lam"] + " (default 10)")
@@ -179,10 +182,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def racnn_options(args: argparse.Namespace) -> dict[str, float]:
-    """``--apn-warmup``, ``--rank-margin`` and ``--apn-lr`` as ``extra``'s ``apn_warmup``, ``margin`` and
-    ``apn_lr`` (only those given; TrainConfig checks them)."""
+    """``--apn-warmup``, ``--rank-margin``, ``--apn-lr`` and ``--scale-size`` as ``extra``'s ``apn_warmup``,
+    ``margin``, ``apn_lr`` and ``scale_size`` (only those given; TrainConfig checks them)."""
     given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None),
-             "apn_lr": getattr(args, "apn_lr", None)}
+             "apn_lr": getattr(args, "apn_lr", None), "scale_size": getattr(args, "scale_size", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

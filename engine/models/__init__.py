@@ -118,10 +118,11 @@ for _name, _desc in (("resnet18", "TASN, ResNet-18 attention net (stride 8) + Re
 def _racnn_builder(backbone: str) -> Callable[..., nn.Module]:
     """RA-CNN (Fu et al., CVPR 2017): three scales of ``backbone``; ``xi`` does not apply (no class groups)."""
 
-    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, steepness: float = 10.0) -> nn.Module:
+    def build(num_classes: int, xi: int = 3, pretrained: str | None = None, steepness: float = 10.0,
+              scale_size: int | None = None) -> nn.Module:
         from engine.models.racnn import racnn
 
-        return racnn(backbone, num_classes, pretrained, steepness)
+        return racnn(backbone, num_classes, pretrained, steepness, scale_size)
 
     return build
 

@@ -73,11 +73,12 @@ def crop_grid(squares: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.affine_grid(theta, [len(sq), 1, *size], align_corners=False)
 
 
-def zoom(images: torch.Tensor, squares: torch.Tensor, k: float = STEEPNESS) -> torch.Tensor:
+def zoom(images: torch.Tensor, squares: torch.Tensor, k: float = STEEPNESS,
+         size: tuple[int, int] | None = None) -> torch.Tensor:
     """The paper's attention crop: the images times the boxcar mask of ``squares`` (gradient to the squares goes
-    through the mask), zoomed to the images' own size by bilinear interpolation on a constant grid."""
-    size = tuple(images.shape[-2:])
-    masked = images * boxcar_mask(squares, size, k).to(images.dtype)[:, None]
+    through the mask), zoomed to ``size`` (default the images' own) by bilinear interpolation on a constant grid."""
+    size = tuple(size or images.shape[-2:])
+    masked = images * boxcar_mask(squares, tuple(images.shape[-2:]), k).to(images.dtype)[:, None]
     grid = crop_grid(squares, size).to(images.dtype)
     return F.grid_sample(masked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -211,8 +212,11 @@ class RACNN(nn.Module):
 
     groups = None  # no per-class channel groups (those are MC-Loss's)
 
-    def __init__(self, nets: list[nn.Module], width: int, num_classes: int, steepness: float = STEEPNESS):
+    def __init__(self, nets: list[nn.Module], width: int, num_classes: int, steepness: float = STEEPNESS,
+                 scale_size: int | None = None):
         super().__init__()
+        if scale_size is not None and (int(scale_size) != scale_size or scale_size < 32):
+            raise ConfigError(f"scale_size={scale_size!r}: give the scales' side as whole pixels, 32 or more")
         if num_classes < 2:
             raise ConfigError(f"num_classes={num_classes}: a classifier needs at least 2 classes")
         if len(nets) != SCALES:
@@ -225,6 +229,7 @@ class RACNN(nn.Module):
         self.fc_cat = nn.Linear(SCALES * width, num_classes)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))
         self.num_classes, self.width, self.steepness = num_classes, width, float(steepness)
+        self.scale_size = None if scale_size is None else int(scale_size)
         self.guard = SquareGuard()
 
     @property
@@ -232,9 +237,16 @@ class RACNN(nn.Module):
         """Scale 1's classifier (what CAM reads)."""
         return self.fcs[0]
 
+    def scale_one(self, x: torch.Tensor) -> torch.Tensor:
+        """Scale 1's input: the photo, resized to ``scale_size`` when it is set and the photo is larger."""
+        side = self.scale_size
+        if side is None or tuple(x.shape[-2:]) == (side, side):
+            return x
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Scale 1's last conv map (B, width, h, w)."""
-        return self.nets[0](x)
+        return self.nets[0](self.scale_one(x))
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pooled = features.mean(dim=(2, 3))
@@ -242,10 +254,13 @@ class RACNN(nn.Module):
 
     def racnn_outputs(self, x: torch.Tensor, mode: str = "ce") -> RACNNOutputs:
         """The three scales on ``x``. ``mode``: ``ce`` cuts the APNs' squares as constants; ``rank`` keeps their
-        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead."""
+        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead. With
+        ``scale_size`` every scale's crop is cut from the photo ``x`` itself (the paper's 448-px source), the
+        squares composed; without it from the scale before, at the photo's size."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}")
-        cur, logits, pooled, used, proposed, targets, inputs = x, [], [], [], [], [], [x]
+        cur = self.scale_one(x)
+        frame, logits, pooled, used, proposed, targets, inputs = None, [], [], [], [], [], [cur]
         for s in range(SCALES):
             f = self.nets[s](cur)
             z = f.mean(dim=(2, 3))
@@ -259,7 +274,12 @@ class RACNN(nn.Module):
             sq = targets[-1] if mode == "warmup" else self.guard(raw, s, min(cur.shape[-2:]))
             used.append(sq if mode == "rank" else sq.detach())
             # rank: the next scale depends on this scale's APN only, not on the squares before it (ranking_loss)
-            cur = zoom(cur.detach() if mode == "rank" else cur, used[-1], self.steepness)
+            if self.scale_size is None:
+                cur = zoom(cur.detach() if mode == "rank" else cur, used[-1], self.steepness)
+            else:
+                outer = None if frame is None else frame.detach() if mode == "rank" else frame
+                frame = used[-1] if outer is None else compose(outer, used[-1])
+                cur = zoom(x, frame, self.steepness, tuple(inputs[0].shape[-2:]))
             inputs.append(cur)
         fused = self.fc_cat(torch.cat(pooled, dim=1).detach())  # the fusion layer learns on the scales' features
         return RACNNOutputs(logits, fused, torch.stack(used, 1), torch.stack(proposed, 1), torch.stack(targets, 1),
@@ -361,16 +381,18 @@ class RACNNCriterion(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ builder
-def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepness: float = STEEPNESS) -> RACNN:
+def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepness: float = STEEPNESS,
+          scale_size: int | None = None) -> RACNN:
     """RA-CNN on three copies of registry backbone ``backbone`` (``engine.models.backbones.BACKBONES``), each
-    loaded from ``pretrained`` (a torchvision weights name or a local file) when given."""
+    loaded from ``pretrained`` (a torchvision weights name or a local file) when given; ``scale_size``: the side
+    every scale's network sees, the crops cut from the larger photo (None: the photo's own size)."""
     from engine.models.backbones import BACKBONES
 
     nets, width = [], 0
     for _ in range(SCALES):
         body, width, _stride = BACKBONES[backbone][0](pretrained)
         nets.append(body)
-    return RACNN(nets, width, num_classes, steepness)
+    return RACNN(nets, width, num_classes, steepness, scale_size)
 
 
 __all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "SquareGuard", "APN",

@@ -160,10 +160,13 @@ def test_the_criterion_alternates_and_freezes_the_other_side():
     assert int(m.train_calls) == 3
 
 
-def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale():
+@pytest.mark.parametrize("scale_size", [None, 32])
+def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale(scale_size):
     """The pair (scale 2, scale 3) reaches the second APN only: the first APN could otherwise lower the pair's loss
-    by making scale 2 worse. The pair (1, 2) reaches the first APN only, and the loss's value is the paper's."""
-    m = _tiny().train()
+    by making scale 2 worse. The pair (1, 2) reaches the first APN only, and the loss's value is the paper's. With
+    a scale size scale 3 is cut from the photo through both squares, and still only the second APN moves."""
+    torch.manual_seed(0)
+    m = create_model("racnn_smallnet", 3, **({"scale_size": scale_size} if scale_size else {})).train()
     x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])
     grads = []
     for pair in (slice(0, 2), slice(1, 3)):
@@ -178,6 +181,30 @@ def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale():
     p = [torch.softmax(lg, 1).gather(1, y.view(-1, 1))[:, 0] for lg in out.logits]
     want = sum((p[s] - p[s + 1] + 0.05).clamp_min(0) for s in range(2)).mean()
     assert torch.allclose(ranking_loss(out.logits, y), want)
+
+
+def test_a_scale_size_cuts_every_crop_from_the_photo():
+    """--img-size 64 --scale-size 32: scale 1 sees the photo resized (antialiased), scales 2 and 3 the squares cut
+    from the 64-px photo itself (scale 3 through the composed square), each at 32 px; Grad-CAM's map is scale 1's."""
+    import torch.nn.functional as F
+
+    from engine.models.racnn import STEEPNESS, compose, zoom
+
+    torch.manual_seed(0)
+    m = create_model("racnn_smallnet", 3, scale_size=32).eval()
+    assert m.arch["scale_size"] == 32 and m.scale_size == 32
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = m.racnn_outputs(x)
+        sq = out.squares
+        assert [tuple(i.shape[-2:]) for i in out.inputs] == [(32, 32)] * 3
+        assert torch.allclose(out.inputs[0], F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True))
+        assert torch.allclose(out.inputs[1], zoom(x, sq[:, 0], STEEPNESS, (32, 32)))
+        assert torch.allclose(out.inputs[2], zoom(x, compose(sq[:, 0], sq[:, 1]), STEEPNESS, (32, 32)))
+        assert m.forward_features(x).shape == m.nets[0](out.inputs[0]).shape
+        assert torch.allclose(m.zoom_squares(x)[:, 1], compose(sq[:, 0], sq[:, 1]))
+    with pytest.raises(ConfigError, match=r"scale_size=8: .*32 or more"):
+        create_model("racnn_smallnet", 3, scale_size=8)
 
 
 def test_every_parameter_learns_over_a_cycle_and_a_batch_can_be_fitted():

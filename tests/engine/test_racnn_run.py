@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from engine.cli import main as cli
 from engine.data import scan
@@ -125,6 +126,9 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
     for argv, expect in ((["--method", "racnn"], "racnn_mobilenet_v2"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--apn-warmup", "-3"], "apn_warmup=-3"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--apn-lr", "-1"], "apn_lr=-1.0"),
+                         (["--method", "racnn", "--model", "racnn_smallnet", "--img-size", "64", "--scale-size",
+                           "128"], "scale_size=128"),
+                         (["--method", "ce", "--scale-size", "128"], "use it with --method racnn"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--nproc", "2"], "use --nproc 1")):
         assert cli(["train", str(data), "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -162,3 +166,19 @@ def test_the_apns_learn_at_their_own_rate(racnn_run):
         assert [g["lr"] for g in groups] == [cfg.lr_backbone, cfg.lr_head, rate]
         assert {id(p) for p in groups[2]["params"]} == apns and not apns & {id(p) for p in groups[1]["params"]}
         assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_a_run_at_a_scale_size_saves_it_and_loads_it(racnn_run, tmp_path):
+    """--img-size 64 --scale-size 32: the photo at 64 px, each scale at 32 (model.json's arch keeps it, a run saved
+    without it loads at the photo's size)."""
+    data, run, _events = racnn_run
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="racnn_smallnet", method="racnn", epochs=1,
+                      img_size=SIZE, batch_size=6, device="cpu", cache_mb=32, seed=0,
+                      extra={"apn_warmup": 2, "scale_size": 32})
+    drive(train(cfg), lambda e: None)
+    loaded = load_run(tmp_path / "run")
+    assert loaded.meta["arch"]["scale_size"] == 32 and loaded.model.scale_size == 32
+    with torch.no_grad():
+        inputs = loaded.model.racnn_outputs(torch.rand(1, 3, SIZE, SIZE)).inputs
+    assert [tuple(i.shape[-2:]) for i in inputs] == [(32, 32)] * 3
+    assert "scale_size" not in load_run(run).meta["arch"] and load_run(run).model.scale_size is None
