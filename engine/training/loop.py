@@ -275,7 +275,12 @@ def build_model(cfg: TrainConfig, report: DataReport, state: dict | None,
     net = ddp.wrap(LossModel(model, criterion), ctx)  # DDP (and SyncBatchNorm on CUDA) when distributed
     optimizer = make_optimizer(cfg, model)
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as exc:  # e.g. an RA-CNN run saved before its APNs had a group of their own (--apn-lr)
+            log.warning("the checkpoint's optimizer state does not fit this version's parameter groups (%s): the "
+                        "run goes on from the weights of epoch %s, the optimizer's momentum starts afresh", exc,
+                        state.get("epoch"))
     return model, net, optimizer
 
 

@@ -150,6 +150,29 @@ def test_a_resumed_run_goes_on_alternating(racnn_run, tmp_path):
     assert int(load_run(copy).model.train_calls) == before + steps and steps > 0
 
 
+def test_a_run_saved_before_the_apns_had_their_own_rate_resumes(racnn_run, tmp_path, caplog):
+    """A run saved with two optimizer groups (before --apn-lr gave the APNs a third) goes on from its weights, the
+    momentum afresh, and the log says so."""
+    import logging
+    import shutil
+
+    data, run, _events = racnn_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    state = torch.load(copy / "resume.pt", map_location="cpu", weights_only=True)
+    groups = state["optimizer"]["param_groups"]
+    merged = {**groups[1], "params": groups[1]["params"] + groups[2]["params"]}
+    state["optimizer"]["param_groups"] = [groups[0], merged]
+    torch.save(state, copy / "resume.pt")
+    cfg = TrainConfig(data=str(data), out=str(copy), model="racnn_smallnet", method="racnn", epochs=3, img_size=SIZE,
+                      batch_size=6, device="cpu", cache_mb=32, seed=0, extra={"apn_warmup": 2})
+    with caplog.at_level(logging.WARNING, logger="engine.training.loop"):
+        resumed = []
+        drive(train(cfg, resume=True), resumed.append)
+    assert any(isinstance(e, EpochEnd) for e in resumed)
+    assert "the optimizer's momentum starts afresh" in caplog.text and "weights of epoch 2" in caplog.text
+
+
 def test_the_apns_learn_at_their_own_rate(racnn_run):
     """At the head's rate the APNs ran to the photo's edge (docs/METHODS.md#racnn): an optimizer group of their own,
     at --apn-lr (default APN_LR), every other new layer at the head's rate."""
