@@ -28,7 +28,9 @@ ROWS = (
     ("mcloss", "MC-Loss", ["--method", "mcloss"], "own", "the true class's ξ = 3 channels (3 parts)"),
     ("mcloss_gain", "MC-Loss + GAIN", ["--method", "mcloss", "--gain"], "own",
      "the true class's ξ = 3 channels (3 parts)"),
-    ("racnn", "RA-CNN", ["--method", "racnn", "--model", "racnn_mobilenet_v2"], "own",
+    # the paper's sizes, each scale at 224 px (chosen on the validation split; the later --img-size wins)
+    ("racnn", "RA-CNN (`--img-size 448 --scale-size 224`: each scale at 224 px)",
+     ["--method", "racnn", "--model", "racnn_mobilenet_v2", "--img-size", "448", "--scale-size", "224"], "own",
      "square centres of scales 2 and 3 (2 parts)"),
     ("ce_cbam", "CBAM", ["--method", "ce", "--attention", "cbam"], "attention", "the blocks' spatial maps"),
     ("ce_residual", "residual attention", ["--method", "ce", "--attention", "residual"], "attention",
