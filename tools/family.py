@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -108,6 +107,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4000000000")  # as ./fm and tools/seeds.py: the rows train as
-    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4000000000")  # `./fm train` would
     sys.exit(main())

@@ -55,6 +55,14 @@ def fieldmark(*args: str) -> list[str]:
     return [sys.executable, "-m", "engine", *args]
 
 
+#: The runs train and evaluate with ./fm's malloc thresholds (what a user's `./fm train` gets), unless set already.
+ENV = {"MALLOC_MMAP_THRESHOLD_": "4000000000", "MALLOC_TRIM_THRESHOLD_": "4000000000"}
+
+
+def child_env() -> dict[str, str]:
+    return {**ENV, **os.environ}
+
+
 def finished(run: Path) -> bool:
     try:
         meta = json.loads((run / "model.json").read_text())
@@ -76,14 +84,14 @@ def train_and_evaluate(data: str, run: Path, seed: int, split: str, baseline: st
             cmd.append("--resume")
         print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
         t0 = time.time()
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        subprocess.run(cmd, check=True, cwd=ROOT, env=child_env())
         print(f"trained in {(time.time() - t0) / 60:.1f} min", file=sys.stderr)
     out = evaluation_file(run, split, maps)
     if not out.is_file() or out.stat().st_mtime < (run / "model.safetensors").stat().st_mtime:
         cmd = fieldmark("evaluate", str(run), data, "--split", split, "--maps", maps, "--json",
                         *(["--baseline", baseline] if baseline else []))
         print("$ " + " ".join(cmd[2:]), file=sys.stderr, flush=True)
-        doc = subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.PIPE, text=True).stdout
+        doc = subprocess.run(cmd, check=True, cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, text=True).stdout
         out.write_text(doc)
     return json.loads(out.read_text())
 
@@ -165,6 +173,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4000000000")
-    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4000000000")
     raise SystemExit(main())

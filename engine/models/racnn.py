@@ -254,9 +254,8 @@ class RACNN(nn.Module):
 
     def racnn_outputs(self, x: torch.Tensor, mode: str = "ce") -> RACNNOutputs:
         """The three scales on ``x``. ``mode``: ``ce`` cuts the APNs' squares as constants; ``rank`` keeps their
-        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead. With
-        ``scale_size`` every scale's crop is cut from the photo ``x`` itself (the paper's 448-px source), the
-        squares composed; without it from the scale before, at the photo's size."""
+        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead. Crops are cut
+        from the photo ``x`` through the composed squares with ``scale_size``, else from the scale before."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}")
         cur = self.scale_one(x)
@@ -277,8 +276,9 @@ class RACNN(nn.Module):
             if self.scale_size is None:
                 cur = zoom(cur.detach() if mode == "rank" else cur, used[-1], self.steepness)
             else:
-                outer = None if frame is None else frame.detach() if mode == "rank" else frame
-                frame = used[-1] if outer is None else compose(outer, used[-1])
+                if frame is not None and mode == "rank":
+                    frame = frame.detach()
+                frame = used[-1] if frame is None else compose(frame, used[-1])
                 cur = zoom(x, frame, self.steepness, tuple(inputs[0].shape[-2:]))
             inputs.append(cur)
         fused = self.fc_cat(torch.cat(pooled, dim=1).detach())  # the fusion layer learns on the scales' features

@@ -250,8 +250,8 @@ def _check_racnn(cfg: TrainConfig, family: str) -> None:
     if isinstance(apn_lr, bool) or not isinstance(apn_lr, (int, float)) or not 0 <= apn_lr <= 1:
         raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
                           "0.0001)")
-    side = cfg.extra.get("scale_size", cfg.img_size)
-    if isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= cfg.img_size:
+    side = cfg.extra.get("scale_size")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= cfg.img_size):
         raise ConfigError(f"scale_size={side!r}: give the side the scales' networks see as whole pixels from 32 to "
                           f"the photo's --img-size {cfg.img_size} (e.g. --img-size 448 --scale-size 224)")
 

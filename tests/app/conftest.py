@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib.util
-import threading
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterator

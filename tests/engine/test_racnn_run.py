@@ -204,4 +204,5 @@ def test_a_run_at_a_scale_size_saves_it_and_loads_it(racnn_run, tmp_path):
     with torch.no_grad():
         inputs = loaded.model.racnn_outputs(torch.rand(1, 3, SIZE, SIZE)).inputs
     assert [tuple(i.shape[-2:]) for i in inputs] == [(32, 32)] * 3
-    assert "scale_size" not in load_run(run).meta["arch"] and load_run(run).model.scale_size is None
+    old = load_run(run)
+    assert "scale_size" not in old.meta["arch"] and old.model.scale_size is None
