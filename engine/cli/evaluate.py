@@ -63,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         doc = result.to_dict()
         doc["maps"] = {"option": args.maps, "source": result.info["source"]}
-        if result.info.get("top1_per_scale"):  # an RA-CNN run: scales 1, 2, 3 and the fused prediction
-            doc["top1_per_scale"] = result.info["top1_per_scale"]
+        for key in ("top1_per_scale", "squares"):  # an RA-CNN run: scales 1, 2, 3 and fused; its squares' spread
+            if result.info.get(key):
+                doc[key] = result.info[key]
         doc["field_marks"] = marks.to_dict() if marks is not None else {"note": why}
         if marks is not None:
             doc["field_marks"]["agreement"] = marks.main.to_dict(label)

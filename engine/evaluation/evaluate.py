@@ -17,7 +17,8 @@ resized to img_size (the explanation convention of :mod:`engine.maps.explain`). 
 
 A TASN run has no class channels: its parts are the peak of its structure attention map (one per image). An
 RA-CNN run's parts are its two squares (scales 2 and 3; the ``racnn`` maps, peaked at the squares' centres), and
-its test top-1 is also given per scale (``info["top1_per_scale"]``: scales 1, 2, 3 and the fused prediction).
+its test top-1 is also given per scale (``info["top1_per_scale"]``: scales 1, 2, 3 and the fused prediction), with
+the mean and spread of its squares over the test photos (``info["squares"]``, :func:`square_summary`).
 
 ``maps`` (``fieldmark evaluate --maps``) scores other maps of the run as its parts, in both passes: ``gradcam`` its
 Grad-CAM of the true class (one part), ``attention`` its attention blocks' spatial maps (one part per block; see
@@ -45,6 +46,7 @@ from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
 from engine.evaluation.published import PublishedPass, check_maps, describe_maps, other_maps, shape_order
+from engine.models.racnn import compose
 from engine.models.shared_parts import has_shared_parts
 from engine.evaluation.metrics import box_share_above_half, labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
@@ -84,8 +86,9 @@ class EvalResult:
         out = self.to_dict()
         if self.info.get("marks"):
             out["marks"] = self.info["marks"]
-        if self.info.get("top1_per_scale"):  # an RA-CNN run
-            out["top1_per_scale"] = self.info["top1_per_scale"]
+        for key in ("top1_per_scale", "squares"):  # an RA-CNN run
+            if self.info.get(key):
+                out[key] = self.info[key]
         return out
 
 
@@ -286,6 +289,8 @@ def _result(run: LoadedRun, baseline: LoadedRun | None, report: DataReport, test
     if test.get("scale_correct") and test["n"]:
         info["top1_per_scale"] = dict(zip(("scale 1", "scale 2", "scale 3", "fused"),
                                           (c / test["n"] for c in test["scale_correct"])))
+    if test.get("squares"):
+        info["squares"] = square_summary(np.concatenate(test["squares"]))
     if marks is not None:
         info["marks"] = mark_table(_concat(test["own"]), truth["test"], marks, report.classes)
     return EvalResult(top1=test["correct"] / test["n"] if test["n"] else None,
@@ -345,7 +350,7 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     if is_test:
         xc = normalize(torch.from_numpy(np.stack([test_transform(img, pp) for img in imgs])).to(dev), pp)
         with session(model):
-            scales = model.scale_logits(xc) if hasattr(model, "scale_logits") else None
+            scales = _racnn_pass(model, xc, acc) if hasattr(model, "racnn_outputs") else None
             pred = (scales[-1] if scales is not None else model(xc)).argmax(1).cpu()
         if scales is not None:  # RA-CNN: each scale's own top-1 as well (scales 1, 2, 3, fused)
             hits = [int((lg.argmax(1).cpu() == labels).sum()) for lg in scales]
@@ -355,6 +360,24 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     acc["kp"].append(kps)
     acc["bb"].append(boxes)
     acc["y"].append(labels.numpy())
+
+
+def _racnn_pass(model, x: torch.Tensor, acc: dict[str, Any]) -> list[torch.Tensor]:
+    """An RA-CNN run's [scale 1, scale 2, scale 3, fused] logits of ``x``, in one pass that also adds its squares
+    on the photo (B, 2, 3) to ``acc["squares"]``."""
+    out = model.racnn_outputs(x)
+    sq = out.squares.float()
+    acc.setdefault("squares", []).append(torch.stack((sq[:, 0], compose(sq[:, 0], sq[:, 1])), 1).cpu().numpy())
+    return [*out.logits, out.fused]
+
+
+def square_summary(squares: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """Mean and standard deviation over the photos of the squares (N, 2, 3) of scales 2 and 3, on the photo as
+    fractions of its side: {"scale 2": {"centre_x": [mean, sd], "centre_y": [...], "half_side": [...]}, ...}. An
+    sd near 0 says the APN cuts the same square from every photo."""
+    return {f"scale {s + 2}": {name: [float(squares[:, s, j].mean()), float(squares[:, s, j].std())]
+                               for j, name in enumerate(("centre_x", "centre_y", "half_side"))}
+            for s in range(squares.shape[1])}
 
 
 def evaluate_run(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = None,

@@ -215,6 +215,11 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
     if info.get("top1_per_scale"):  # an RA-CNN run
         per_scale = info["top1_per_scale"].items()
         lines.append("top1 per scale (%): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in per_scale))
+    if info.get("squares"):  # an RA-CNN run: where its APNs cut, and how much that moves from photo to photo
+        lines.append("squares on the photo (mean ± sd over the test photos, fractions of its side): " + "; ".join(
+            f"{k} centre ({d['centre_x'][0]:.3f} ± {d['centre_x'][1]:.3f}, {d['centre_y'][0]:.3f} ± "
+            f"{d['centre_y'][1]:.3f}), half side {d['half_side'][0]:.3f} ± {d['half_side'][1]:.3f}"
+            for k, d in info["squares"].items()))
     if result.get("protocol"):
         lines += ["", format_protocol(result["protocol"])]
     return "\n".join(lines)

@@ -96,12 +96,20 @@ def test_evaluate_scores_the_square_centres_as_two_parts(racnn_run, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert set(doc["top1_per_scale"]) == {"scale 1", "scale 2", "scale 3", "fused"}
     assert doc["top1"] == pytest.approx(doc["top1_per_scale"]["fused"])
+    sq = doc["squares"]  # mean and sd over the test photos; scale 3's square lies inside scale 2's, so it is smaller
+    assert set(sq) == {"scale 2", "scale 3"} and set(sq["scale 2"]) == {"centre_x", "centre_y", "half_side"}
+    assert 0 < sq["scale 3"]["half_side"][0] <= sq["scale 2"]["half_side"][0] <= 0.5
+    assert all(0 <= mean <= 1 and sd >= 0 for d in sq.values() for mean, sd in d.values())
     own = doc["protocol"]["own"]
     assert "RA-CNN squares" in own["protocol"]["maps"] and own["keypoint_error"] == own["keypoint_error"]
     from engine.evaluation.evaluate import evaluate_run
 
     result = evaluate_run(load_run(run), scan(str(data)))
     assert result.info["parts"] == 2 and result.info["source"] == "racnn squares"
+    flat = [v for d in result.info["squares"].values() for pair in d.values() for v in pair]
+    assert flat == pytest.approx([v for d in sq.values() for pair in d.values() for v in pair])
+    assert cli(["evaluate", str(run), str(data), "--no-field-marks"]) == 0
+    assert "squares on the photo (mean ± sd over the test photos" in capsys.readouterr().out
 
 
 def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
@@ -206,3 +214,13 @@ def test_a_run_at_a_scale_size_saves_it_and_loads_it(racnn_run, tmp_path):
     assert [tuple(i.shape[-2:]) for i in inputs] == [(32, 32)] * 3
     old = load_run(run)
     assert "scale_size" not in old.meta["arch"] and old.model.scale_size is None
+
+
+def test_square_summary_gives_each_scales_mean_and_spread():
+    from engine.evaluation.evaluate import square_summary
+
+    squares = np.array([[[0.4, 0.5, 0.25], [0.3, 0.6, 0.1]], [[0.6, 0.5, 0.35], [0.5, 0.4, 0.1]]])
+    got = square_summary(squares)
+    assert got["scale 2"] == {"centre_x": [pytest.approx(0.5), pytest.approx(0.1)], "centre_y": [0.5, 0.0],
+                              "half_side": [pytest.approx(0.3), pytest.approx(0.05)]}
+    assert got["scale 3"]["half_side"] == [pytest.approx(0.1), pytest.approx(0.0)]
