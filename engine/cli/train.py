@@ -51,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apn-lr", type=float, default=None, metavar="LR",
                    help="racnn: the APNs' learning rate (default 0.0001; at the head's 0.01 they ran to the edge of "
                         "the photo, docs/METHODS.md#racnn)")
+    p.add_argument("--apn-gradient", default=None, choices=("boxcar", "thirds"),
+                   help="racnn: how the ranking loss moves the squares: through the boxcar mask's gradient "
+                        "(default) or by the authors' rule, towards the thirds of the crop where the loss's gradient "
+                        "has more energy (docs/METHODS.md#racnn)")
     p.add_argument("--scale-size", type=int, default=None, metavar="PX",
                    help="racnn: the side each scale's network sees; the photo is read at --img-size and each "
                         "square is cut from it (the paper's 448 -> 224; default: --img-size)")
@@ -182,10 +186,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def racnn_options(args: argparse.Namespace) -> dict[str, float]:
-    """``--apn-warmup``, ``--rank-margin``, ``--apn-lr`` and ``--scale-size`` as ``extra``'s ``apn_warmup``,
-    ``margin``, ``apn_lr`` and ``scale_size`` (only those given; TrainConfig checks them)."""
+    """``--apn-warmup``, ``--rank-margin``, ``--apn-lr``, ``--scale-size`` and ``--apn-gradient`` as ``extra``'s
+    ``apn_warmup``, ``margin``, ``apn_lr``, ``scale_size`` and ``apn_gradient`` (only those given; TrainConfig checks
+    them)."""
     given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None),
-             "apn_lr": getattr(args, "apn_lr", None), "scale_size": getattr(args, "scale_size", None)}
+             "apn_lr": getattr(args, "apn_lr", None), "scale_size": getattr(args, "scale_size", None),
+             "apn_gradient": getattr(args, "apn_gradient", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

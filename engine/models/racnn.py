@@ -31,91 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ConfigError
+from engine.models.racnn_squares import (INIT_HALF, STEEPNESS, boxcar_mask, compose, crop_grid, response_square,
+                                         square_maps, thirds_gradient, with_square_gradient, zoom)
 
 log = logging.getLogger(__name__)
 
-STEEPNESS = 10.0  # k of the boxcar's logistic functions, per pixel (the paper's k = 10)
 MARGIN = 0.05  # the ranking loss's margin (the paper's)
 MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
-INIT_HALF = 0.25  # the APN's first square: half the input's side (the paper's initialisation)
 APN_GRID, APN_HIDDEN = 4, 512
 APN_LR = 1e-4  # the APNs' learning rate (--apn-lr): at the head's 0.01 they ran to the photo's edge in 2 epochs
 SCALES = 3
-
-
-# ------------------------------------------------------------------------------------------------ the square
-def boxcar_mask(squares: torch.Tensor, size: tuple[int, int], k: float = STEEPNESS) -> torch.Tensor:
-    """The paper's boxcar M(x, y) = [h(x − x_l) − h(x − x_r)]·[h(y − y_t) − h(y − y_b)], h(z) = 1/(1 + e^(−kz)),
-    of ``squares`` (B, 3) = (tx, ty, tl) as fractions of the side, on an H × W grid: (B, H, W). Pixel centres are
-    at x = 0..W−1 and the image spans −0.5..W−0.5, so the square's centre is at tx·W − 0.5 and its half side tl·W
-    pixels (per axis: a square of the normalised frame)."""
-    h, w = size
-    sq = squares.float()
-    xs = torch.arange(w, device=sq.device, dtype=sq.dtype)
-    ys = torch.arange(h, device=sq.device, dtype=sq.dtype)
-
-    def profile(coords: torch.Tensor, centre: torch.Tensor, half: torch.Tensor, n: int) -> torch.Tensor:
-        c, r = (centre * n - 0.5)[:, None], (half * n)[:, None]
-        return torch.sigmoid(k * (coords - (c - r))) - torch.sigmoid(k * (coords - (c + r)))
-
-    mx = profile(xs, sq[:, 0], sq[:, 2], w)
-    my = profile(ys, sq[:, 1], sq[:, 2], h)
-    return my[:, :, None] * mx[:, None, :]
-
-
-def crop_grid(squares: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The ``grid_sample`` grid (B, H, W, 2) that zooms each square to H × W (``align_corners=False``): output
-    pixel j samples the input at tx − tl + 2·tl·(j + 0.5)/W of its side."""
-    sq = squares.detach().float()
-    theta = torch.zeros(len(sq), 2, 3, device=sq.device, dtype=sq.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 2 * sq[:, 2]
-    theta[:, 0, 2], theta[:, 1, 2] = 2 * sq[:, 0] - 1, 2 * sq[:, 1] - 1
-    return F.affine_grid(theta, [len(sq), 1, *size], align_corners=False)
-
-
-def zoom(images: torch.Tensor, squares: torch.Tensor, k: float = STEEPNESS,
-         size: tuple[int, int] | None = None) -> torch.Tensor:
-    """The paper's attention crop: the images times the boxcar mask of ``squares`` (gradient to the squares goes
-    through the mask), zoomed to ``size`` (default the images' own) by bilinear interpolation on a constant grid."""
-    size = tuple(size or images.shape[-2:])
-    masked = images * boxcar_mask(squares, tuple(images.shape[-2:]), k).to(images.dtype)[:, None]
-    grid = crop_grid(squares, size).to(images.dtype)
-    return F.grid_sample(masked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def compose(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """A square ``inner`` (B, 3) of the crop of square ``outer`` (B, 3), in the frame ``outer`` was cut from."""
-    left, top, span = outer[:, 0] - outer[:, 2], outer[:, 1] - outer[:, 2], 2 * outer[:, 2]
-    return torch.stack((left + span * inner[:, 0], top + span * inner[:, 1], span * inner[:, 2]), dim=1)
-
-
-def response_square(features: torch.Tensor, half: float = INIT_HALF) -> torch.Tensor:
-    """The APN's target at initialisation: the square of half side ``half`` centred on the cell of highest total
-    response of ``features`` (B, C, h, w) (the paper: the highest response of the last conv layer, half the image's
-    side), moved inside the input when it would stick out. (B, 3), no gradient."""
-    a = features.detach().float().clamp_min(0).sum(dim=1)
-    b, h, w = a.shape
-    idx = a.flatten(1).argmax(dim=1)
-    tx = ((idx % w).float() + 0.5) / w
-    ty = (torch.div(idx, w, rounding_mode="floor").float() + 0.5) / h
-    centre = torch.stack((tx, ty), dim=1).clamp(half, 1 - half)
-    return torch.cat((centre, centre.new_full((b, 1), half)), dim=1)
-
-
-def square_maps(squares: torch.Tensor, size: tuple[int, int], k: float = STEEPNESS) -> torch.Tensor:
-    """Maps of squares (B, S, 3) on an H × W grid (B, S, H, W): each square's boxcar mask times a tent
-    1 − ½·d (d the Chebyshev distance from the centre in half sides), so that the map's peak is the square's
-    centre and the region above half the peak is the square (what :mod:`engine.maps.parts` reads as a part)."""
-    b, n, _ = squares.shape
-    h, w = size
-    flat = squares.reshape(b * n, 3).float()
-    u = (torch.arange(w, device=flat.device, dtype=flat.dtype) + 0.5) / w
-    v = (torch.arange(h, device=flat.device, dtype=flat.dtype) + 0.5) / h
-    half = flat[:, 2].clamp_min(1e-6)[:, None]
-    dx = ((u[None] - flat[:, :1]).abs() / half)[:, None, :]
-    dy = ((v[None] - flat[:, 1:2]).abs() / half)[:, :, None]
-    tent = (1 - 0.5 * torch.maximum(dx, dy)).clamp_min(0)
-    return (boxcar_mask(flat, size, k) * tent).reshape(b, n, h, w)
 
 
 class SquareGuard:
@@ -199,6 +124,7 @@ class RACNNOutputs:
 
 
 MODES = ("ce", "rank", "warmup")
+GRADIENTS = ("boxcar", "thirds")  # how a ranking step's gradient reaches the squares (--apn-gradient)
 
 
 class RACNN(nn.Module):
@@ -252,12 +178,16 @@ class RACNN(nn.Module):
         pooled = features.mean(dim=(2, 3))
         return pooled if pre_logits else self.fcs[0](pooled)
 
-    def racnn_outputs(self, x: torch.Tensor, mode: str = "ce") -> RACNNOutputs:
+    def racnn_outputs(self, x: torch.Tensor, mode: str = "ce", gradient: str = "boxcar") -> RACNNOutputs:
         """The three scales on ``x``. ``mode``: ``ce`` cuts the APNs' squares as constants; ``rank`` keeps their
-        gradient (through the boxcar mask); ``warmup`` cuts the highest-response squares instead. Crops are cut
+        gradient, through the boxcar mask (``gradient="boxcar"``) or by the authors' rule on the crop's gradient
+        (``"thirds"``, :func:`thirds_gradient`); ``warmup`` cuts the highest-response squares instead. Crops are cut
         from the photo ``x`` through the composed squares with ``scale_size``, else from the scale before."""
         if mode not in MODES:
             raise ConfigError(f"mode={mode!r}: use one of {', '.join(MODES)}")
+        if gradient not in GRADIENTS:
+            raise ConfigError(f"apn_gradient={gradient!r}: use one of {', '.join(GRADIENTS)}")
+        thirds = mode == "rank" and gradient == "thirds"
         cur = self.scale_one(x)
         frame, logits, pooled, used, proposed, targets, inputs = None, [], [], [], [], [], [cur]
         for s in range(SCALES):
@@ -274,12 +204,16 @@ class RACNN(nn.Module):
             used.append(sq if mode == "rank" else sq.detach())
             # rank: the next scale depends on this scale's APN only, not on the squares before it (ranking_loss)
             if self.scale_size is None:
-                cur = zoom(cur.detach() if mode == "rank" else cur, used[-1], self.steepness)
+                src, square, size = (cur.detach() if mode == "rank" else cur), used[-1], None
             else:
                 if frame is not None and mode == "rank":
                     frame = frame.detach()
                 frame = used[-1] if frame is None else compose(frame, used[-1])
-                cur = zoom(x, frame, self.steepness, tuple(inputs[0].shape[-2:]))
+                src, square, size = x, frame, tuple(inputs[0].shape[-2:])
+            if thirds:  # the crop cut with the square as a constant; its gradient reaches the square by the rule
+                cur = with_square_gradient(zoom(src, square.detach(), self.steepness, size), square)
+            else:
+                cur = zoom(src, square, self.steepness, size)
             inputs.append(cur)
         fused = self.fc_cat(torch.cat(pooled, dim=1).detach())  # the fusion layer learns on the scales' features
         return RACNNOutputs(logits, fused, torch.stack(used, 1), torch.stack(proposed, 1), torch.stack(targets, 1),
@@ -350,13 +284,15 @@ class RACNNCriterion(nn.Module):
     ``parts`` always has ``ce``, ``rank`` and ``apn`` (that L1 distance) of the call's pass, detached, so the
     epoch's averages cover every call; the total is the phase's term."""
 
-    def __init__(self, margin: float = MARGIN, warmup: int = APN_WARMUP):
+    def __init__(self, margin: float = MARGIN, warmup: int = APN_WARMUP, gradient: str = "boxcar"):
         super().__init__()
         if not margin >= 0:
             raise ConfigError(f"margin={margin}: use a margin of 0 or more (the paper uses 0.05)")
         if int(warmup) != warmup or warmup < 0:
             raise ConfigError(f"apn_warmup={warmup}: use a whole number of steps, 0 or more (default {APN_WARMUP})")
-        self.margin, self.warmup = float(margin), int(warmup)
+        if gradient not in GRADIENTS:
+            raise ConfigError(f"apn_gradient={gradient!r}: use one of {', '.join(GRADIENTS)}")
+        self.margin, self.warmup, self.gradient = float(margin), int(warmup), gradient
 
     def phase(self, call: int) -> str:
         if call < self.warmup:
@@ -369,7 +305,7 @@ class RACNNCriterion(nn.Module):
         model.train_calls += 1
         if phase == "rank":
             with apns_only(model):
-                out = model.racnn_outputs(images, "rank")
+                out = model.racnn_outputs(images, "rank", self.gradient)
         else:
             out = model.racnn_outputs(images, phase)
         ce = sum(F.cross_entropy(lg.float(), targets) for lg in out.logits) + F.cross_entropy(out.fused.float(),
@@ -395,6 +331,7 @@ def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepn
     return RACNN(nets, width, num_classes, steepness, scale_size)
 
 
-__all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "SquareGuard", "APN",
+__all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "thirds_gradient",
+           "with_square_gradient", "SquareGuard", "APN", "GRADIENTS",
            "RACNN", "RACNNOutputs", "RACNNCriterion", "ranking_loss", "apns_only", "racnn", "STEEPNESS", "MARGIN",
            "MIN_HALF", "INIT_HALF", "APN_WARMUP", "APN_LR"]

@@ -231,9 +231,10 @@ def _check_racnn(cfg: TrainConfig, family: str) -> None:
     if cfg.method != "racnn" and family == "racnn":
         _bad(cfg, "method", f"model {cfg.model} is an RA-CNN model: use --method racnn")
     if cfg.method != "racnn":
-        if "scale_size" in cfg.extra:
-            raise ConfigError(f"scale_size={cfg.extra['scale_size']!r}: --scale-size is RA-CNN's (the side its "
-                              "scales see): use it with --method racnn, or leave it out")
+        for key, what in (("scale_size", "the side its scales see"), ("apn_gradient", "how its squares move")):
+            if key in cfg.extra:
+                raise ConfigError(f"{key}={cfg.extra[key]!r}: --{key.replace('_', '-')} is RA-CNN's ({what}): use "
+                                  "it with --method racnn, or leave it out")
         return
     if cfg.fine:
         _bad(cfg, "fine", "RA-CNN's scales read their pooled features, not stride-16 maps: leave it off for racnn")
@@ -250,6 +251,10 @@ def _check_racnn(cfg: TrainConfig, family: str) -> None:
     if isinstance(apn_lr, bool) or not isinstance(apn_lr, (int, float)) or not 0 <= apn_lr <= 1:
         raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
                           "0.0001)")
+    gradient = cfg.extra.get("apn_gradient", "boxcar")
+    if gradient not in ("boxcar", "thirds"):
+        raise ConfigError(f"apn_gradient={gradient!r}: use boxcar (the ranking loss's gradient through the boxcar "
+                          "mask) or thirds (the authors' rule on the crop's gradient)")
     side = cfg.extra.get("scale_size")
     if side is not None and (isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= cfg.img_size):
         raise ConfigError(f"scale_size={side!r}: give the side the scales' networks see as whole pixels from 32 to "

@@ -75,7 +75,8 @@ def method_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     if cfg.method == "racnn":
         from engine.models.racnn import APN_WARMUP, MARGIN, RACNNCriterion
 
-        return RACNNCriterion(float(cfg.extra.get("margin", MARGIN)), int(cfg.extra.get("apn_warmup", APN_WARMUP)))
+        return RACNNCriterion(float(cfg.extra.get("margin", MARGIN)), int(cfg.extra.get("apn_warmup", APN_WARMUP)),
+                              str(cfg.extra.get("apn_gradient", "boxcar")))
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))

@@ -14,7 +14,8 @@ import torch
 from engine.errors import ConfigError
 from engine.models import create_model, list_models
 from engine.models.racnn import (INIT_HALF, MIN_HALF, RACNN, RACNNCriterion, SquareGuard, apns_only, boxcar_mask,
-                                 compose, crop_grid, ranking_loss, response_square, zoom)
+                                 compose, crop_grid, ranking_loss, response_square, thirds_gradient,
+                                 with_square_gradient, zoom)
 
 
 def _sig(z: float) -> float:
@@ -160,8 +161,29 @@ def test_the_criterion_alternates_and_freezes_the_other_side():
     assert int(m.train_calls) == 3
 
 
+def test_thirds_gradient_by_hand():
+    """The authors' rule on a 6 × 6 crop gradient (thirds of 2 pixels): energy only in the right third moves the
+    centre right (descent: −gradient > 0) and grows the square (the ring's mean energy above the middle's); energy
+    only in the middle cell shrinks it and leaves the centre; no gradient, no step. Values by hand, batch of 2."""
+    grad = torch.zeros(2, 1, 6, 6)
+    grad[0, 0, :, 4:] = 1.0  # right third: e = 1 there; mean 1/3; right 1, left 0; ring 12/32, middle 0
+    grad[1, 0, 2:4, 2:4] = 2.0  # middle cell: e = 4 there; mean 16/36; ring 0, middle 4
+    got = thirds_gradient(torch.cat((grad, torch.zeros(1, 1, 6, 6))))  # a third crop with no gradient at all
+    b = 3
+    want = torch.tensor([[-(1 - 0) / (1 / 3), 0.0, -(12 / 32 - 0) / (1 / 3)],
+                         [0.0, 0.0, -(0 - 4) / (16 / 36)],
+                         [0.0, 0.0, 0.0]]) / b
+    assert torch.allclose(got, want)
+    sq = torch.tensor([[0.5, 0.5, 0.25]], requires_grad=True)
+    crop = torch.ones(1, 1, 6, 6)
+    out = with_square_gradient(crop, sq)
+    (out * grad[:1]).sum().backward()  # the crop's gradient is grad[0]
+    assert torch.equal(out, crop) and torch.allclose(sq.grad, want[:1] * b)
+
+
+@pytest.mark.parametrize("gradient", ["boxcar", "thirds"])
 @pytest.mark.parametrize("scale_size", [None, 32])
-def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale(scale_size):
+def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale(scale_size, gradient):
     """The pair (scale 2, scale 3) reaches the second APN only: the first APN could otherwise lower the pair's loss
     by making scale 2 worse. The pair (1, 2) reaches the first APN only, and the loss's value is the paper's. With
     a scale size scale 3 is cut from the photo through both squares, and still only the second APN moves."""
@@ -171,7 +193,7 @@ def test_each_ranking_pair_moves_only_the_apn_that_zooms_into_its_finer_scale(sc
     grads = []
     for pair in (slice(0, 2), slice(1, 3)):
         with apns_only(m):
-            out = m.racnn_outputs(x, "rank")
+            out = m.racnn_outputs(x, "rank", gradient)
             loss = ranking_loss(out.logits[pair], y, margin=1.0)  # a margin of 1: every photo's hinge is active
             loss.backward()
         grads.append({n.split(".")[1] for n, p in m.named_parameters()
@@ -250,6 +272,8 @@ def test_bad_options_are_one_line():
         RACNNCriterion(margin=-1)
     with pytest.raises(ConfigError, match=r"apn_warmup=1.5"):
         RACNNCriterion(warmup=1.5)
+    with pytest.raises(ConfigError, match=r"apn_gradient='ring': use one of boxcar, thirds"):
+        RACNNCriterion(gradient="ring")
     with pytest.raises(ConfigError, match=r"num_classes=1"):
         create_model("racnn_smallnet", 1)
     with pytest.raises(ConfigError, match=r"steepness=0"):

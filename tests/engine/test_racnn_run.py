@@ -125,6 +125,8 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_warmup": -1})
     with pytest.raises(ConfigError, match=r"margin"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"margin": -0.1})
+    with pytest.raises(ConfigError, match=r"apn_gradient='ring': use boxcar"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_gradient": "ring"})
     with pytest.raises(ConfigError, match=r"apn_lr=2: .*from 0 to 1"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_lr": 2})
     with pytest.raises(ConfigError, match=r"gain=True: .*RA-CNN has attention of its own"):
@@ -137,6 +139,8 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
                          (["--method", "racnn", "--model", "racnn_smallnet", "--img-size", "64", "--scale-size",
                            "128"], "scale_size=128"),
                          (["--method", "ce", "--scale-size", "128"], "use it with --method racnn"),
+                         (["--method", "ce", "--apn-gradient", "thirds"], "apn_gradient='thirds': --apn-gradient is "
+                                                                          "RA-CNN's"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--nproc", "2"], "use --nproc 1")):
         assert cli(["train", str(data), "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
