@@ -45,16 +45,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-every", type=int, default=None, metavar="N", help=h["test_every"])
     p.add_argument("--apn-warmup", type=int, default=None, metavar="N",
                    help="racnn: criterion calls that teach the APNs the highest-response squares before the "
-                        "alternation (default 20)")
+                        "alternation (default 76)")
     p.add_argument("--rank-margin", type=float, default=None, metavar="M",
                    help="racnn: the ranking loss's margin (default 0.05, the paper's)")
     p.add_argument("--apn-lr", type=float, default=None, metavar="LR",
-                   help="racnn: the APNs' learning rate (default 0.0001; at the head's 0.01 they ran to the edge of "
+                   help="racnn: the APNs' learning rate (default 0.001; at the head's 0.01 they ran to the edge of "
                         "the photo, docs/METHODS.md#racnn)")
     p.add_argument("--apn-gradient", default=None, choices=("boxcar", "thirds"),
-                   help="racnn: how the ranking loss moves the squares: through the boxcar mask's gradient "
-                        "(default) or by the authors' rule, towards the thirds of the crop where the loss's gradient "
-                        "has more energy (docs/METHODS.md#racnn)")
+                   help="racnn: how the ranking loss moves the squares: by the authors' rule, towards the thirds "
+                        "of the crop where the loss's gradient has more energy (thirds, the default), or through the "
+                        "boxcar mask's gradient (boxcar; docs/METHODS.md#racnn)")
     p.add_argument("--scale-size", type=int, default=None, metavar="PX",
                    help="racnn: the side each scale's network sees; the photo is read at --img-size and each "
                         "square is cut from it (the paper's 448 -> 224; default: --img-size)")

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MARGIN = 0.05  # the ranking loss's margin (the paper's)
 MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
 APN_GRID, APN_HIDDEN = 4, 512
-APN_LR = 1e-4  # the APNs' learning rate (--apn-lr): at the head's 0.01 they ran to the photo's edge in 2 epochs
+APN_LR = 1e-3  # the APNs' learning rate (--apn-lr), chosen on validation photos (docs/METHODS.md#racnn)
 SCALES = 3
 
 
@@ -125,6 +125,7 @@ class RACNNOutputs:
 
 MODES = ("ce", "rank", "warmup")
 GRADIENTS = ("boxcar", "thirds")  # how a ranking step's gradient reaches the squares (--apn-gradient)
+APN_GRADIENT = "thirds"  # the default, chosen on validation photos (docs/METHODS.md#racnn)
 
 
 class RACNN(nn.Module):
@@ -178,7 +179,7 @@ class RACNN(nn.Module):
         pooled = features.mean(dim=(2, 3))
         return pooled if pre_logits else self.fcs[0](pooled)
 
-    def racnn_outputs(self, x: torch.Tensor, mode: str = "ce", gradient: str = "boxcar") -> RACNNOutputs:
+    def racnn_outputs(self, x: torch.Tensor, mode: str = "ce", gradient: str = APN_GRADIENT) -> RACNNOutputs:
         """The three scales on ``x``. ``mode``: ``ce`` cuts the APNs' squares as constants; ``rank`` keeps their
         gradient, through the boxcar mask (``gradient="boxcar"``) or by the authors' rule on the crop's gradient
         (``"thirds"``, :func:`thirds_gradient`); ``warmup`` cuts the highest-response squares instead. Crops are cut
@@ -270,7 +271,7 @@ def ranking_loss(logits: list[torch.Tensor], targets: torch.Tensor, margin: floa
     return sum((p[s].detach() - p[s + 1] + margin).clamp_min(0) for s in range(len(p) - 1)).mean()
 
 
-APN_WARMUP = 20  # criterion calls that teach the APNs the highest-response squares before the alternation
+APN_WARMUP = 76  # criterion calls that teach the APNs the highest-response squares before the alternation
 
 
 class RACNNCriterion(nn.Module):
@@ -284,7 +285,7 @@ class RACNNCriterion(nn.Module):
     ``parts`` always has ``ce``, ``rank`` and ``apn`` (that L1 distance) of the call's pass, detached, so the
     epoch's averages cover every call; the total is the phase's term."""
 
-    def __init__(self, margin: float = MARGIN, warmup: int = APN_WARMUP, gradient: str = "boxcar"):
+    def __init__(self, margin: float = MARGIN, warmup: int = APN_WARMUP, gradient: str = APN_GRADIENT):
         super().__init__()
         if not margin >= 0:
             raise ConfigError(f"margin={margin}: use a margin of 0 or more (the paper uses 0.05)")
@@ -334,4 +335,4 @@ def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepn
 __all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "thirds_gradient",
            "with_square_gradient", "SquareGuard", "APN", "GRADIENTS",
            "RACNN", "RACNNOutputs", "RACNNCriterion", "ranking_loss", "apns_only", "racnn", "STEEPNESS", "MARGIN",
-           "MIN_HALF", "INIT_HALF", "APN_WARMUP", "APN_LR"]
+           "MIN_HALF", "INIT_HALF", "APN_WARMUP", "APN_LR", "APN_GRADIENT"]

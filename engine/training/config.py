@@ -65,6 +65,13 @@ DEFAULT_ZOOM = 0.0
 GAIN_TERMS = {"gain_alpha": 1.0, "gain_sigma": 0.5, "gain_omega": 10.0}
 
 
+#: RA-CNN's APN settings (``extra``), chosen on cub-parts-dev's validation split (docs/METHODS.md#racnn); kept equal
+#: to engine.models.racnn's APN_WARMUP, APN_LR and APN_GRADIENT (a test checks). A racnn config saved before
+#: ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict gives it those.
+RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds"}
+RACNN_BEFORE_THIRDS = {"apn_warmup": 20, "apn_lr": 1e-4, "apn_gradient": "boxcar"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: str
@@ -126,6 +133,8 @@ class TrainConfig:
         _check_training(self)
         for k, v in {**_filled(self), **attention_options(self), **speed_options(self)}.items():
             object.__setattr__(self, k, v)
+        if self.method == "racnn":  # RA-CNN's options saved with their values, so a resume keeps them
+            object.__setattr__(self, "extra", {**RACNN_DEFAULTS, **self.extra})
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -162,6 +171,8 @@ class TrainConfig:
             d.update(gain=False, **dict.fromkeys(GAIN_TERMS))
         if d and "attention" not in d:
             d["attention"] = "none"
+        if d and d.get("method") == "racnn" and "apn_gradient" not in (d.get("extra") or {}):
+            d["extra"] = {**RACNN_BEFORE_THIRDS, **(d.get("extra") or {})}  # saved before: the defaults were these
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
         if d:  # saved before the speed options, or before parts had defaults of its own: all off then
@@ -240,18 +251,18 @@ def _check_racnn(cfg: TrainConfig, family: str) -> None:
         _bad(cfg, "fine", "RA-CNN's scales read their pooled features, not stride-16 maps: leave it off for racnn")
     if cfg.padding not in (None, "zeros"):
         _bad(cfg, "padding", "RA-CNN keeps torchvision's zero padding: leave it unset for racnn")
-    warmup, margin = cfg.extra.get("apn_warmup", 20), cfg.extra.get("margin", 0.05)
+    warmup, margin = cfg.extra.get("apn_warmup", RACNN_DEFAULTS["apn_warmup"]), cfg.extra.get("margin", 0.05)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= 10 ** 6:
         raise ConfigError(f"apn_warmup={warmup!r}: give the APN warm-up as a whole number of steps, 0 or more "
-                          "(default 20)")
+                          f"(default {RACNN_DEFAULTS['apn_warmup']})")
     if not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
         raise ConfigError(f"margin={margin!r}: the ranking loss's margin is a probability gap from 0 to 1 (the "
                           "paper's 0.05)")
-    apn_lr = cfg.extra.get("apn_lr", 1e-4)
+    apn_lr = cfg.extra.get("apn_lr", RACNN_DEFAULTS["apn_lr"])
     if isinstance(apn_lr, bool) or not isinstance(apn_lr, (int, float)) or not 0 <= apn_lr <= 1:
         raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
-                          "0.0001)")
-    gradient = cfg.extra.get("apn_gradient", "boxcar")
+                          f"{RACNN_DEFAULTS['apn_lr']:g})")
+    gradient = cfg.extra.get("apn_gradient", RACNN_DEFAULTS["apn_gradient"])
     if gradient not in ("boxcar", "thirds"):
         raise ConfigError(f"apn_gradient={gradient!r}: use boxcar (the ranking loss's gradient through the boxcar "
                           "mask) or thirds (the authors' rule on the crop's gradient)")

@@ -73,10 +73,10 @@ def method_criterion(cfg: TrainConfig, model: nn.Module) -> nn.Module:
 
         return PartsCriterion(**parts_loss_weights(cfg), equiv_stop_grad=not cfg.equiv_backprop)
     if cfg.method == "racnn":
-        from engine.models.racnn import APN_WARMUP, MARGIN, RACNNCriterion
+        from engine.models.racnn import APN_GRADIENT, APN_WARMUP, MARGIN, RACNNCriterion
 
         return RACNNCriterion(float(cfg.extra.get("margin", MARGIN)), int(cfg.extra.get("apn_warmup", APN_WARMUP)),
-                              str(cfg.extra.get("apn_gradient", "boxcar")))
+                              str(cfg.extra.get("apn_gradient", APN_GRADIENT)))
     from engine.models.tasn import TASNCriterion
 
     return TASNCriterion(temperature=float(cfg.extra.get("temperature", 10.0)))

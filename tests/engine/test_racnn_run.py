@@ -228,3 +228,18 @@ def test_square_summary_gives_each_scales_mean_and_spread():
     assert got["scale 2"] == {"centre_x": [pytest.approx(0.5), pytest.approx(0.1)], "centre_y": [0.5, 0.0],
                               "half_side": [pytest.approx(0.3), pytest.approx(0.05)]}
     assert got["scale 3"]["half_side"] == [pytest.approx(0.1), pytest.approx(0.0)]
+
+
+def test_racnn_defaults_are_saved_and_an_older_run_keeps_its_own():
+    """A new racnn config carries the APN settings it trains with (so its resume keeps them); a config saved before
+    --apn-gradient existed reads as what it trained with then; the config's defaults are the model module's."""
+    from engine.models.racnn import APN_GRADIENT, APN_LR, APN_WARMUP
+    from engine.training.config import RACNN_BEFORE_THIRDS, RACNN_DEFAULTS
+
+    assert RACNN_DEFAULTS == {"apn_warmup": APN_WARMUP, "apn_lr": APN_LR, "apn_gradient": APN_GRADIENT}
+    cfg = TrainConfig(data="d", out="o", method="racnn", model="racnn_smallnet", extra={"apn_lr": 0.005})
+    assert cfg.extra == {**RACNN_DEFAULTS, "apn_lr": 0.005}
+    old = {**cfg.to_dict(), "extra": {"apn_lr": 0.005}}
+    assert TrainConfig.upgrade_dict(old)["extra"] == {"apn_warmup": 20, "apn_lr": 0.005, "apn_gradient": "boxcar"}
+    assert RACNN_BEFORE_THIRDS["apn_lr"] == 1e-4
+    assert TrainConfig(data="d", out="o", method="ce").extra == {}
