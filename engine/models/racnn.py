@@ -15,7 +15,11 @@ max(0, p_t(s) − p_t(s+1) + margin) with every parameter but the APNs frozen. B
 the square around the highest-response cell of the scale's last conv map (:func:`response_square`; half the input's
 side, the paper's initialisation) while the classifiers learn on those squares.
 
-The file reads top to bottom: the square's geometry, the APN, the model, the loss, the builder.
+A ranking step's gradient reaches the squares by the authors' rule on the crop's gradient (``--apn-gradient thirds``,
+the default: :func:`~engine.models.racnn_squares.thirds_gradient`) or through the boxcar mask (``boxcar``).
+
+The squares' geometry is in :mod:`engine.models.racnn_squares`; this file reads top to bottom: the square guard, the
+APN, the model, the loss, the builder.
 """
 
 from __future__ import annotations
