@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QLabel,
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
 from engine.training.config import (ATTENTIONS, DEFAULT_FINE, DEFAULT_PADDING, GAIN_TERMS, MC_CONC_PRETRAINED,
@@ -24,6 +24,7 @@ from engine.runs import MODEL_JSON, RESUME
 from engine.training.speed import describe_speed
 
 from ..common.text import TRAINING_METHOD_LABELS
+from .fields import RACNN_EXTRA, optional_number, widget_row
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +47,6 @@ class ConfigState:
     note: str = ""
     can_start: bool = False
     can_resume: bool = False
-
-
-def _optional_number(edit: QLineEdit, name: str, empty: str) -> float | None:
-    """The number in ``edit``; None when it is empty (``empty`` says what that means). ConfigError names ``name``."""
-    text = edit.text().strip()
-    try:
-        return float(text) if text else None
-    except ValueError:
-        raise ConfigError(f"{name}={text!r}: not a number (leave it empty for {empty})") from None
-
-
-def _row(first: QWidget, *rest: QWidget) -> QWidget:
-    """``first`` stretched, then ``rest``, in one row (a path and its button; GAIN's check box, then α, σ, ω)."""
-    w = QWidget()
-    lay = QHBoxLayout(w)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(first, 1)
-    for widget in rest:
-        lay.addWidget(widget)
-    return w
 
 
 class TrainForm(QWidget):
@@ -92,6 +73,10 @@ class TrainForm(QWidget):
         self.img_size.setRange(0, 4096)
         self.img_size.setSingleStep(16)
         self.img_size.setValue(OTHER_SIZE_EPOCHS_BATCH[0])
+        self.scale_size = QSpinBox(self)  # RA-CNN's --scale-size; 0: the image size
+        self.scale_size.setRange(0, 4096)
+        self.scale_size.setSingleStep(16)
+        self.scale_size.setSpecialValueText("image size")
         self.batch_size = QSpinBox(self)
         self.batch_size.setRange(0, 4096)
         self.batch_size.setValue(OTHER_SIZE_EPOCHS_BATCH[2])
@@ -110,17 +95,19 @@ class TrainForm(QWidget):
 
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
-        rows = [("Data", _row(self.data, data_btn), h["data"]),
+        rows = [("Data", widget_row(self.data, data_btn), h["data"]),
                 ("Method", self.method, h["method"]), ("Model", self.model, h["model"]),
                 ("ξ (channels/class)", self.xi, h["xi"]), ("μ", self.mu, h["mu"]), ("λ", self.lam, h["lam"]),
                 ("Concentration", self.mc_conc, h["mc_conc"]),
                 ("Parts (K)", self.parts, h["parts"]), ("Fine maps", self.fine, h["fine"]),
                 ("Padding", self.padding, h["padding"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
+                ("Scale size", self.scale_size, "RA-CNN: the side each scale's network sees; the photo is read at "
+                 "Image size and every square is cut from it (the paper's 448 -> 224)"),
                 ("Batch size", self.batch_size, h["batch_size"]),
-                ("Pretrained", _row(self.pretrained, weights_btn), h["pretrained"]),
+                ("Pretrained", widget_row(self.pretrained, weights_btn), h["pretrained"]),
                 ("Device", self.device, h["device"]), ("Seed", self.seed, h["seed"]),
-                ("Output folder", _row(self.out, out_btn), h["out"])]
+                ("Output folder", widget_row(self.out, out_btn), h["out"])]
         for label, widget, tip in rows:
             widget.setToolTip(tip)
             form.addRow(label, widget)
@@ -134,7 +121,8 @@ class TrainForm(QWidget):
         for box in (self.model, self.device, self.padding):
             box.currentIndexChanged.connect(self.revalidate)
         self.pretrained.currentTextChanged.connect(self.revalidate)
-        for spin in (self.xi, self.epochs, self.img_size, self.batch_size, self.seed, self.lam, self.parts):
+        for spin in (self.xi, self.epochs, self.img_size, self.scale_size, self.batch_size, self.seed, self.lam,
+                     self.parts):
             spin.valueChanged.connect(self.revalidate)
         self.fine.toggled.connect(self.revalidate)
         self._enable_method_fields()
@@ -190,7 +178,7 @@ class TrainForm(QWidget):
             spin.setToolTip(h[key])
             spin.valueChanged.connect(self.revalidate)
         row = form.getWidgetPosition(self.padding)[0] + 1
-        gain_row = _row(self.gain, *(w for name, spin in zip(("α", "σ", "ω"), self.gain_terms.values())
+        gain_row = widget_row(self.gain, *(w for name, spin in zip(("α", "σ", "ω"), self.gain_terms.values())
                                      for w in (QLabel(name), spin)))
         for i, (label, widget, tip) in enumerate((("Attention blocks", self.attention, h["attention"]),
                                                   ("GAIN", gain_row, h["gain"]))):
@@ -202,14 +190,20 @@ class TrainForm(QWidget):
     # -- reading and writing the form ------------------------------------------------------------------------
     def build_config(self) -> TrainConfig:
         """The TrainConfig the form describes (raises ConfigError naming the bad field)."""
-        mu = _optional_number(self.mu, "mu", "the default: 0.5 fine-tuning, 1.5 from scratch")
-        mc_conc = _optional_number(self.mc_conc, "mc_conc", f"the default: {MC_CONC_PRETRAINED:g} fine-tuning, 0 "
+        mu = optional_number(self.mu, "mu", "the default: 0.5 fine-tuning, 1.5 from scratch")
+        mc_conc = optional_number(self.mc_conc, "mc_conc", f"the default: {MC_CONC_PRETRAINED:g} fine-tuning, 0 "
                                    "from scratch")
         weights = self.pretrained.currentText().strip()
         gain = self.gain.isEnabled() and self.gain.isChecked()
         terms = {k: spin.value() if gain else None for k, spin in self.gain_terms.items()}
+        kept = dict(self._kept)
+        extra, racnn = dict(kept.pop("extra", None) or {}), self.method.currentData() == "racnn"
+        for key in ("scale_size",) if racnn else RACNN_EXTRA:  # an opened RA-CNN run's options, but for RA-CNN
+            extra.pop(key, None)
+        if racnn and self.scale_size.value():
+            extra["scale_size"] = self.scale_size.value()
         return TrainConfig(
-            **self._kept,
+            **kept, extra=extra,
             data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
             method=self.method.currentData(), xi=self.xi.value(), mu=mu, lam=self.lam.value(), mc_conc=mc_conc,
             epochs=self.epochs.value(), img_size=self.img_size.value(), batch_size=self.batch_size.value(),
@@ -242,6 +236,7 @@ class TrainForm(QWidget):
         self.lam.setValue(float(d.get("lam", 10.0)))
         self.epochs.setValue(int(d.get("epochs", 10)))
         self.img_size.setValue(int(d.get("img_size", 224)))
+        self.scale_size.setValue(int((d.get("extra") or {}).get("scale_size") or 0))
         self.batch_size.setValue(int(d.get("batch_size", 32)))
         self.pretrained.setCurrentText(d.get("pretrained") or SCRATCH)
         if self.device.findText(str(d.get("device", "auto"))) >= 0:
@@ -336,6 +331,7 @@ class TrainForm(QWidget):
             w.setEnabled(method in ("mcloss", "ce"))
         self.mc_conc.setEnabled(method == "mcloss")
         self.parts.setEnabled(method == "parts")
+        self.scale_size.setEnabled(method == "racnn")
         self.fine.setEnabled(not own)
         self.padding.setEnabled(not own)  # TASN and RA-CNN keep torchvision's zeros
         self.attention.setEnabled(not own)  # TASN and RA-CNN have attention of their own

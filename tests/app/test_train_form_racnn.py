@@ -31,3 +31,33 @@ def test_the_form_trains_racnn_as_the_cli_does(qtbot, data_dir, tmp_path):
     assert config_from_args(args) == cfg.replace(pretrained=None)
     form.method.setCurrentIndex(form.method.findData("ce"))
     assert form.model.currentText() == "mobilenet_v2" and form.fine.isEnabled()
+
+
+def test_the_form_sets_racnn_scale_size_as_the_cli_does(qtbot, data_dir, tmp_path):
+    """Scale size (RA-CNN's --scale-size) only for RA-CNN; 448 -> 224 builds the CLI's config; a scale size above
+    the image size is refused with the config's one-line error; an opened RA-CNN run's options do not follow the
+    form to another method."""
+    form = TrainForm()
+    qtbot.addWidget(form)
+    form.set_data(str(data_dir))
+    form.set_out(str(tmp_path / "runs" / "new"))
+    assert not form.scale_size.isEnabled()
+    form.method.setCurrentIndex(form.method.findData("racnn"))
+    form.model.setCurrentText("racnn_smallnet")
+    assert form.scale_size.isEnabled() and form.scale_size.text() == "image size"
+    form.img_size.setValue(448)
+    form.scale_size.setValue(224)
+    cfg = form.state.config
+    assert cfg is not None and cfg.extra["scale_size"] == 224, form.state.error
+    args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--model", "racnn_smallnet",
+                                      "--method", "racnn", "--img-size", "448", "--scale-size", "224"])
+    assert config_from_args(args) == cfg.replace(pretrained=None)
+    form.scale_size.setValue(512)
+    assert form.state.config is None and not form.state.can_start
+    assert form.state.error.startswith("scale_size=512: ") and "\n" not in form.state.error
+    form.scale_size.setValue(224)
+    form.set_config(cfg)  # an opened RA-CNN run: its scale size and APN options come back
+    assert form.scale_size.value() == 224 and form.state.config.extra == cfg.extra
+    form.method.setCurrentIndex(form.method.findData("ce"))
+    assert not form.scale_size.isEnabled()
+    assert form.state.config is not None and form.state.config.extra == {}, form.state.error
