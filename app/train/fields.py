@@ -6,10 +6,6 @@ from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QWidget
 
 from engine.errors import ConfigError
 
-#: ``extra`` keys that are RA-CNN's options: a config of another method drops them (an opened RA-CNN run's).
-RACNN_EXTRA = ("apn_warmup", "margin", "apn_lr", "apn_gradient", "scale_size")
-
-
 def optional_number(edit: QLineEdit, name: str, empty: str) -> float | None:
     """The number in ``edit``; None when it is empty (``empty`` says what that means). ConfigError names ``name``."""
     text = edit.text().strip()

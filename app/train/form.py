@@ -16,7 +16,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QLineEdit, QPushButton, QSpinBox, QWidget)
 
 from engine.training.config import (ATTENTIONS, DEFAULT_FINE, DEFAULT_PADDING, GAIN_TERMS, MC_CONC_PRETRAINED,
-                                    OTHER_SIZE_EPOCHS_BATCH, PADDINGS, PARTS_SIZE_EPOCHS_BATCH, TrainConfig)
+                                    OTHER_SIZE_EPOCHS_BATCH, PADDINGS, PARTS_SIZE_EPOCHS_BATCH, RACNN_OPTIONS,
+                                    TrainConfig)
 from engine.errors import ConfigError
 from engine.models.fine import FINE_BACKBONES
 from engine.models import get_spec, list_models
@@ -24,7 +25,7 @@ from engine.runs import MODEL_JSON, RESUME
 from engine.training.speed import describe_speed
 
 from ..common.text import TRAINING_METHOD_LABELS
-from .fields import RACNN_EXTRA, optional_number, widget_row
+from .fields import optional_number, widget_row
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ class TrainForm(QWidget):
             spin.valueChanged.connect(self.revalidate)
         row = form.getWidgetPosition(self.padding)[0] + 1
         gain_row = widget_row(self.gain, *(w for name, spin in zip(("α", "σ", "ω"), self.gain_terms.values())
-                                     for w in (QLabel(name), spin)))
+                                           for w in (QLabel(name), spin)))
         for i, (label, widget, tip) in enumerate((("Attention blocks", self.attention, h["attention"]),
                                                   ("GAIN", gain_row, h["gain"]))):
             widget.setToolTip(tip)
@@ -192,13 +193,13 @@ class TrainForm(QWidget):
         """The TrainConfig the form describes (raises ConfigError naming the bad field)."""
         mu = optional_number(self.mu, "mu", "the default: 0.5 fine-tuning, 1.5 from scratch")
         mc_conc = optional_number(self.mc_conc, "mc_conc", f"the default: {MC_CONC_PRETRAINED:g} fine-tuning, 0 "
-                                   "from scratch")
+                                  "from scratch")
         weights = self.pretrained.currentText().strip()
         gain = self.gain.isEnabled() and self.gain.isChecked()
         terms = {k: spin.value() if gain else None for k, spin in self.gain_terms.items()}
         kept = dict(self._kept)
         extra, racnn = dict(kept.pop("extra", None) or {}), self.method.currentData() == "racnn"
-        for key in ("scale_size",) if racnn else RACNN_EXTRA:  # an opened RA-CNN run's options, but for RA-CNN
+        for key in ("scale_size",) if racnn else RACNN_OPTIONS:  # an opened RA-CNN run's, for RA-CNN only
             extra.pop(key, None)
         if racnn and self.scale_size.value():
             extra["scale_size"] = self.scale_size.value()

@@ -46,7 +46,6 @@ from engine.maps.explain import low_res_maps, model_device, prepare, session
 from engine.data.imageio import ImageInfo, load_image
 from engine.losses.mcloss import mc_loss_terms
 from engine.evaluation.published import PublishedPass, check_maps, describe_maps, other_maps, shape_order
-from engine.models.racnn import compose
 from engine.models.shared_parts import has_shared_parts
 from engine.evaluation.metrics import box_share_above_half, labels_at_keypoints, regions_per_class
 from engine.maps.parts import map_peaks
@@ -350,7 +349,9 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     if is_test:
         xc = normalize(torch.from_numpy(np.stack([test_transform(img, pp) for img in imgs])).to(dev), pp)
         with session(model):
-            scales = _racnn_pass(model, xc, acc) if hasattr(model, "racnn_outputs") else None
+            scales, squares = model.scales_and_squares(xc) if hasattr(model, "scales_and_squares") else (None, None)
+            if squares is not None:
+                acc.setdefault("squares", []).append(squares.cpu().numpy())
             pred = (scales[-1] if scales is not None else model(xc)).argmax(1).cpu()
         if scales is not None:  # RA-CNN: each scale's own top-1 as well (scales 1, 2, 3, fused)
             hits = [int((lg.argmax(1).cpu() == labels).sum()) for lg in scales]
@@ -360,15 +361,6 @@ def _gather(run: LoadedRun, baseline: LoadedRun | None, items: list[tuple[Sample
     acc["kp"].append(kps)
     acc["bb"].append(boxes)
     acc["y"].append(labels.numpy())
-
-
-def _racnn_pass(model, x: torch.Tensor, acc: dict[str, Any]) -> list[torch.Tensor]:
-    """An RA-CNN run's [scale 1, scale 2, scale 3, fused] logits of ``x``, in one pass that also adds its squares
-    on the photo (B, 2, 3) to ``acc["squares"]``."""
-    out = model.racnn_outputs(x)
-    sq = out.squares.float()
-    acc.setdefault("squares", []).append(torch.stack((sq[:, 0], compose(sq[:, 0], sq[:, 1])), 1).cpu().numpy())
-    return [*out.logits, out.fused]
 
 
 def square_summary(squares: np.ndarray) -> dict[str, dict[str, list[float]]]:

@@ -136,7 +136,7 @@ class RACNN(nn.Module):
     """RA-CNN (Fu et al., CVPR 2017) over three networks ``nets`` (image → (B, ``width``, h, w)), one per scale.
 
     ``forward`` is the fused classifier on the three scales' concatenated pooled features (the paper's
-    prediction); :meth:`scale_logits` gives each scale's own; :meth:`zoom_squares` the two squares on the photo.
+    prediction); :meth:`scales_and_squares` gives each scale's own and the two squares on the photo.
     ``forward_features`` / ``forward_head`` are scale 1's last conv map and its classifier (``fc``), the maps
     Grad-CAM and CAM explain. ``train_calls`` counts the criterion's calls (saved with the weights, so that a
     resumed run goes on with the alternation rather than warming its APNs up again)."""
@@ -228,16 +228,17 @@ class RACNN(nn.Module):
         """The fused prediction (B, num_classes)."""
         return self.racnn_outputs(x).fused
 
-    def scale_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[scale 1, scale 2, scale 3, fused] logits, each (B, num_classes)."""
+    def scales_and_squares(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One pass: the [scale 1, scale 2, scale 3, fused] logits, each (B, num_classes), and the squares of scales
+        2 and 3 in the frame of ``x`` (B, 2, 3): (tx, ty, tl) as fractions of its side."""
         out = self.racnn_outputs(x)
-        return [*out.logits, out.fused]
+        sq = out.squares.float()
+        return [*out.logits, out.fused], torch.stack((sq[:, 0], compose(sq[:, 0], sq[:, 1])), dim=1)
 
     def zoom_squares(self, x: torch.Tensor) -> torch.Tensor:
-        """The squares of scales 2 and 3 in the frame of ``x`` (B, 2, 3): (tx, ty, tl) as fractions of its side."""
+        """The squares of scales 2 and 3 in the frame of ``x`` (B, 2, 3) (:meth:`scales_and_squares`)."""
         with torch.no_grad():
-            sq = self.racnn_outputs(x).squares.float()
-        return torch.stack((sq[:, 0], compose(sq[:, 0], sq[:, 1])), dim=1)
+            return self.scales_and_squares(x)[1]
 
     def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
         """(the three networks, the new layers: classifiers, APNs, fused classifier) for the two learning rates."""

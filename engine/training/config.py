@@ -70,6 +70,9 @@ GAIN_TERMS = {"gain_alpha": 1.0, "gain_sigma": 0.5, "gain_omega": 10.0}
 #: ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict gives it those.
 RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds"}
 RACNN_BEFORE_THIRDS = {"apn_warmup": 20, "apn_lr": 1e-4, "apn_gradient": "boxcar"}
+#: Every ``extra`` key that is an RA-CNN option (what the Train form drops when an opened RA-CNN run's config
+#: changes method).
+RACNN_OPTIONS = (*RACNN_DEFAULTS, "margin", "scale_size")
 
 
 @dataclass(frozen=True)

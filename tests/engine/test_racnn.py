@@ -260,8 +260,9 @@ def test_registry_models_shapes(name):
     m = create_model(name, 3).eval()
     x = torch.randn(1, 3, size, size)
     with torch.no_grad():
-        logits = m.scale_logits(x)
+        logits, both = m.scales_and_squares(x)
         sq = m.zoom_squares(x)
+    assert torch.equal(both, sq)
     assert [tuple(lg.shape) for lg in logits] == [(1, 3)] * 4
     assert sq.shape == (1, 2, 3) and bool(((sq >= 0) & (sq <= 1)).all())
     assert m.arch["name"] == name and m.groups is None
