@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="racnn: how the ranking loss moves the squares: by the authors' rule, towards the thirds "
                         "of the crop where the loss's gradient has more energy (thirds, the default), or through the "
                         "boxcar mask's gradient (boxcar; docs/METHODS.md#racnn)")
+    p.add_argument("--apn-half", type=float, default=None, metavar="SHARE",
+                   help="racnn: the half side of the APNs' first squares (the highest-response squares they learn "
+                        "before the alternation), a share of the scale's side from 0.167 to 0.5 (default 0.25, the "
+                        "paper's: half the side; docs/METHODS.md#racnn)")
     p.add_argument("--scale-size", type=int, default=None, metavar="PX",
                    help="racnn: the side each scale's network sees; the photo is read at --img-size and each "
                         "square is cut from it (the paper's 448 -> 224; default: --img-size)")
@@ -186,12 +190,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def racnn_options(args: argparse.Namespace) -> dict[str, float]:
-    """``--apn-warmup``, ``--rank-margin``, ``--apn-lr``, ``--scale-size`` and ``--apn-gradient`` as ``extra``'s
-    ``apn_warmup``, ``margin``, ``apn_lr``, ``scale_size`` and ``apn_gradient`` (only those given; TrainConfig checks
-    them)."""
+    """``--apn-warmup``, ``--rank-margin``, ``--apn-lr``, ``--scale-size``, ``--apn-gradient`` and ``--apn-half`` as
+    ``extra``'s ``apn_warmup``, ``margin``, ``apn_lr``, ``scale_size``, ``apn_gradient`` and ``apn_half`` (only those
+    given; TrainConfig checks them)."""
     given = {"apn_warmup": getattr(args, "apn_warmup", None), "margin": getattr(args, "rank_margin", None),
              "apn_lr": getattr(args, "apn_lr", None), "scale_size": getattr(args, "scale_size", None),
-             "apn_gradient": getattr(args, "apn_gradient", None)}
+             "apn_gradient": getattr(args, "apn_gradient", None), "apn_half": getattr(args, "apn_half", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

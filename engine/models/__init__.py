@@ -119,10 +119,11 @@ def _racnn_builder(backbone: str) -> Callable[..., nn.Module]:
     """RA-CNN (Fu et al., CVPR 2017): three scales of ``backbone``; ``xi`` does not apply (no class groups)."""
 
     def build(num_classes: int, xi: int = 3, pretrained: str | None = None, steepness: float = 10.0,
-              scale_size: int | None = None) -> nn.Module:
-        from engine.models.racnn import racnn
+              scale_size: int | None = None, apn_half: float | None = None) -> nn.Module:
+        from engine.models.racnn import INIT_HALF, racnn
 
-        return racnn(backbone, num_classes, pretrained, steepness, scale_size)
+        return racnn(backbone, num_classes, pretrained, steepness, scale_size,
+                     INIT_HALF if apn_half is None else apn_half)
 
     return build
 

@@ -13,7 +13,7 @@ Training (:class:`RACNNCriterion`) alternates, one phase per call: softmax cross
 fused classifier with the squares as constants (the APNs get no gradient), then the pairwise ranking loss
 max(0, p_t(s) − p_t(s+1) + margin) with every parameter but the APNs frozen. Before the alternation the APNs learn
 the square around the highest-response cell of the scale's last conv map (:func:`response_square`; half the input's
-side, the paper's initialisation) while the classifiers learn on those squares.
+side, the paper's initialisation, or ``--apn-half``) while the classifiers learn on those squares.
 
 A ranking step's gradient reaches the squares by the authors' rule on the crop's gradient (``--apn-gradient thirds``,
 the default: :func:`~engine.models.racnn_squares.thirds_gradient`) or through the boxcar mask (``boxcar``).
@@ -44,6 +44,7 @@ MARGIN = 0.05  # the ranking loss's margin (the paper's)
 MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
 APN_GRID, APN_HIDDEN = 4, 512
 APN_LR = 1e-3  # the APNs' learning rate (--apn-lr), chosen on validation photos (docs/METHODS.md#racnn)
+APN_HALF = 0.25  # the first squares' half side (--apn-half) a new run trains with, chosen on validation photos
 SCALES = 3
 
 
@@ -53,13 +54,14 @@ class SquareGuard:
     passed on, so that the APN can grow it back). A square under one pixel is logged as a diverged APN; the log says
     it at the first time and then at every tenfold count, per scale."""
 
-    def __init__(self) -> None:
+    def __init__(self, init_half: float = INIT_HALF) -> None:
         self.counts = [0] * (SCALES - 1)
         self.next_log = [1] * (SCALES - 1)
+        self.init_half = float(init_half)
 
     def __call__(self, squares: torch.Tensor, scale: int, side: int) -> torch.Tensor:
         finite = torch.isfinite(squares).all(dim=1, keepdim=True)
-        default = squares.new_tensor([0.5, 0.5, INIT_HALF]).expand_as(squares)
+        default = squares.new_tensor([0.5, 0.5, self.init_half]).expand_as(squares)
         sq = torch.where(finite, squares, default)
         tl = sq[:, 2]
         degenerate = (~finite[:, 0]) | (tl * side < 1.0)
@@ -83,14 +85,16 @@ class APN(nn.Module):
     tl = floor + (½ − floor)·σ(z) in (floor, ½), floor = :data:`MIN_HALF`: the paper's least square holds by
     construction. Clamping ½·σ(z) with a straight-through gradient instead let the ranking loss drive z into
     σ's flat tail, where no gradient brings it back (half sides of 0.001 px on cub-parts-dev, docs/METHODS.md#racnn).
-    The second layer starts at zero (its tl bias at σ⁻¹ of the share that gives :data:`INIT_HALF`), so every APN
-    starts at the centred square of half side ¼.
+    The second layer starts at zero (its tl bias at σ⁻¹ of the share that gives ``init_half``), so every APN
+    starts at the centred square of half side ``init_half`` (the paper's ¼ by default).
 
     ``floor`` is a buffer saved with the weights. A run saved before it had none: its APNs load with floor 0
     (tl = ½·σ(z), clamped below by :class:`SquareGuard`), so its squares stay what they were."""
 
-    def __init__(self, width: int, hidden: int = APN_HIDDEN, grid: int = APN_GRID, floor: float = MIN_HALF):
+    def __init__(self, width: int, hidden: int = APN_HIDDEN, grid: int = APN_GRID, floor: float = MIN_HALF,
+                 init_half: float = INIT_HALF):
         super().__init__()
+        self.init_half = float(init_half)
         self.pool = nn.AdaptiveAvgPool2d(grid)
         self.fc1 = nn.Linear(width * grid * grid, hidden)
         self.fc2 = nn.Linear(hidden, 3)
@@ -100,7 +104,7 @@ class APN(nn.Module):
             self.fc2.bias.copy_(torch.tensor([0.0, 0.0, math.log(self._init_share() / (1 - self._init_share()))]))
 
     def _init_share(self) -> float:
-        return (INIT_HALF - float(self.floor)) / (0.5 - float(self.floor))
+        return (self.init_half - float(self.floor)) / (0.5 - float(self.floor))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         z = self.fc2(torch.tanh(self.fc1(self.pool(features).flatten(1)))).float()
@@ -144,8 +148,12 @@ class RACNN(nn.Module):
     groups = None  # no per-class channel groups (those are MC-Loss's)
 
     def __init__(self, nets: list[nn.Module], width: int, num_classes: int, steepness: float = STEEPNESS,
-                 scale_size: int | None = None):
+                 scale_size: int | None = None, init_half: float = INIT_HALF):
         super().__init__()
+        if isinstance(init_half, bool) or not isinstance(init_half, (int, float)) or not MIN_HALF < init_half < 0.5:
+            raise ConfigError(f"apn_half={init_half!r}: give the first squares' half side as a share of the scale's "
+                              f"side above {MIN_HALF:.3f} (a third of the side) and under 0.5 (the whole side); "
+                              f"the paper's is {INIT_HALF}")
         if scale_size is not None and (int(scale_size) != scale_size or scale_size < 32):
             raise ConfigError(f"scale_size={scale_size!r}: give the scales' side as whole pixels, 32 or more")
         if num_classes < 2:
@@ -156,12 +164,13 @@ class RACNN(nn.Module):
             raise ConfigError(f"steepness={steepness}: the boxcar's k must be positive (the paper uses 10)")
         self.nets = nn.ModuleList(nets)
         self.fcs = nn.ModuleList(nn.Linear(width, num_classes) for _ in range(SCALES))
-        self.apns = nn.ModuleList(APN(width) for _ in range(SCALES - 1))
+        self.apns = nn.ModuleList(APN(width, init_half=init_half) for _ in range(SCALES - 1))
         self.fc_cat = nn.Linear(SCALES * width, num_classes)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))
         self.num_classes, self.width, self.steepness = num_classes, width, float(steepness)
         self.scale_size = None if scale_size is None else int(scale_size)
-        self.guard = SquareGuard()
+        self.init_half = float(init_half)
+        self.guard = SquareGuard(init_half)
 
     @property
     def fc(self) -> nn.Linear:
@@ -204,7 +213,7 @@ class RACNN(nn.Module):
                 break
             raw = self.apns[s](f.detach())  # an APN's gradient reaches its own weights only
             proposed.append(raw)
-            targets.append(response_square(f))
+            targets.append(response_square(f, self.init_half))
             sq = targets[-1] if mode == "warmup" else self.guard(raw, s, min(cur.shape[-2:]))
             used.append(sq if mode == "rank" else sq.detach())
             # rank: the next scale depends on this scale's APN only, not on the squares before it (ranking_loss)
@@ -324,20 +333,22 @@ class RACNNCriterion(nn.Module):
 
 # ------------------------------------------------------------------------------------------------ builder
 def racnn(backbone: str, num_classes: int, pretrained: str | None = None, steepness: float = STEEPNESS,
-          scale_size: int | None = None) -> RACNN:
+          scale_size: int | None = None, init_half: float = INIT_HALF) -> RACNN:
     """RA-CNN on three copies of registry backbone ``backbone`` (``engine.models.backbones.BACKBONES``), each
     loaded from ``pretrained`` (a torchvision weights name or a local file) when given; ``scale_size``: the side
-    every scale's network sees, the crops cut from the larger photo (None: the photo's own size)."""
+    every scale's network sees, the crops cut from the larger photo (None: the photo's own size); ``init_half``: the
+    half side of the APNs' first squares and of the highest-response squares they learn first, a share of the
+    scale's side (``--apn-half``)."""
     from engine.models.backbones import BACKBONES
 
     nets, width = [], 0
     for _ in range(SCALES):
         body, width, _stride = BACKBONES[backbone][0](pretrained)
         nets.append(body)
-    return RACNN(nets, width, num_classes, steepness, scale_size)
+    return RACNN(nets, width, num_classes, steepness, scale_size, init_half)
 
 
 __all__ = ["boxcar_mask", "square_maps", "crop_grid", "zoom", "compose", "response_square", "thirds_gradient",
            "with_square_gradient", "SquareGuard", "APN", "GRADIENTS",
            "RACNN", "RACNNOutputs", "RACNNCriterion", "ranking_loss", "apns_only", "racnn", "STEEPNESS", "MARGIN",
-           "MIN_HALF", "INIT_HALF", "APN_WARMUP", "APN_LR", "APN_GRADIENT"]
+           "MIN_HALF", "INIT_HALF", "APN_HALF", "APN_WARMUP", "APN_LR", "APN_GRADIENT"]

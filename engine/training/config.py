@@ -14,6 +14,8 @@ from engine.errors import ConfigError
 from engine.models.attention import ATTENTIONS
 from engine.models.backbones import PADDINGS
 from engine.training.config_help import FIELD_HELP
+from engine.training.racnn_config import (RACNN_BEFORE_THIRDS, RACNN_DEFAULTS, RACNN_HALF_BEFORE,  # noqa: F401
+                                          RACNN_OPTIONS, check_racnn)
 from engine.training.speed import SPEED_DEFAULTS, SPEED_HELP, speed_options
 
 METHODS = ("mcloss", "ce", "tasn", "parts", "racnn")
@@ -65,14 +67,6 @@ DEFAULT_ZOOM = 0.0
 GAIN_TERMS = {"gain_alpha": 1.0, "gain_sigma": 0.5, "gain_omega": 10.0}
 
 
-#: RA-CNN's APN settings (``extra``), chosen on cub-parts-dev's validation split (docs/METHODS.md#racnn); kept equal
-#: to engine.models.racnn's APN_WARMUP, APN_LR and APN_GRADIENT (a test checks). A racnn config saved before
-#: ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict gives it those.
-RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds"}
-RACNN_BEFORE_THIRDS = {"apn_warmup": 20, "apn_lr": 1e-4, "apn_gradient": "boxcar"}
-#: Every ``extra`` key that is an RA-CNN option (what the Train form drops when an opened RA-CNN run's config
-#: changes method).
-RACNN_OPTIONS = (*RACNN_DEFAULTS, "margin", "scale_size")
 
 
 @dataclass(frozen=True)
@@ -176,6 +170,8 @@ class TrainConfig:
             d["attention"] = "none"
         if d and d.get("method") == "racnn" and "apn_gradient" not in (d.get("extra") or {}):
             d["extra"] = {**RACNN_BEFORE_THIRDS, **(d.get("extra") or {})}  # saved before: the defaults were these
+        if d and d.get("method") == "racnn" and "apn_half" not in d["extra"]:
+            d["extra"] = {**d["extra"], "apn_half": RACNN_HALF_BEFORE}
         if d and "fine" not in d:  # saved before the option: 7 x 7 maps then (also MC-Loss, whose default is now on)
             d["fine"] = d.get("method") == "parts"
         if d:  # saved before the speed options, or before parts had defaults of its own: all off then
@@ -231,48 +227,7 @@ def _check_model(cfg: TrainConfig) -> None:
         _bad(cfg, "padding", f"use one of {', '.join(PADDINGS)}")
     if cfg.method == "tasn" and cfg.padding not in (None, "zeros"):
         _bad(cfg, "padding", "TASN keeps torchvision's zero padding: leave it unset for tasn")
-    _check_racnn(cfg, spec.family)
-
-
-def _check_racnn(cfg: TrainConfig, family: str) -> None:
-    """RA-CNN models with racnn alone, without fine maps or another padding; its options in ``extra`` in range."""
-    from engine.models import list_models
-
-    if cfg.method == "racnn" and family != "racnn":
-        names, base = list_models("racnn"), cfg.model.removeprefix("tasn_")
-        hint = f"racnn_{base}" if f"racnn_{base}" in names else ", ".join(names)
-        _bad(cfg, "model", f"the racnn method needs an RA-CNN model: use --model {hint}")
-    if cfg.method != "racnn" and family == "racnn":
-        _bad(cfg, "method", f"model {cfg.model} is an RA-CNN model: use --method racnn")
-    if cfg.method != "racnn":
-        for key, what in (("scale_size", "the side its scales see"), ("apn_gradient", "how its squares move")):
-            if key in cfg.extra:
-                raise ConfigError(f"{key}={cfg.extra[key]!r}: --{key.replace('_', '-')} is RA-CNN's ({what}): use "
-                                  "it with --method racnn, or leave it out")
-        return
-    if cfg.fine:
-        _bad(cfg, "fine", "RA-CNN's scales read their pooled features, not stride-16 maps: leave it off for racnn")
-    if cfg.padding not in (None, "zeros"):
-        _bad(cfg, "padding", "RA-CNN keeps torchvision's zero padding: leave it unset for racnn")
-    warmup, margin = cfg.extra.get("apn_warmup", RACNN_DEFAULTS["apn_warmup"]), cfg.extra.get("margin", 0.05)
-    if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= 10 ** 6:
-        raise ConfigError(f"apn_warmup={warmup!r}: give the APN warm-up as a whole number of steps, 0 or more "
-                          f"(default {RACNN_DEFAULTS['apn_warmup']})")
-    if not isinstance(margin, (int, float)) or not 0 <= margin <= 1:
-        raise ConfigError(f"margin={margin!r}: the ranking loss's margin is a probability gap from 0 to 1 (the "
-                          "paper's 0.05)")
-    apn_lr = cfg.extra.get("apn_lr", RACNN_DEFAULTS["apn_lr"])
-    if isinstance(apn_lr, bool) or not isinstance(apn_lr, (int, float)) or not 0 <= apn_lr <= 1:
-        raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
-                          f"{RACNN_DEFAULTS['apn_lr']:g})")
-    gradient = cfg.extra.get("apn_gradient", RACNN_DEFAULTS["apn_gradient"])
-    if gradient not in ("boxcar", "thirds"):
-        raise ConfigError(f"apn_gradient={gradient!r}: use boxcar (the ranking loss's gradient through the boxcar "
-                          "mask) or thirds (the authors' rule on the crop's gradient)")
-    side = cfg.extra.get("scale_size")
-    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= cfg.img_size):
-        raise ConfigError(f"scale_size={side!r}: give the side the scales' networks see as whole pixels from 32 to "
-                          f"the photo's --img-size {cfg.img_size} (e.g. --img-size 448 --scale-size 224)")
+    check_racnn(cfg, spec.family)
 
 
 def _check_sizes(cfg: TrainConfig) -> None:

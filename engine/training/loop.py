@@ -94,7 +94,8 @@ def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.method == "tasn":
         return {"input_size": cfg.img_size, "sample_size": int(cfg.extra.get("sample_size", cfg.img_size))}
     if cfg.method == "racnn":  # torchvision's padding; the scales at the input's size unless --scale-size
-        return {"scale_size": int(cfg.extra["scale_size"])} if "scale_size" in cfg.extra else {}
+        kw = {"scale_size": int(cfg.extra["scale_size"])} if "scale_size" in cfg.extra else {}
+        return {**kw, "apn_half": float(cfg.extra["apn_half"])} if "apn_half" in cfg.extra else kw
     # model.json keeps "padding" only when it is not torchvision's zeros (and "attention" only with blocks), so runs
     # saved before the option load as they were built
     padding = {"padding": cfg.padding} if cfg.padding not in (None, "zeros") else {}

@@ -93,6 +93,24 @@ def _tiny(classes: int = 3) -> RACNN:
     return create_model("racnn_smallnet", classes)
 
 
+def test_apn_half_sets_the_first_squares_and_their_targets():
+    """--apn-half: the APNs start at the centred square of that half side, the warm-up's targets (the highest-response
+    squares) have it, and a non-finite square falls back to it; out of (⅙, ½) is refused by name."""
+    torch.manual_seed(0)
+    m = create_model("racnn_smallnet", 3, apn_half=0.4).eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(m.zoom_squares(x)[:, 0], torch.tensor([[0.5, 0.5, 0.4]] * 2))
+    out = m.racnn_outputs(x, "warmup")
+    assert torch.allclose(out.targets[..., 2], torch.full((2, 2), 0.4))
+    assert torch.allclose(out.squares[..., 2], torch.full((2, 2), 0.4))
+    nan = m.guard(torch.full((1, 3), float("nan")), 0, 64)
+    assert torch.allclose(nan, torch.tensor([[0.5, 0.5, 0.4]]))
+    assert m.arch["apn_half"] == 0.4
+    for bad in (0.1, 0.5, True):
+        with pytest.raises(ConfigError, match=rf"apn_half={bad!r}: .*the paper's is 0.25"):
+            create_model("racnn_smallnet", 3, apn_half=bad)
+
+
 def test_the_apn_half_side_never_falls_below_the_least_square(caplog):
     """tl = ⅙ + ⅓·σ(z): the first square has half side ¼, a saturated APN gives the least square itself (nothing to
     clamp, nothing logged), and tl keeps a gradient everywhere in between."""

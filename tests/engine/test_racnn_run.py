@@ -127,6 +127,10 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"margin": -0.1})
     with pytest.raises(ConfigError, match=r"apn_gradient='ring': use boxcar"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_gradient": "ring"})
+    with pytest.raises(ConfigError, match=r"apn_half=0.5: .*under 0.5 \(the whole side\)"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_half": 0.5})
+    with pytest.raises(ConfigError, match=r"apn_half=0.1: .*above 0.167"):
+        TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_half": 0.1})
     with pytest.raises(ConfigError, match=r"apn_lr=2: .*from 0 to 1"):
         TrainConfig(**base, method="racnn", model="racnn_smallnet", extra={"apn_lr": 2})
     with pytest.raises(ConfigError, match=r"gain=True: .*RA-CNN has attention of its own"):
@@ -141,6 +145,8 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
                          (["--method", "ce", "--scale-size", "128"], "use it with --method racnn"),
                          (["--method", "ce", "--apn-gradient", "thirds"], "apn_gradient='thirds': --apn-gradient is "
                                                                           "RA-CNN's"),
+                         (["--method", "ce", "--apn-half", "0.4"], "apn_half=0.4: --apn-half is RA-CNN's"),
+                         (["--method", "racnn", "--model", "racnn_smallnet", "--apn-half", "0.6"], "apn_half=0.6"),
                          (["--method", "racnn", "--model", "racnn_smallnet", "--nproc", "2"], "use --nproc 1")):
         assert cli(["train", str(data), "--out", str(tmp_path / "x"), *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -233,13 +239,19 @@ def test_square_summary_gives_each_scales_mean_and_spread():
 def test_racnn_defaults_are_saved_and_an_older_run_keeps_its_own():
     """A new racnn config carries the APN settings it trains with (so its resume keeps them); a config saved before
     --apn-gradient existed reads as what it trained with then; the config's defaults are the model module's."""
-    from engine.models.racnn import APN_GRADIENT, APN_LR, APN_WARMUP
+    from engine.models.racnn import APN_GRADIENT, APN_HALF, APN_LR, APN_WARMUP
     from engine.training.config import RACNN_BEFORE_THIRDS, RACNN_DEFAULTS
+    from engine.training.loop import model_kwargs
 
-    assert RACNN_DEFAULTS == {"apn_warmup": APN_WARMUP, "apn_lr": APN_LR, "apn_gradient": APN_GRADIENT}
+    assert RACNN_DEFAULTS == {"apn_warmup": APN_WARMUP, "apn_lr": APN_LR, "apn_gradient": APN_GRADIENT,
+                              "apn_half": APN_HALF}
     cfg = TrainConfig(data="d", out="o", method="racnn", model="racnn_smallnet", extra={"apn_lr": 0.005})
     assert cfg.extra == {**RACNN_DEFAULTS, "apn_lr": 0.005}
+    assert model_kwargs(cfg) == {"apn_half": APN_HALF}  # model.json's arch keeps it, so the run loads as it trained
     old = {**cfg.to_dict(), "extra": {"apn_lr": 0.005}}
-    assert TrainConfig.upgrade_dict(old)["extra"] == {"apn_warmup": 20, "apn_lr": 0.005, "apn_gradient": "boxcar"}
+    assert TrainConfig.upgrade_dict(old)["extra"] == {"apn_warmup": 20, "apn_lr": 0.005, "apn_gradient": "boxcar",
+                                                      "apn_half": 0.25}
+    thirds = {**cfg.to_dict(), "extra": {"apn_gradient": "thirds", "apn_lr": 0.001, "apn_warmup": 76}}
+    assert TrainConfig.upgrade_dict(thirds)["extra"]["apn_half"] == 0.25  # saved before --apn-half: the paper's
     assert RACNN_BEFORE_THIRDS["apn_lr"] == 1e-4
     assert TrainConfig(data="d", out="o", method="ce").extra == {}
