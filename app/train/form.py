@@ -26,6 +26,7 @@ from engine.training.speed import describe_speed
 
 from ..common.text import TRAINING_METHOD_LABELS
 from .fields import optional_number, widget_row
+from .racnn_fields import RacnnFields
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,8 @@ class TrainForm(QWidget):
         self.img_size.setRange(0, 4096)
         self.img_size.setSingleStep(16)
         self.img_size.setValue(OTHER_SIZE_EPOCHS_BATCH[0])
-        self.scale_size = QSpinBox(self)  # RA-CNN's --scale-size; 0: the image size
-        self.scale_size.setRange(0, 4096)
-        self.scale_size.setSingleStep(16)
-        self.scale_size.setSpecialValueText("image size")
+        self.racnn = RacnnFields(self)  # RA-CNN's --scale-size and --apn-half
+        self.scale_size, self.apn_half = self.racnn.scale_size, self.racnn.half
         self.batch_size = QSpinBox(self)
         self.batch_size.setRange(0, 4096)
         self.batch_size.setValue(OTHER_SIZE_EPOCHS_BATCH[2])
@@ -103,14 +102,14 @@ class TrainForm(QWidget):
                 ("Parts (K)", self.parts, h["parts"]), ("Fine maps", self.fine, h["fine"]),
                 ("Padding", self.padding, h["padding"]),
                 ("Epochs", self.epochs, h["epochs"]), ("Image size", self.img_size, h["img_size"]),
-                ("Scale size", self.scale_size, "RA-CNN: the side each scale's network sees; the photo is read at "
-                 "Image size and every square is cut from it (the paper's 448 -> 224)"),
+                ("Scale size", self.racnn.row, None),
                 ("Batch size", self.batch_size, h["batch_size"]),
                 ("Pretrained", widget_row(self.pretrained, weights_btn), h["pretrained"]),
                 ("Device", self.device, h["device"]), ("Seed", self.seed, h["seed"]),
                 ("Output folder", widget_row(self.out, out_btn), h["out"])]
         for label, widget, tip in rows:
-            widget.setToolTip(tip)
+            if tip:
+                widget.setToolTip(tip)
             form.addRow(label, widget)
         self._add_attention_rows(form, h)
         form.addRow(self.message)
@@ -122,8 +121,8 @@ class TrainForm(QWidget):
         for box in (self.model, self.device, self.padding):
             box.currentIndexChanged.connect(self.revalidate)
         self.pretrained.currentTextChanged.connect(self.revalidate)
-        for spin in (self.xi, self.epochs, self.img_size, self.scale_size, self.batch_size, self.seed, self.lam,
-                     self.parts):
+        for spin in (self.xi, self.epochs, self.img_size, self.scale_size, self.apn_half, self.batch_size, self.seed,
+                     self.lam, self.parts):
             spin.valueChanged.connect(self.revalidate)
         self.fine.toggled.connect(self.revalidate)
         self._enable_method_fields()
@@ -199,10 +198,9 @@ class TrainForm(QWidget):
         terms = {k: spin.value() if gain else None for k, spin in self.gain_terms.items()}
         kept = dict(self._kept)
         extra, racnn = dict(kept.pop("extra", None) or {}), self.method.currentData() == "racnn"
-        for key in ("scale_size",) if racnn else RACNN_OPTIONS:  # an opened RA-CNN run's, for RA-CNN only
+        for key in ("scale_size", "apn_half") if racnn else RACNN_OPTIONS:  # an opened RA-CNN run's, for RA-CNN only
             extra.pop(key, None)
-        if racnn and self.scale_size.value():
-            extra["scale_size"] = self.scale_size.value()
+        extra.update(self.racnn.extra() if racnn else {})
         return TrainConfig(
             **kept, extra=extra,
             data=self.data.text().strip(), out=self.out.text().strip(), model=self.model.currentText(),
@@ -237,7 +235,7 @@ class TrainForm(QWidget):
         self.lam.setValue(float(d.get("lam", 10.0)))
         self.epochs.setValue(int(d.get("epochs", 10)))
         self.img_size.setValue(int(d.get("img_size", 224)))
-        self.scale_size.setValue(int((d.get("extra") or {}).get("scale_size") or 0))
+        self.racnn.fill(d.get("extra") or {})
         self.batch_size.setValue(int(d.get("batch_size", 32)))
         self.pretrained.setCurrentText(d.get("pretrained") or SCRATCH)
         if self.device.findText(str(d.get("device", "auto"))) >= 0:
@@ -332,7 +330,7 @@ class TrainForm(QWidget):
             w.setEnabled(method in ("mcloss", "ce"))
         self.mc_conc.setEnabled(method == "mcloss")
         self.parts.setEnabled(method == "parts")
-        self.scale_size.setEnabled(method == "racnn")
+        self.racnn.set_enabled(method == "racnn")
         self.fine.setEnabled(not own)
         self.padding.setEnabled(not own)  # TASN and RA-CNN keep torchvision's zeros
         self.attention.setEnabled(not own)  # TASN and RA-CNN have attention of their own

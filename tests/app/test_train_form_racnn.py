@@ -34,7 +34,7 @@ def test_the_form_trains_racnn_as_the_cli_does(qtbot, data_dir, tmp_path):
 
 
 def test_the_form_sets_racnn_scale_size_as_the_cli_does(qtbot, data_dir, tmp_path):
-    """Scale size (RA-CNN's --scale-size) only for RA-CNN; 448 -> 224 builds the CLI's config; a scale size above
+    """Scale size and the first squares' half side (RA-CNN's --scale-size, --apn-half) only for RA-CNN; 448 -> 224 builds the CLI's config; a scale size above
     the image size is refused with the config's one-line error; an opened RA-CNN run's options do not follow the
     form to another method."""
     form = TrainForm()
@@ -44,7 +44,7 @@ def test_the_form_sets_racnn_scale_size_as_the_cli_does(qtbot, data_dir, tmp_pat
     assert not form.scale_size.isEnabled()
     form.method.setCurrentIndex(form.method.findData("racnn"))
     form.model.setCurrentText("racnn_smallnet")
-    assert form.scale_size.isEnabled() and form.scale_size.text() == "image size"
+    assert form.scale_size.isEnabled() and form.scale_size.text() == "image size" and form.apn_half.isEnabled()
     form.img_size.setValue(448)
     form.scale_size.setValue(224)
     cfg = form.state.config
@@ -56,8 +56,16 @@ def test_the_form_sets_racnn_scale_size_as_the_cli_does(qtbot, data_dir, tmp_pat
     assert form.state.config is None and not form.state.can_start
     assert form.state.error.startswith("scale_size=512: ") and "\n" not in form.state.error
     form.scale_size.setValue(224)
-    form.set_config(cfg)  # an opened RA-CNN run: its scale size and APN options come back
-    assert form.scale_size.value() == 224 and form.state.config.extra == cfg.extra
+    form.apn_half.setValue(0.4)  # --apn-half 0.4
+    cfg = form.state.config
+    assert cfg is not None and cfg.extra["apn_half"] == 0.4, form.state.error
+    args = build_parser().parse_args(["train", str(data_dir), "--out", cfg.out, "--model", "racnn_smallnet",
+                                      "--method", "racnn", "--img-size", "448", "--scale-size", "224",
+                                      "--apn-half", "0.4"])
+    assert config_from_args(args) == cfg.replace(pretrained=None)
+    form.set_config(cfg.replace(extra={**cfg.extra, "apn_half": 0.3}))  # an opened RA-CNN run: its options return
+    assert form.scale_size.value() == 224 and form.apn_half.value() == 0.3
+    assert form.state.config.extra == {**cfg.extra, "apn_half": 0.3}
     form.method.setCurrentIndex(form.method.findData("ce"))
-    assert not form.scale_size.isEnabled()
+    assert not form.scale_size.isEnabled() and not form.apn_half.isEnabled()
     assert form.state.config is not None and form.state.config.extra == {}, form.state.error
