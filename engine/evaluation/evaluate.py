@@ -235,7 +235,7 @@ def evaluate(run: LoadedRun, report: DataReport, baseline: LoadedRun | None = No
             yield Progress(f"evaluate {part}", done, len(samples))
         gathered[part] = _in_order(acc)
     return _result(run, baseline, report, gathered[split], gathered.get("train", gathered[split]), published, seed,
-                   maps, t0)
+                   maps, t0, split)
 
 
 def _in_order(acc: dict[str, Any]) -> dict[str, Any]:
@@ -264,8 +264,9 @@ def _source(model, maps: str) -> str:
 
 
 def _result(run: LoadedRun, baseline: LoadedRun | None, report: DataReport, test: dict[str, Any],
-            train: dict[str, Any], published: PublishedPass | None, seed: int, maps: str, t0: float) -> EvalResult:
-    """The figures from the gathered test and training split."""
+            train: dict[str, Any], published: PublishedPass | None, seed: int, maps: str, t0: float,
+            split: str = "test") -> EvalResult:
+    """The figures from the gathered test and training split (``split``: the one scored, named in ``info``)."""
     n_parts = len(report.part_names)
     truth = {k: Truth(_stack(v["kp"], (0, n_parts, 3)), _stack(v["bb"], (0, 4)), _stack(v["y"], (0,)).astype(int))
              for k, v in (("train", train), ("test", test))}
@@ -282,7 +283,8 @@ def _result(run: LoadedRun, baseline: LoadedRun | None, report: DataReport, test
         baselines["gradcam"] = part_scores(_concat(train["base"]), _concat(test["base"]), truth["train"],
                                            truth["test"], marks)
     h = np.concatenate(test["h"]).reshape(-1) if test["h"] else np.zeros(0)
-    info = {"n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k, "parts_all": k_all,
+    info = {"split": split, "n_test": len(truth["test"].boxes), "n_train": len(truth["train"].boxes), "parts": k,
+            "parts_all": k_all,
             "maps": maps, "source": _source(run.model, maps), "run": str(run.run_dir),
             "baseline": str(baseline.run_dir) if baseline else None, "seconds": time.perf_counter() - t0}
     if test.get("scale_correct") and test["n"]:

@@ -209,14 +209,15 @@ def format_table(result: dict[str, Any], info: dict[str, Any]) -> str:
             v = d.get(key)
             cells.append(f"{'-' if v is None else f'{v * scale:.2f}':>9}")
         lines.append(f"{label:<{width}}  " + "  ".join(cells))
-    lines.append(f"{info.get('n_test', 0)} test / {info.get('n_train', 0)} train images; parts: "
+    split = info.get("split", "test")
+    lines.append(f"{info.get('n_test', 0)} {split} / {info.get('n_train', 0)} train images; parts: "
                  f"{info.get('source', '?')}, {info.get('parts', '?')} per image (true class), "
                  f"{info.get('parts_all', '?')} in the all-channels regression; {info.get('seconds', 0):.1f} s")
     if info.get("top1_per_scale"):  # an RA-CNN run
         per_scale = info["top1_per_scale"].items()
         lines.append("top1 per scale (%): " + ", ".join(f"{k} {100 * v:.2f}" for k, v in per_scale))
     if info.get("squares"):  # an RA-CNN run: where its APNs cut, and how much that moves from photo to photo
-        lines.append("squares on the photo (mean ± sd over the test photos, fractions of its side): " + "; ".join(
+        lines.append(f"squares on the photo (mean ± sd over the {split} photos, fractions of its side): " + "; ".join(
             f"{k} centre ({d['centre_x'][0]:.3f} ± {d['centre_x'][1]:.3f}, {d['centre_y'][0]:.3f} ± "
             f"{d['centre_y'][1]:.3f}), half side {d['half_side'][0]:.3f} ± {d['half_side'][1]:.3f}"
             for k, d in info["squares"].items()))

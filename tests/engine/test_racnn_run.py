@@ -234,6 +234,11 @@ def test_square_summary_gives_each_scales_mean_and_spread():
     assert got["scale 2"] == {"centre_x": [pytest.approx(0.5), pytest.approx(0.1)], "centre_y": [0.5, 0.0],
                               "half_side": [pytest.approx(0.3), pytest.approx(0.05)]}
     assert got["scale 3"]["half_side"] == [pytest.approx(0.1), pytest.approx(0.0)]
+    from engine.evaluation.scores import format_table
+
+    text = format_table({}, {"split": "val", "n_test": 2, "n_train": 5, "squares": got})  # evaluate --split val
+    assert "2 val / 5 train images" in text and "(mean ± sd over the val photos, fractions of its side): scale 2 " \
+        "centre (0.500 ± 0.100, 0.500 ± 0.000), half side 0.300 ± 0.050; scale 3 " in text
 
 
 def test_racnn_defaults_are_saved_and_an_older_run_keeps_its_own():
