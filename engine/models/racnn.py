@@ -44,7 +44,7 @@ MARGIN = 0.05  # the ranking loss's margin (the paper's)
 MIN_HALF = 1.0 / 6.0  # the least half side: a square at least a third of the scale's input side (the paper's bound)
 APN_GRID, APN_HIDDEN = 4, 512
 APN_LR = 1e-3  # the APNs' learning rate (--apn-lr), chosen on validation photos (docs/METHODS.md#racnn)
-APN_HALF = 0.25  # the first squares' half side (--apn-half) a new run trains with, chosen on validation photos
+APN_HALF = 0.4  # the first squares' half side (--apn-half) a new run trains with, chosen on validation photos
 SCALES = 3
 
 

@@ -11,7 +11,7 @@ from engine.errors import ConfigError
 #: to engine.models.racnn's APN_WARMUP, APN_LR, APN_GRADIENT and APN_HALF (a test checks). A racnn config saved before
 #: ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict gives it those (and one saved before
 #: ``apn_half``, RACNN_HALF_BEFORE).
-RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds", "apn_half": 0.25}
+RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds", "apn_half": 0.4}
 RACNN_BEFORE_THIRDS = {"apn_warmup": 20, "apn_lr": 1e-4, "apn_gradient": "boxcar"}
 #: The first squares' half side of a racnn config saved before ``apn_half`` existed: the paper's ¼.
 RACNN_HALF_BEFORE = 0.25

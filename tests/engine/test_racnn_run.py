@@ -5,6 +5,7 @@ racnn`` (the squares as JSON, the zoomed crops as PNG), ``export`` (the two squa
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,6 @@ def test_settings_errors_are_one_line(racnn_run, tmp_path, capsys):
 
 
 def test_a_resumed_run_goes_on_alternating(racnn_run, tmp_path):
-    import shutil
-
     data, run, events = racnn_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -172,7 +171,6 @@ def test_a_run_saved_before_the_apns_had_their_own_rate_resumes(racnn_run, tmp_p
     """A run saved with two optimizer groups (before --apn-lr gave the APNs a third) goes on from its weights, the
     momentum afresh, and the log says so."""
     import logging
-    import shutil
 
     data, run, _events = racnn_run
     copy = tmp_path / "run"
@@ -211,7 +209,8 @@ def test_the_apns_learn_at_their_own_rate(racnn_run):
 
 def test_a_run_at_a_scale_size_saves_it_and_loads_it(racnn_run, tmp_path):
     """--img-size 64 --scale-size 32: the photo at 64 px, each scale at 32 (model.json's arch keeps it, a run saved
-    without it loads at the photo's size)."""
+    without it loads at the photo's size); the arch keeps --apn-half too, and a run saved without it loads with the
+    paper's ¼."""
     data, run, _events = racnn_run
     cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), model="racnn_smallnet", method="racnn", epochs=1,
                       img_size=SIZE, batch_size=6, device="cpu", cache_mb=32, seed=0,
@@ -219,11 +218,18 @@ def test_a_run_at_a_scale_size_saves_it_and_loads_it(racnn_run, tmp_path):
     drive(train(cfg), lambda e: None)
     loaded = load_run(tmp_path / "run")
     assert loaded.meta["arch"]["scale_size"] == 32 and loaded.model.scale_size == 32
+    assert loaded.meta["arch"]["apn_half"] == 0.4 == loaded.model.init_half  # --apn-half's default, kept in arch
     with torch.no_grad():
         inputs = loaded.model.racnn_outputs(torch.rand(1, 3, SIZE, SIZE)).inputs
     assert [tuple(i.shape[-2:]) for i in inputs] == [(32, 32)] * 3
     old = load_run(run)
     assert "scale_size" not in old.meta["arch"] and old.model.scale_size is None
+    meta = json.loads((run / "model.json").read_text())
+    meta["arch"].pop("apn_half")  # a run saved before --apn-half: its squares were the paper's
+    copy = tmp_path / "before"
+    shutil.copytree(run, copy)
+    (copy / "model.json").write_text(json.dumps(meta))
+    assert load_run(copy).model.init_half == 0.25
 
 
 def test_square_summary_gives_each_scales_mean_and_spread():
