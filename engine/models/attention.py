@@ -4,8 +4,9 @@ each of the backbone's last two stages, initialised so that a pretrained backbon
 * ``cbam``: the Convolutional Block Attention Module (Woo, Park, Lee, Kweon, ECCV 2018, arXiv 1807.06521). Channel
   attention from one MLP shared by the average- and the max-pooled features, then spatial attention from a 7 × 7
   convolution of the channel-wise average and maximum. The paper's gates are ``sigmoid(z)``; here they are
-  ``2·sigmoid(z)`` with the last layer of each z (the MLP's second 1 × 1 convolution, the 7 × 7 convolution)
-  zero-initialised, so both gates are exactly 1 at the start and can later damp (< 1) or amplify (< 2).
+  ``2·sigmoid(z)``, each z zero at the start: the MLP's second 1 × 1 convolution starts at zero, and the 7 × 7
+  convolution's output passes a BatchNorm (the authors' code has one there) whose weight and bias start at zero.
+  Both gates are exactly 1 at the start and can later damp (< 1) or amplify (< 2).
 * ``residual``: the attention module of the Residual Attention Network (Wang et al., CVPR 2017, arXiv 1704.06904):
   a trunk branch T and a bottom-up / top-down mask branch M, output ``(1 + M) ⊙ T``. The trunk is the backbone's
   own stage (its pretrained output); the mask branch max-pools once (bottom-up), reduces to a quarter of the
@@ -47,8 +48,35 @@ def _zero(conv: nn.Conv2d) -> nn.Conv2d:
     return conv
 
 
+class GateNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm of CBAM's one-channel spatial logits, as the authors' code has it (their ``BasicConv``: eps 1e-5,
+    momentum 0.01), its weight and bias starting at zero so that the gate starts at exactly 1. It is not an
+    ``nn.BatchNorm2d``, so ``--freeze-bn`` (which fixes the pretrained backbone's) leaves this new layer learning.
+    A batch with one value per channel (one photo, a 1 × 1 map) is normalised by the running statistics."""
+
+    def __init__(self) -> None:
+        super().__init__(1, eps=1e-5, momentum=0.01)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"GateNorm expects (B, 1, h, w) logits, got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.numel() == x.shape[1]:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
 class CBAM(nn.Module):
-    """CBAM with ``2·sigmoid`` gates whose last layers start at zero (the identity at initialisation)."""
+    """CBAM with ``2·sigmoid`` gates that start at exactly 1 (the identity at initialisation): the channel MLP's last
+    layer starts at zero, and the spatial logits pass a :class:`GateNorm` whose weight and bias start at zero.
+
+    A run saved before the GateNorm (its state dict has no ``norm``) loads without it, as it was trained: a zero-
+    initialised 7 × 7 convolution straight into the sigmoid. That form could die: on cub-parts-dev (seed 2) the
+    last block's spatial logits ran to about −17 and below on every cell, the gate to 1e-7, and the network sat at
+    chance from the first epoch on (docs/METHODS.md#attention-blocks)."""
 
     kind = "CBAM"
 
@@ -57,7 +85,13 @@ class CBAM(nn.Module):
         hidden = max(channels // reduction, 8)
         self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
                                  _zero(nn.Conv2d(hidden, channels, 1)))
-        self.spatial = _zero(nn.Conv2d(2, 1, kernel, padding=kernel // 2))
+        self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2)
+        self.norm: nn.Module = GateNorm()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        if prefix + "norm.weight" not in state_dict:  # saved before the GateNorm: the spatial logits as they were
+            self.norm = nn.Identity()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(channel gate (B, C, 1, 1), spatial gate (B, 1, h, w)), each in (0, 2)."""
@@ -65,7 +99,7 @@ class CBAM(nn.Module):
                                     self.mlp(x.amax(dim=(2, 3), keepdim=True)))
         y = x * channel
         pooled = torch.cat((y.mean(dim=1, keepdim=True), y.amax(dim=1, keepdim=True)), dim=1)
-        return channel, 2 * torch.sigmoid(self.spatial(pooled))
+        return channel, 2 * torch.sigmoid(self.norm(self.spatial(pooled)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channel, spatial = self.gates(x)
@@ -160,5 +194,5 @@ def spatial_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                         if tuple(m.shape[-2:]) != tuple(size) else m for m in maps], dim=1)
 
 
-__all__ = ["ATTENTIONS", "STAGE_ENDS", "CBAM", "ResidualAttention", "Attended", "add_attention", "attention_blocks",
+__all__ = ["ATTENTIONS", "STAGE_ENDS", "GateNorm", "CBAM", "ResidualAttention", "Attended", "add_attention", "attention_blocks",
            "spatial_maps"]

@@ -35,16 +35,54 @@ def test_each_block_is_the_identity_at_initialisation(block):
 
 
 def test_cbam_gates_by_hand():
+    """The spatial logits (the centre tap of the channel-wise average: 2 and -1) through the GateNorm at weight 1:
+    in training the batch's statistics (mean 0.5, sd 1.5) make them 1 and -1; in eval the running ones; a batch of
+    one value per channel uses the running ones in training too, and leaves them."""
     b = CBAM(2)  # hidden width 8; the MLP's last layer is zero, so the channel gate is 1
     with torch.no_grad():
         b.spatial.weight.zero_()
+        b.spatial.bias.zero_()
         b.spatial.weight[0, 0, 3, 3] = 1.0  # the centre tap of the channel-wise average
+        b.norm.weight.fill_(1.0)
     x = torch.tensor([[[[1.0, -2.0]], [[3.0, 0.0]]]])  # (1, 2, 1, 2): averages 2 and -1, maxima 3 and 0
     channel, spatial = b.gates(x)
     assert channel.flatten().tolist() == [1.0, 1.0]
-    assert spatial.flatten().tolist() == pytest.approx([2 * sig(2.0), 2 * sig(-1.0)], abs=1e-6)
-    assert b(x).flatten().tolist() == pytest.approx([1 * 2 * sig(2), -2 * 2 * sig(-1), 3 * 2 * sig(2), 0.0],
-                                                    abs=1e-6)
+    assert spatial.flatten().tolist() == pytest.approx([2 * sig(1.0), 2 * sig(-1.0)], abs=1e-5)
+    assert b(x).flatten().tolist() == pytest.approx([1 * 2 * sig(1), -2 * 2 * sig(-1), 3 * 2 * sig(1), 0.0],
+                                                    abs=1e-5)
+    mean, var = float(b.norm.running_mean), float(b.norm.running_var)  # two passes moved them, momentum 0.01 each
+    m1, v1 = 0.01 * 0.5, 0.99 * 1.0 + 0.01 * 4.5  # from (0, 1) towards the batch's (0.5, unbiased variance 4.5)
+    assert (mean, var) == pytest.approx((0.99 * m1 + 0.01 * 0.5, 0.99 * v1 + 0.01 * 4.5))
+    fresh = CBAM(2)
+    fresh.load_state_dict(b.state_dict())
+    fresh.eval()
+    want = [2 * sig((z - mean) / math.sqrt(var + 1e-5)) for z in (2.0, -1.0)]
+    assert fresh.gates(x)[1].flatten().tolist() == pytest.approx(want, abs=1e-6)
+    one = x[:, :, :, :1]  # (1, 2, 1, 1): one logit, 2, in training: the running statistics, left as they were
+    assert b.gates(one)[1].item() == pytest.approx(want[0], abs=1e-6)
+    assert float(b.norm.running_mean) == mean
+
+
+def test_a_cbam_run_saved_before_the_gate_norm_loads_as_it_was_trained():
+    """A CBAM state dict without ``norm`` (saved before the GateNorm): the spatial logits go straight into the
+    sigmoid, as they did; --freeze-bn leaves a new run's GateNorm learning (it is not an nn.BatchNorm2d)."""
+    from engine.models.attention import GateNorm
+    from engine.models.freeze import apply_freezing
+
+    old = CBAM(2)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("norm.")}
+    state["spatial.weight"] = torch.zeros_like(state["spatial.weight"])
+    state["spatial.weight"][0, 0, 3, 3] = 1.0
+    state["spatial.bias"] = torch.zeros(1)
+    loaded = CBAM(2)
+    loaded.load_state_dict(state)
+    assert isinstance(loaded.norm, torch.nn.Identity)
+    x = torch.tensor([[[[1.0, -2.0]], [[3.0, 0.0]]]])
+    assert loaded.gates(x)[1].flatten().tolist() == pytest.approx([2 * sig(2.0), 2 * sig(-1.0)], abs=1e-6)
+    model = create_model("smallnet", 3, attention="cbam", pretrained=None)
+    apply_freezing(model, True, 0)
+    norms = [b.norm for b in attention_blocks(model)]
+    assert len(norms) == 2 and all(isinstance(n, GateNorm) and n.weight.requires_grad for n in norms)
 
 
 def test_residual_attention_output_by_hand():
