@@ -194,5 +194,5 @@ def spatial_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
                         if tuple(m.shape[-2:]) != tuple(size) else m for m in maps], dim=1)
 
 
-__all__ = ["ATTENTIONS", "STAGE_ENDS", "GateNorm", "CBAM", "ResidualAttention", "Attended", "add_attention", "attention_blocks",
-           "spatial_maps"]
+__all__ = ["ATTENTIONS", "STAGE_ENDS", "GateNorm", "CBAM", "ResidualAttention", "Attended", "add_attention",
+           "attention_blocks", "spatial_maps"]

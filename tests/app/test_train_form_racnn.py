@@ -34,9 +34,9 @@ def test_the_form_trains_racnn_as_the_cli_does(qtbot, data_dir, tmp_path):
 
 
 def test_the_form_sets_racnn_scale_size_as_the_cli_does(qtbot, data_dir, tmp_path):
-    """Scale size and the first squares' half side (RA-CNN's --scale-size, --apn-half) only for RA-CNN; 448 -> 224 builds the CLI's config; a scale size above
-    the image size is refused with the config's one-line error; an opened RA-CNN run's options do not follow the
-    form to another method."""
+    """Scale size and the first squares' half side (RA-CNN's --scale-size, --apn-half) only for RA-CNN; 448 -> 224
+    and 0.4 build the CLI's config; a scale size above the image size is refused with the config's one-line error;
+    an opened RA-CNN run's options come back, and do not follow the form to another method."""
     form = TrainForm()
     qtbot.addWidget(form)
     form.set_data(str(data_dir))
