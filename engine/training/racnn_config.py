@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 from engine.errors import ConfigError
+from engine.models.racnn import (APN_GRADIENT, APN_HALF, APN_LR, APN_WARMUP, GRADIENTS, INIT_HALF, MARGIN,
+                                 MIN_HALF)
 
-#: RA-CNN's APN settings (``extra``), chosen on cub-parts-dev's validation split (docs/METHODS.md#racnn); kept equal
-#: to engine.models.racnn's APN_WARMUP, APN_LR, APN_GRADIENT and APN_HALF (a test checks). A racnn config saved before
-#: ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict gives it those (and one saved before
-#: ``apn_half``, RACNN_HALF_BEFORE).
-RACNN_DEFAULTS = {"apn_warmup": 76, "apn_lr": 1e-3, "apn_gradient": "thirds", "apn_half": 0.4}
+#: RA-CNN's APN settings (``extra``), chosen on cub-parts-dev's validation split (docs/METHODS.md#racnn): the model
+#: module's. A racnn config saved before ``apn_gradient`` existed trained with RACNN_BEFORE_THIRDS, and upgrade_dict
+#: gives it those (and one saved before ``apn_half``, RACNN_HALF_BEFORE).
+RACNN_DEFAULTS = {"apn_warmup": APN_WARMUP, "apn_lr": APN_LR, "apn_gradient": APN_GRADIENT, "apn_half": APN_HALF}
 RACNN_BEFORE_THIRDS = {"apn_warmup": 20, "apn_lr": 1e-4, "apn_gradient": "boxcar"}
 #: The first squares' half side of a racnn config saved before ``apn_half`` existed: the paper's ¼.
-RACNN_HALF_BEFORE = 0.25
+RACNN_HALF_BEFORE = INIT_HALF
 #: Every ``extra`` key that is an RA-CNN option (what the Train form drops when an opened RA-CNN run's config
 #: changes method).
 RACNN_OPTIONS = (*RACNN_DEFAULTS, "margin", "scale_size")
@@ -46,7 +47,7 @@ def check_racnn(cfg: Any, family: str) -> None:
         _bad(cfg, "fine", "RA-CNN's scales read their pooled features, not stride-16 maps: leave it off for racnn")
     if cfg.padding not in (None, "zeros"):
         _bad(cfg, "padding", "RA-CNN keeps torchvision's zero padding: leave it unset for racnn")
-    warmup, margin = cfg.extra.get("apn_warmup", RACNN_DEFAULTS["apn_warmup"]), cfg.extra.get("margin", 0.05)
+    warmup, margin = cfg.extra.get("apn_warmup", RACNN_DEFAULTS["apn_warmup"]), cfg.extra.get("margin", MARGIN)
     if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= 10 ** 6:
         raise ConfigError(f"apn_warmup={warmup!r}: give the APN warm-up as a whole number of steps, 0 or more "
                           f"(default {RACNN_DEFAULTS['apn_warmup']})")
@@ -58,14 +59,14 @@ def check_racnn(cfg: Any, family: str) -> None:
         raise ConfigError(f"apn_lr={apn_lr!r}: give the APNs' learning rate as a number from 0 to 1 (default "
                           f"{RACNN_DEFAULTS['apn_lr']:g})")
     gradient = cfg.extra.get("apn_gradient", RACNN_DEFAULTS["apn_gradient"])
-    if gradient not in ("boxcar", "thirds"):
+    if gradient not in GRADIENTS:
         raise ConfigError(f"apn_gradient={gradient!r}: use boxcar (the ranking loss's gradient through the boxcar "
                           "mask) or thirds (the authors' rule on the crop's gradient)")
     half = cfg.extra.get("apn_half", RACNN_DEFAULTS["apn_half"])
-    if isinstance(half, bool) or not isinstance(half, (int, float)) or not 1 / 6 < half < 0.5:
+    if isinstance(half, bool) or not isinstance(half, (int, float)) or not MIN_HALF < half < 0.5:
         raise ConfigError(f"apn_half={half!r}: give the half side of the first squares as a share of the scale's side, "
-                          f"above 0.167 (the least square, a third of the side) and under 0.5 (the whole side); "
-                          f"the paper's is 0.25 (default {RACNN_DEFAULTS['apn_half']:g})")
+                          f"above {MIN_HALF:.3f} (the least square, a third of the side) and under 0.5 (the whole "
+                          f"side); the paper's is {INIT_HALF:g} (default {APN_HALF:g})")
     side = cfg.extra.get("scale_size")
     if side is not None and (isinstance(side, bool) or not isinstance(side, int) or not 32 <= side <= cfg.img_size):
         raise ConfigError(f"scale_size={side!r}: give the side the scales' networks see as whole pixels from 32 to "
